@@ -1,0 +1,144 @@
+"""Reverse-mode autodiff over a recorded graph: topological order, backward, grad, no_grad, scopes.
+
+A node is anything with ``data``, ``op``, ``parents``, ``requires_grad``, ``grad`` and ``hooks``
+(a Value). The walk never recurses, so a 100,000-step recurrence backpropagates under Python's default
+recursion limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from tinygrad_rnn.ops import shape_of
+
+__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "backward", "grad"]
+
+
+class STATE:
+    """Process-wide recording state: whether ops record, and the scope new nodes are tagged with."""
+
+    grad_enabled = True
+    scope = ""
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside, ops compute values but record no graph (for evaluation and optimiser steps)."""
+    previous, STATE.grad_enabled = STATE.grad_enabled, False
+    try:
+        yield
+    finally:
+        STATE.grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Inside, ops record again, even within ``no_grad``."""
+    previous, STATE.grad_enabled = STATE.grad_enabled, True
+    try:
+        yield
+    finally:
+        STATE.grad_enabled = previous
+
+
+@contextlib.contextmanager
+def scope(name: str) -> Iterator[str]:
+    """Tag every Value created inside with ``name``; scopes nest as paths, ``"encoder/t=3"``.
+
+    The RNN unroll wraps each time step in ``scope(f"t={t}")``, which is how pictures cluster a step
+    and diagnostics find h_t, for any cell, with no help from the cell.
+    """
+    previous = STATE.scope
+    STATE.scope = f"{previous}/{name}" if previous else str(name)
+    try:
+        yield STATE.scope
+    finally:
+        STATE.scope = previous
+
+
+def topological_order(roots: Sequence, constants: bool = False) -> list:
+    """Every node reachable from ``roots`` that needs a gradient (or every one, with ``constants``),
+    each after all its parents.
+
+    Depth-first post-order with an explicit stack instead of recursion. A node is marked when it is
+    expanded; in a DAG a marked parent is always already finished, so diamonds are visited once.
+    """
+    order, seen = [], set()
+    stack = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        for parent in node.parents:
+            if (constants or parent.requires_grad) and parent not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def _run_hooks(node, grad):
+    """Each hook sees the gradient left by the one before; a replacement must keep the shape."""
+    for hook in list(node.hooks):
+        result = hook(grad)
+        if result is not None:
+            if shape_of(result) != shape_of(grad) or not hasattr(result, "__mul__"):
+                hook_name = getattr(hook, "__name__", type(hook).__name__)
+                raise ValueError(
+                    f"hook {hook_name} on {node!r}: returned {type(result).__name__} of shape "
+                    f"{shape_of(result)}, expected a gradient of shape {shape_of(grad)}"
+                )
+            grad = result
+    return grad
+
+
+def _propagate(roots, root_grads, create_graph: bool, on_complete) -> None:
+    """The backward pass. Walks nodes children-first; a node's gradient is complete when it comes
+    up, so its hooks run then and ``on_complete(node, grad)`` sees the final value before the
+    gradient flows on to the parents through each op's vector-Jacobian product."""
+    pending = {}
+    for root, g in zip(roots, root_grads):
+        pending[root] = pending[root] + g if root in pending else g
+    for node in reversed(topological_order(roots)):
+        g = pending.pop(node, None)
+        if g is None:
+            continue
+        if node.hooks:
+            g = _run_hooks(node, g)
+        on_complete(node, g)
+        op = node.op
+        if op is None:
+            continue
+        parents = node.parents
+        # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
+        out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
+        for k, parent in enumerate(parents):
+            if parent.requires_grad:
+                contribution = op.vjp(k, g, out, *inputs)
+                pending[parent] = pending[parent] + contribution if parent in pending else contribution
+
+
+def _accumulate(node, g) -> None:
+    node.grad = g if node.grad is None else node.grad + g
+
+
+def backward(roots: Sequence, root_grads: Sequence, create_graph: bool = False) -> None:
+    """Accumulate d(roots)/d(node), weighted by ``root_grads``, into ``.grad`` of every node
+    (PyTorch's rule: gradients add up across calls until ``zero_grad``)."""
+    _propagate(roots, root_grads, create_graph, _accumulate)
+
+
+def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False) -> list:
+    """The gradients of ``outputs`` with respect to ``inputs``, leaving every ``.grad`` untouched."""
+    wanted = {id(x): None for x in inputs}
+
+    def capture(node, g):
+        if id(node) in wanted:
+            wanted[id(node)] = g
+
+    _propagate(outputs, grad_outputs, create_graph, capture)
+    return [wanted[id(x)] for x in inputs]

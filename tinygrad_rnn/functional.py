@@ -1,0 +1,86 @@
+"""Functions of several Values, and composites built from primitives so their insides show in
+the graph: concat, stack, where, maximum, softmax, log_softmax, grad."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinygrad_rnn import autograd, ops
+from tinygrad_rnn.value import Value, _seed, apply, as_value
+
+__all__ = ["concat", "stack", "where", "maximum", "softmax", "log_softmax", "grad", "zero_grad"]
+
+
+def concat(values: Sequence, axis: int = 0) -> Value:
+    """Join Values along an existing axis (numpy's concatenate)."""
+    if not values:
+        raise ValueError("concat: needs at least one Value")
+    return apply(ops.Concat(axis), *values)
+
+
+def stack(values: Sequence, axis: int = 0) -> Value:
+    """Join Values along a new axis: each gets a length-1 axis there, then they are concatenated."""
+    if not values:
+        raise ValueError("stack: needs at least one Value")
+    values = [as_value(v) for v in values]
+    shapes = {v.shape for v in values}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all Values need the same shape, got {sorted(shapes)}")
+    ndim = values[0].ndim + 1
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"stack: axis {axis} is out of range for {ndim} dimensions")
+    axis %= ndim
+    expanded = [v.reshape(v.shape[:axis] + (1,) + v.shape[axis:]) for v in values]
+    return concat(expanded, axis)
+
+
+def where(condition, a, b) -> Value:
+    """``a`` where ``condition`` holds, else ``b``; the condition is data, not differentiated."""
+    return apply(ops.Where(ops.raw(condition)), a, b)
+
+
+def maximum(a, b) -> Value:
+    """Elementwise maximum; at ties the gradient is split evenly."""
+    return apply(ops.Maximum(), a, b)
+
+
+def log_softmax(x: Value, axis: int = -1) -> Value:
+    """log softmax(x)_i = z_i - log sum_j exp(z_j), with z = x - max(x).
+
+    Subtracting the (detached) max changes nothing mathematically but keeps exp from overflowing.
+    """
+    x = as_value(x)
+    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def softmax(x: Value, axis: int = -1) -> Value:
+    """softmax(x)_i = exp(z_i) / sum_j exp(z_j), with z = x - max(x) for stability."""
+    x = as_value(x)
+    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False) -> list:
+    """d(outputs)/d(inputs), weighted by ``grad_outputs``, returned without touching any ``.grad``.
+
+    Accepts one Value or a sequence for ``outputs`` and ``inputs``; returns a list with one gradient
+    per input (zeros for an input the outputs do not depend on).
+    """
+    outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Value, np.ndarray, float, int)):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    seeds = [_seed(out, g, "grad", create_graph) for out, g in zip(outputs, grad_outputs)]
+    found = autograd.grad(outputs, inputs, seeds, create_graph)
+    return [(np.zeros(x.shape, x.dtype) if x.shape else 0.0) if g is None else g for g, x in zip(found, inputs)]
+
+
+def zero_grad(values) -> None:
+    """Clear ``.grad`` on every Value given."""
+    for v in values:
+        v.grad = None

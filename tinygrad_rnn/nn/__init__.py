@@ -1,0 +1,1 @@
+"""Modules, cells and losses (see the RNN issue)."""

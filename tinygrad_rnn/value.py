@@ -1,0 +1,311 @@
+"""Value: a number or a numpy array that remembers how it was made.
+
+Every op applied to a Value records a new Value whose ``op`` is the primitive and whose ``parents``
+are its inputs, in order (``x * x`` has two edges to ``x``). ``backward()`` walks that record in reverse.
+A Value holds no closure and no reference to its children, so a graph is freed by reference counting
+the moment its last Value is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from tinygrad_rnn import autograd, ops
+from tinygrad_rnn.autograd import STATE
+from tinygrad_rnn.ops import shape_of
+
+__all__ = ["Value", "apply", "as_value", "HookHandle"]
+
+
+def _as_data(x, where: str = "Value"):
+    """Check and normalise data: a Python float, or a float array (float32 kept, others float64)."""
+    if isinstance(x, (int, float)) and not isinstance(x, np.generic):
+        return float(x)
+    try:
+        array = np.asarray(x)
+    except Exception as error:  # ragged lists and other things numpy cannot hold
+        raise TypeError(f"{where}: data must be a number or a numeric array, got {type(x).__name__}") from error
+    if array.dtype.kind in "iub":
+        array = array.astype(np.float64)
+    elif array.dtype.kind != "f":
+        raise TypeError(
+            f"{where}: data must be a number or a numeric array, got {type(x).__name__} "
+            f"with dtype {array.dtype} ({_short(x)})"
+        )
+    return float(array) if array.ndim == 0 and array.dtype == np.float64 else array
+
+
+def _short(x, width: int = 40) -> str:
+    text = repr(x).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def as_value(x) -> Value:
+    """A Value as it is; raw data becomes a constant (no gradient)."""
+    return x if isinstance(x, Value) else Value(x, requires_grad=False)
+
+
+def apply(op: ops.Op, *inputs) -> Value:
+    """Run ``op`` forward and, when gradients are on and an input needs one, record the node."""
+    values = [x if isinstance(x, Value) else Value(x, requires_grad=False) for x in inputs]
+    try:
+        data = op.forward(*[v.data for v in values])
+    except (ValueError, IndexError, TypeError) as error:
+        message = str(error)
+        if not message.startswith(f"{op.name}:"):
+            shapes = ", ".join(str(v.shape) for v in values)
+            message = f"{op.name}: {message} (input shapes {shapes})"
+        raise type(error)(message) from None
+    out = Value.__new__(Value)
+    out.data, out.grad, out.name, out.scope, out.hooks, out.notes = data, None, None, STATE.scope, (), None
+    if STATE.grad_enabled and any(v.requires_grad for v in values):
+        out.op, out.parents, out.requires_grad = op, tuple(values), True
+    else:
+        out.op, out.parents, out.requires_grad = None, (), False
+    return out
+
+
+class HookHandle:
+    """Returned by ``register_hook``; ``remove()`` takes the hook off again."""
+
+    def __init__(self, hooks: list, hook: Callable):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if any(h is self._hook for h in self._hooks):
+            self._hooks.remove(self._hook)
+
+
+_ADD, _SUB, _MUL, _DIV, _NEG = ops.Add(), ops.Sub(), ops.Mul(), ops.Div(), ops.Neg()
+_EXP, _LOG, _TANH, _SIGMOID, _RELU = ops.Exp(), ops.Log(), ops.Tanh(), ops.Sigmoid(), ops.Relu()
+_ABS, _MATMUL = ops.Abs(), ops.MatMul()
+
+
+class Value:
+    """A scalar (Python float) or numpy array in a recorded computation.
+
+    Attributes: ``data``; ``grad`` (same shape, after backward; None before); ``op`` (the primitive
+    that made it, None for leaves and constants); ``parents`` (ordered inputs); ``requires_grad``;
+    ``name``; ``scope`` (the path of ``scope(...)`` contexts it was made in); ``hooks`` (run on its
+    gradient in backward); ``notes`` (a dict that hooks and diagnostics may annotate, else None).
+    """
+
+    __slots__ = ("data", "grad", "op", "parents", "requires_grad", "name", "scope", "hooks", "notes", "__weakref__")
+    __array_ufunc__ = None  # numpy defers to Value's reflected operators: array * Value records
+
+    def __init__(self, data, requires_grad: bool = True, name: str | None = None):
+        self.data = _as_data(data.data if isinstance(data, Value) else data)
+        self.grad = None
+        self.op, self.parents = None, ()
+        self.requires_grad = bool(requires_grad)
+        self.name, self.scope, self.hooks, self.notes = name, STATE.scope, (), None
+
+    # ---- description ---------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple:
+        return shape_of(self.data)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def dtype(self):
+        return np.result_type(self.data)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a scalar Value")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        if self.shape:
+            text = f"Value(shape={self.shape}, dtype={self.dtype}"
+        else:
+            text = f"Value({float(self.data):.6g}"
+            if self.grad is not None and not shape_of(self.grad):
+                text += f", grad={float(ops.raw(self.grad)):.6g}"
+        for key in ("op", "name", "scope"):
+            if getattr(self, key):
+                text += f", {key}={getattr(self, key)!r}" if key != "op" else f", op={self.op.name}"
+        return text + ")"
+
+    def item(self) -> float:
+        if self.size != 1:
+            raise ValueError(f"item: only a one-element Value converts to a float, this one has shape {self.shape}")
+        return float(np.asarray(self.data).reshape(()))
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.data)
+
+    # ---- arithmetic (numbers and arrays on either side become constants) ----------------------
+
+    def __add__(self, other):
+        return apply(_ADD, self, other)
+
+    def __radd__(self, other):
+        return apply(_ADD, other, self)
+
+    def __sub__(self, other):
+        return apply(_SUB, self, other)
+
+    def __rsub__(self, other):
+        return apply(_SUB, other, self)
+
+    def __mul__(self, other):
+        return apply(_MUL, self, other)
+
+    def __rmul__(self, other):
+        return apply(_MUL, other, self)
+
+    def __truediv__(self, other):
+        return apply(_DIV, self, other)
+
+    def __rtruediv__(self, other):
+        return apply(_DIV, other, self)
+
+    def __matmul__(self, other):
+        return apply(_MATMUL, self, other)
+
+    def __rmatmul__(self, other):
+        return apply(_MATMUL, other, self)
+
+    def __neg__(self):
+        return apply(_NEG, self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Value):  # a^b = exp(b ln a), for a > 0
+            return (exponent * self.log()).exp()
+        return apply(ops.Pow(exponent), self)
+
+    def __rpow__(self, base):
+        return (self * np.log(base)).exp()
+
+    def __getitem__(self, index):
+        if isinstance(index, list):
+            index = np.asarray(index)
+        return apply(ops.GetItem(index), self)
+
+    # Comparisons are not differentiable: they give plain boolean data (for masks and `where`).
+    # __eq__ stays identity so that Values can be dict keys and set members.
+    def __lt__(self, other):
+        return self.data < ops.raw(other)
+
+    def __le__(self, other):
+        return self.data <= ops.raw(other)
+
+    def __gt__(self, other):
+        return self.data > ops.raw(other)
+
+    def __ge__(self, other):
+        return self.data >= ops.raw(other)
+
+    __hash__ = object.__hash__
+
+    # ---- elementwise functions ----------------------------------------------------------------
+
+    def exp(self):
+        return apply(_EXP, self)
+
+    def log(self):
+        return apply(_LOG, self)
+
+    def tanh(self):
+        return apply(_TANH, self)
+
+    def sigmoid(self):
+        return apply(_SIGMOID, self)
+
+    def relu(self):
+        return apply(_RELU, self)
+
+    def leaky_relu(self, slope: float = 0.01):
+        return apply(ops.LeakyRelu(slope), self)
+
+    def abs(self):
+        return apply(_ABS, self)
+
+    def clip(self, lo=None, hi=None):
+        return apply(ops.Clip(lo, hi), self)
+
+    # ---- reductions and shapes ----------------------------------------------------------------
+
+    def sum(self, axis=None, keepdims: bool = False):
+        return apply(ops.Sum(_axis(axis), keepdims), self)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        total = self.sum(axis, keepdims)
+        return total / (self.size // max(total.size, 1) if self.size else 1)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return apply(ops.Max(_axis(axis), keepdims), self)
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return apply(ops.Reshape(shape), self)
+
+    def transpose(self, *axes):
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return apply(ops.Transpose(axes or tuple(reversed(range(self.ndim)))), self)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    # ---- gradients ----------------------------------------------------------------------------
+
+    def detach(self) -> Value:
+        """The same data, cut from the graph: no gradient flows through it."""
+        return Value(self.data, requires_grad=False, name=self.name)
+
+    def backward(self, grad=None, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(node) into ``.grad`` of every node that needs one.
+
+        ``grad`` is dL/d(self); it may be left out only when self holds a single number (it is 1).
+        With ``create_graph=True`` the backward pass is recorded, so gradients can be differentiated.
+        """
+        autograd.backward([self], [_seed(self, grad, "backward", create_graph)], create_graph)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def register_hook(self, hook: Callable) -> HookHandle:
+        """Run ``hook(grad)`` when the backward pass reaches this node with its fully accumulated
+        gradient, before it flows to the parents (on a leaf: before it is added to ``.grad``).
+        A hook may return a replacement of the same shape; several run in registration order."""
+        if not isinstance(self.hooks, list):
+            self.hooks = []  # most nodes never get a hook: they share one empty tuple
+        self.hooks.append(hook)
+        return HookHandle(self.hooks, hook)
+
+
+def _axis(axis):
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _seed(output: Value, grad, where: str, create_graph: bool):
+    """The gradient that starts a backward pass at ``output``, checked and of its dtype."""
+    if grad is None:
+        if output.size != 1:
+            raise ValueError(
+                f"{where}: output has shape {output.shape}; only a single number can start backward "
+                f"without grad=. Reduce it (.sum(), .mean()) or pass grad= of shape {output.shape}"
+            )
+        grad = np.ones_like(output.data) if output.shape else 1.0
+    elif isinstance(grad, Value):
+        grad = grad if create_graph else grad.data
+    else:
+        grad = _as_data(grad, where)
+    if shape_of(grad) != output.shape:
+        raise ValueError(f"{where}: grad has shape {shape_of(grad)} but the output has shape {output.shape}")
+    if create_graph and not isinstance(grad, Value):
+        grad = Value(grad, requires_grad=False)
+    return grad

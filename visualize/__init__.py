@@ -1,0 +1,1 @@
+"""Pictures of recorded graphs: op view, path view, step view; plots; JSON export."""
