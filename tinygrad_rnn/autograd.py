@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from tinygrad_rnn.ops import shape_of
 
-__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "backward", "grad"]
+__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backward", "grad"]
 
 
 class STATE:
@@ -81,6 +81,19 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
     return order
 
 
+def subgraph(outputs: Sequence, inputs: Sequence) -> list:
+    """The nodes on some path from an input to an output, parents first: all that a gradient of
+    ``outputs`` with respect to ``inputs`` needs. Computed once, it serves many seeds (one per row
+    of a Jacobian) without walking the rest of the graph again."""
+    reaches = {id(x) for x in inputs}
+    order = []
+    for node in topological_order(outputs):
+        if id(node) in reaches or any(id(p) in reaches for p in node.parents):
+            reaches.add(id(node))
+            order.append(node)
+    return order
+
+
 def _run_hooks(node, grad):
     """Each hook sees the gradient left by the one before; a replacement must keep the shape."""
     for hook in list(node.hooks):
@@ -96,14 +109,14 @@ def _run_hooks(node, grad):
     return grad
 
 
-def _propagate(roots, root_grads, create_graph: bool, on_complete) -> None:
+def _propagate(roots, root_grads, create_graph: bool, on_complete, order=None) -> None:
     """The backward pass. Walks nodes children-first; a node's gradient is complete when it comes
     up, so its hooks run then and ``on_complete(node, grad)`` sees the final value before the
     gradient flows on to the parents through each op's vector-Jacobian product."""
     pending = {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
-    for node in reversed(topological_order(roots)):
+    for node in reversed(topological_order(roots) if order is None else order):
         g = pending.pop(node, None)
         if g is None:
             continue
@@ -132,13 +145,14 @@ def backward(roots: Sequence, root_grads: Sequence, create_graph: bool = False) 
     _propagate(roots, root_grads, create_graph, _accumulate)
 
 
-def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False) -> list:
-    """The gradients of ``outputs`` with respect to ``inputs``, leaving every ``.grad`` untouched."""
+def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False, order=None) -> list:
+    """The gradients of ``outputs`` with respect to ``inputs``, leaving every ``.grad`` untouched.
+    The walk covers ``order`` when given (from ``subgraph``), else everything behind the outputs."""
     wanted = {id(x): None for x in inputs}
 
     def capture(node, g):
         if id(node) in wanted:
             wanted[id(node)] = g
 
-    _propagate(outputs, grad_outputs, create_graph, capture)
+    _propagate(outputs, grad_outputs, create_graph, capture, order)
     return [wanted[id(x)] for x in inputs]
