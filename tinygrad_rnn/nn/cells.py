@@ -1,0 +1,157 @@
+"""Recurrent cells: one time step, ``new_state = cell(x_t, state)``, with PyTorch's parameter names,
+shapes, gate order and equations, so weights move between the two frameworks as numpy arrays.
+
+A state is a Value (RNNCell, GRUCell) or a tuple ``(h, c)`` (LSTMCell); ``hidden_of(state)`` is the
+hidden output h either way. Inputs are batch-first, x_t (B, I) and h (B, H), or unbatched (I,), (H,).
+Every weight starts as U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's default).
+
+There is no backward code here: a cell is a few primitives, and backpropagation through time is the
+backward pass over the chain of cells that ``RNN`` unrolls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinygrad_rnn.nn.init import generator
+from tinygrad_rnn.nn.layers import linear
+from tinygrad_rnn.nn.module import Module
+from tinygrad_rnn.ops import shape_of
+from tinygrad_rnn.value import Value
+
+__all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "hidden_of"]
+
+
+def hidden_of(state):
+    """The hidden output of a state: the state itself, or the first entry of a tuple such as (h, c)."""
+    return state[0] if isinstance(state, (tuple, list)) else state
+
+
+class RNNCellBase(Module):
+    """Parameters ``weight_ih`` (G H, I), ``weight_hh`` (G H, H), ``bias_ih`` and ``bias_hh`` (G H,),
+    where G is the number of gates stacked along the first axis (1 for RNNCell, 4 LSTM, 3 GRU)."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, rng=None, dtype=np.float64):
+        self.input_size, self.hidden_size = input_size, hidden_size
+        rng, bound = generator(rng), 1.0 / math.sqrt(hidden_size)
+        rows = self.gates * hidden_size
+
+        def uniform(*shape):
+            return Value(rng.uniform(-bound, bound, shape).astype(dtype))
+
+        self.weight_ih = uniform(rows, input_size)
+        self.weight_hh = uniform(rows, hidden_size)
+        self.bias_ih = uniform(rows) if bias else None
+        self.bias_hh = uniform(rows) if bias else None
+
+    @property
+    def dtype(self):
+        return self.weight_hh.dtype
+
+    def initial_state(self, batch_size: int | None = None, dtype=None):
+        """Zeros of shape (batch_size, H), or (H,) for batch_size None; no gradient."""
+        shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
+        return Value(np.zeros(shape, dtype or self.dtype), requires_grad=False, name="h0")
+
+    def _check(self, x, h) -> None:
+        """Shape errors here name the cell and both shapes instead of surfacing from a matmul."""
+        xs, hs = shape_of(x), shape_of(h)
+        if xs[-1:] != (self.input_size,) or hs[-1:] != (self.hidden_size,) or xs[:-1] != hs[:-1]:
+            raise ValueError(
+                f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}): "
+                f"x_t has shape {xs} and the state {hs}; expected (B, {self.input_size}) and "
+                f"(B, {self.hidden_size}), or ({self.input_size},) and ({self.hidden_size},)"
+            )
+
+    def _batch_of(self, x) -> int | None:
+        return shape_of(x)[0] if len(shape_of(x)) > 1 else None
+
+    def extra_repr(self) -> str:
+        text = f"input_size={self.input_size}, hidden_size={self.hidden_size}"
+        return text + ("" if self.bias_ih is not None else ", bias=False")
+
+
+class RNNCell(RNNCellBase):
+    """Elman's cell: h' = f(x W_ih^T + b_ih + h W_hh^T + b_hh), f = tanh, relu or sigmoid.
+
+    Backpropagating one step multiplies the gradient by diag(f'(pre)) W_hh: through T steps, by a
+    product of T such matrices, which shrinks or grows geometrically (Bengio et al. 1994)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 rng=None, dtype=np.float64):
+        if nonlinearity not in ("tanh", "relu", "sigmoid"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh', 'relu' or 'sigmoid', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, rng, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x, h=None) -> Value:
+        h = self.initial_state(self._batch_of(x)) if h is None else h
+        self._check(x, h)
+        pre = linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)
+        return getattr(pre, self.nonlinearity)()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+
+
+class LSTMCell(RNNCellBase):
+    """Hochreiter & Schmidhuber (1997), with a forget gate (Gers et al. 2000). Gates i, f, g, o are
+    stacked in that order along the first axis of ``weight_ih`` (4H, I) and ``weight_hh`` (4H, H):
+
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      (input gate)
+        f = sigmoid(W_if x + b_if + W_hf h + b_hf)      (forget gate)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)         (candidate)
+        o = sigmoid(W_io x + b_io + W_ho h + b_ho)      (output gate)
+        c' = f * c + i * g,   h' = o * tanh(c')
+
+    The state is the tuple (h, c). The cell path c -> c' is multiplied only by f elementwise, with no
+    matrix and no squashing, which is why gradients survive many more steps than in an RNNCell."""
+
+    gates = 4
+
+    def initial_state(self, batch_size: int | None = None, dtype=None) -> tuple[Value, Value]:
+        h0 = super().initial_state(batch_size, dtype)
+        c0 = super().initial_state(batch_size, dtype)
+        c0.name = "c0"
+        return h0, c0
+
+    def forward(self, x, state=None) -> tuple[Value, Value]:
+        h, c = self.initial_state(self._batch_of(x)) if state is None else state
+        self._check(x, h)
+        H = self.hidden_size
+        gates = linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)
+        i = gates[..., :H].sigmoid()
+        f = gates[..., H : 2 * H].sigmoid()
+        g = gates[..., 2 * H : 3 * H].tanh()
+        o = gates[..., 3 * H :].sigmoid()
+        c_next = f * c + i * g
+        return o * c_next.tanh(), c_next
+
+
+class GRUCell(RNNCellBase):
+    """Cho et al. (2014), as PyTorch writes it. Gates r, z, n are stacked in that order along the
+    first axis of ``weight_ih`` (3H, I) and ``weight_hh`` (3H, H):
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)       (reset gate)
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)       (update gate)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))    (candidate; r gates the recurrent part only)
+        h' = (1 - z) * n + z * h
+
+    The path h -> h' through z * h is elementwise, like the LSTM's cell path."""
+
+    gates = 3
+
+    def forward(self, x, h=None) -> Value:
+        h = self.initial_state(self._batch_of(x)) if h is None else h
+        self._check(x, h)
+        H = self.hidden_size
+        from_input = linear(x, self.weight_ih, self.bias_ih)
+        from_hidden = linear(h, self.weight_hh, self.bias_hh)
+        r = (from_input[..., :H] + from_hidden[..., :H]).sigmoid()
+        z = (from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid()
+        n = (from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh()
+        return (1.0 - z) * n + z * h

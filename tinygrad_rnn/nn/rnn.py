@@ -1,0 +1,95 @@
+"""RNN: unroll any cell over a sequence. Backpropagation through time is not written anywhere: the
+unrolled steps are one graph, and ``loss.backward()`` walks it from the last step to the first.
+
+Each step runs inside ``scope(f"t={t}")`` (t = 1..T), so every Value a step makes, whatever the cell,
+carries its time step: pictures cluster by it and diagnostics find h_t by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tinygrad_rnn.autograd import scope
+from tinygrad_rnn.nn.cells import hidden_of
+from tinygrad_rnn.nn.module import Module
+from tinygrad_rnn.ops import shape_of
+from tinygrad_rnn.value import Value
+
+__all__ = ["RNN", "detach_state"]
+
+
+def detach_state(state, **notes):
+    """The same state cut from the graph (a Value or a tuple of them), each piece annotated with
+    ``notes`` so pictures can show where the graph was cut."""
+    if isinstance(state, (tuple, list)):
+        return type(state)(detach_state(s, **notes) for s in state)
+    cut = state.detach() if isinstance(state, Value) else Value(state, requires_grad=False)
+    cut.notes = {**(state.notes or {}), **notes} if isinstance(state, Value) else dict(notes)
+    return cut
+
+
+class RNN(Module):
+    """``outputs, state = rnn(inputs, h0=None)``: apply ``cell`` at t = 1..T,
+    state_t = cell(x_t, state_{t-1}), and return the hidden outputs [h_1, ..., h_T] and state_T.
+
+    ``inputs``: a (T, B, I) array or Value (or (T, I) unbatched), or a list of T per-step inputs.
+    ``h0``: the initial state; None asks ``cell.initial_state(B)`` for zeros.
+    ``truncate=k``: truncated BPTT; after every k-th step the state is detached (marked
+    ``notes={"truncated": True}``), so a loss at step t reaches back only to the start of its window.
+    ``hidden_hook=fn``: ``h_t.register_hook(fn)`` on every hidden output, e.g. a per-step clip.
+    ``cell``: any Module or plain callable ``(x_t, state) -> state`` made of Values.
+    """
+
+    def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None):
+        if not callable(cell):
+            raise TypeError(f"RNN: cell must be a Module or a callable (x_t, state) -> state, not {cell!r}")
+        if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
+            raise ValueError(f"RNN: truncate must be a positive number of steps or None, got {truncate!r}")
+        self.cell, self.truncate, self.hidden_hook = cell, truncate, hidden_hook
+
+    def forward(self, inputs, h0=None) -> tuple[list, object]:
+        if isinstance(inputs, (list, tuple)):
+            steps, length = list(inputs), len(inputs)
+        else:
+            if not isinstance(inputs, Value):
+                inputs = np.asarray(inputs)
+            if len(shape_of(inputs)) < 1:
+                raise ValueError(f"RNN: inputs must be (T, B, I), (T, I) or a list of steps, not {shape_of(inputs)}")
+            steps, length = inputs, shape_of(inputs)[0]
+        if length == 0:
+            raise ValueError("RNN: the sequence is empty (T = 0)")
+        state = self._initial_state(steps[0]) if h0 is None else h0
+        outputs = []
+        for t in range(1, length + 1):
+            with scope(f"t={t}"):
+                state = self.cell(steps[t - 1], state)
+                hidden = hidden_of(state)
+                if self.hidden_hook is not None:
+                    hidden.register_hook(self.hidden_hook)
+                outputs.append(hidden)
+                if self.truncate and t % self.truncate == 0 and t < length:
+                    state = detach_state(state, truncated=True)
+        return outputs, state
+
+    def _initial_state(self, first_step):
+        initial_state = getattr(self.cell, "initial_state", None)
+        if initial_state is None:
+            raise TypeError(
+                f"RNN: the cell {getattr(self.cell, '__name__', type(self.cell).__name__)} has no "
+                "initial_state(batch_size); pass the initial state yourself: rnn(inputs, h0=...)"
+            )
+        shape = shape_of(first_step)
+        # (B, I) is a batch; (I,) is one unbatched sequence; integer indices (B,) are a batch too.
+        is_indices = np.asarray(first_step.data if isinstance(first_step, Value) else first_step).dtype.kind in "iu"
+        batched = len(shape) > 1 or (is_indices and len(shape) == 1)
+        return initial_state(shape[0] if batched else None)
+
+    def extra_repr(self) -> str:
+        parts = [] if isinstance(self.cell, Module) else [f"cell={getattr(self.cell, '__name__', self.cell)!r}"]
+        if self.truncate:
+            parts.append(f"truncate={self.truncate}")
+        if self.hidden_hook is not None:
+            parts.append(f"hidden_hook={getattr(self.hidden_hook, '__name__', self.hidden_hook)!r}")
+        return ", ".join(parts)
