@@ -61,23 +61,24 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
     """Every node reachable from ``roots`` that needs a gradient (or every one, with ``constants``),
     each after all its parents.
 
-    Depth-first post-order with an explicit stack instead of recursion. A node is marked when it is
-    expanded; in a DAG a marked parent is always already finished, so diamonds are visited once.
+    Depth-first post-order with an explicit stack instead of recursion: a node met for the first
+    time is expanded (its parents pushed above it); met again on top of the stack, its parents are
+    all finished, so it is emitted. Copies pushed twice by a diamond are emitted once.
     """
-    order, seen = [], set()
-    stack = [(root, False) for root in reversed(roots)]
+    order, expanded, emitted = [], set(), set()
+    stack = list(roots)
     while stack:
-        node, parents_done = stack.pop()
-        if parents_done:
-            order.append(node)
+        node = stack[-1]
+        if node in expanded:
+            stack.pop()
+            if node not in emitted:
+                emitted.add(node)
+                order.append(node)
             continue
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.append((node, True))
+        expanded.add(node)
         for parent in node.parents:
-            if (constants or parent.requires_grad) and parent not in seen:
-                stack.append((parent, False))
+            if (constants or parent.requires_grad) and parent not in expanded:
+                stack.append(parent)
     return order
 
 
@@ -109,10 +110,10 @@ def _run_hooks(node, grad):
     return grad
 
 
-def _propagate(roots, root_grads, create_graph: bool, on_complete, order=None) -> None:
+def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=None) -> None:
     """The backward pass. Walks nodes children-first; a node's gradient is complete when it comes
-    up, so its hooks run then and ``on_complete(node, grad)`` sees the final value before the
-    gradient flows on to the parents through each op's vector-Jacobian product."""
+    up, so its hooks run then, it is accumulated into ``.grad`` (or handed to ``on_complete``
+    instead), and it flows on to the parents through each op's vector-Jacobian product."""
     pending = {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
@@ -122,27 +123,29 @@ def _propagate(roots, root_grads, create_graph: bool, on_complete, order=None) -
             continue
         if node.hooks:
             g = _run_hooks(node, g)
-        on_complete(node, g)
+        if on_complete is None:
+            node.grad = g if node.grad is None else node.grad + g
+        else:
+            on_complete(node, g)
         op = node.op
         if op is None:
             continue
         parents = node.parents
         # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
         out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
-        for k, parent in enumerate(parents):
+        k = 0
+        for parent in parents:
             if parent.requires_grad:
                 contribution = op.vjp(k, g, out, *inputs)
-                pending[parent] = pending[parent] + contribution if parent in pending else contribution
-
-
-def _accumulate(node, g) -> None:
-    node.grad = g if node.grad is None else node.grad + g
+                earlier = pending.get(parent)
+                pending[parent] = contribution if earlier is None else earlier + contribution
+            k += 1
 
 
 def backward(roots: Sequence, root_grads: Sequence, create_graph: bool = False) -> None:
     """Accumulate d(roots)/d(node), weighted by ``root_grads``, into ``.grad`` of every node
     (PyTorch's rule: gradients add up across calls until ``zero_grad``)."""
-    _propagate(roots, root_grads, create_graph, _accumulate)
+    _propagate(roots, root_grads, create_graph)
 
 
 def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False, order=None) -> list:

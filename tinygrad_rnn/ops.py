@@ -38,7 +38,7 @@ __all__ = [
 
 def shape_of(x) -> tuple:
     """The shape of an array, a Value or a Python number (``()``)."""
-    return getattr(x, "shape", ())
+    return () if type(x) in (float, int, bool) else x.shape
 
 
 # Raw data: what the backward pass hands formulas when it is not recording them.
@@ -50,13 +50,20 @@ def raw(x):
     return x if isinstance(x, RAW_TYPES) else x.data
 
 
+def mask(condition, like):
+    """A condition as 0/1 numbers of ``like``'s float type (so float32 gradients stay float32)."""
+    if type(condition) is bool:
+        return float(condition)
+    return np.asarray(condition, dtype=np.result_type(like))
+
+
 def unbroadcast(grad, shape: tuple):
     """Sum ``grad`` back to ``shape``: the one place where numpy broadcasting is undone.
 
     Broadcasting copies an input along new leading axes and along axes of length 1, so by the chain
     rule the gradient of the input is the sum of the gradient over those copies.
     """
-    grad_shape = shape_of(grad)
+    grad_shape = () if type(grad) is float else grad.shape  # shape_of, inlined: a hot path
     if grad_shape == shape:
         return grad
     if shape == ():
@@ -102,9 +109,13 @@ class Op:
         return unbroadcast(grad * self.local(out, *inputs)[k], shape_of(inputs[k]))
 
     def jacobian_norm(self, k: int, out, *inputs) -> float:
-        # Elementwise: the Jacobian is diagonal (up to broadcasting copies), so its largest
-        # singular value is the largest |local derivative|.
-        return float(np.max(np.abs(raw(self.local(out, *inputs)[k]))))
+        # Elementwise: J = diag(local) B, where B copies each input element to its broadcast
+        # positions. J^T J is diagonal, holding per input element the sum of local^2 over its
+        # copies; so the spectral norm is the square root of the largest such sum (without
+        # broadcasting: the largest |local derivative|).
+        out_shape = shape_of(raw(out))
+        squares = np.broadcast_to(np.square(raw(self.local(out, *inputs)[k])), out_shape)
+        return float(np.sqrt(np.max(unbroadcast(squares, shape_of(raw(inputs[k]))), initial=0.0)))
 
     def params(self) -> dict:
         """The op's parameters, for labels and repr."""
@@ -182,8 +193,8 @@ class Maximum(Op):
 
     def local(self, out, a, b):
         a, b = raw(a), raw(b)
-        tie = 0.5 * (a == b)
-        return (1.0 * (a > b) + tie, 1.0 * (b > a) + tie)
+        tie = 0.5 * mask(a == b, a)
+        return (mask(a > b, a) + tie, mask(b > a, a) + tie)
 
 
 class Where(Op):
@@ -198,7 +209,7 @@ class Where(Op):
         return np.where(self.cond, a, b)
 
     def local(self, out, a, b):
-        return (1.0 * self.cond, 1.0 * ~self.cond)
+        return (mask(self.cond, raw(a)), mask(~self.cond, raw(a)))
 
     def params(self):
         return {"cond": f"mask{self.cond.shape}"}
@@ -294,7 +305,7 @@ class Relu(Op):
         return (x if x > 0.0 else 0.0) if type(x) is float else np.maximum(x, 0.0)
 
     def local(self, out, x):
-        return (1.0 * (raw(x) > 0.0),)
+        return (mask(raw(x) > 0.0, raw(x)),)
 
 
 class LeakyRelu(Op):
@@ -309,7 +320,8 @@ class LeakyRelu(Op):
         return np.where(x > 0.0, x, self.slope * x)
 
     def local(self, out, x):
-        return (np.where(raw(x) > 0.0, 1.0, self.slope),)
+        x = raw(x)
+        return (self.slope + (1.0 - self.slope) * mask(x > 0.0, x),)
 
 
 class Abs(Op):
@@ -342,7 +354,7 @@ class Clip(Op):
             inside &= x >= self.lo
         if self.hi is not None:
             inside &= x <= self.hi
-        return (1.0 * inside,)
+        return (mask(inside, x),)
 
 
 # ---- reductions --------------------------------------------------------------------------------
@@ -393,7 +405,7 @@ class Max(Op):
 
     def local(self, out, x):
         x = raw(x)
-        winners = x == np.max(x, axis=self.axis, keepdims=True)
+        winners = mask(x == np.max(x, axis=self.axis, keepdims=True), x)
         return (winners / np.sum(winners, axis=self.axis, keepdims=True),)
 
     def vjp(self, k, grad, out, x):
@@ -426,23 +438,40 @@ class MatMul(Op):
         return (b, a)
 
     def vjp(self, k, grad, out, a, b):
-        # Vectors are promoted to matrices as numpy does, then the promotion is undone.
-        sa, sb = shape_of(a), shape_of(b)
-        a2 = a if len(sa) > 1 else Reshape((1, sa[0]))(a)
-        b2 = b if len(sb) > 1 else Reshape((sb[0], 1))(b)
-        g2 = Reshape(shape_of(a2)[:-1] + shape_of(b2)[-1:])(grad) if len(sa) == 1 or len(sb) == 1 else grad
+        # A vector operand acts as a one-row (a) or one-column (b) matrix, as in numpy; the
+        # gradient of a batch-broadcast operand is summed over the batches it was copied to.
+        a2, b2 = _as_matrix(a, row=True), _as_matrix(b, row=False)
+        if a2 is not a or b2 is not b:
+            grad = Reshape(_matmul_shape(shape_of(a2), shape_of(b2)))(grad)
         if k == 0:
-            return Reshape(sa)(unbroadcast(g2 @ _swap_last(b2), _promoted(sa, a2)))
-        return Reshape(sb)(unbroadcast(_swap_last(a2) @ g2, _promoted(sb, b2)))
+            return _restore(unbroadcast(grad @ _swap_last(b2), shape_of(a2)), shape_of(a))
+        return _restore(unbroadcast(_swap_last(a2) @ grad, shape_of(b2)), shape_of(b))
 
     def jacobian_norm(self, k, out, a, b):
-        # d(a @ b)/da acts as g -> g @ b^T: its norm is b's largest singular value (and vice versa).
-        other = raw(b if k == 0 else a)
-        return float(np.max(np.linalg.norm(np.atleast_2d(other), ord=2, axis=(-2, -1))))
+        # d(a @ b)/da maps g to g @ b^T, so J^T J multiplies by b b^T (summed over the batches an
+        # operand was broadcast to); the norm is the square root of its largest eigenvalue:
+        # for plain matrices, the largest singular value of the other operand.
+        a2, b2 = _as_matrix(raw(a), row=True), _as_matrix(raw(b), row=False)
+        gram = b2 @ np.swapaxes(b2, -1, -2) if k == 0 else np.swapaxes(a2, -1, -2) @ a2
+        mine = (a2 if k == 0 else b2).shape[:-2] + gram.shape[-2:]
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        gram = unbroadcast(np.broadcast_to(gram, batch + gram.shape[-2:]), mine)
+        return float(np.sqrt(max(np.max(np.linalg.eigvalsh(gram)), 0.0)))
 
 
-def _promoted(shape, promoted_value):
-    return shape if len(shape) > 1 else shape_of(promoted_value)
+def _as_matrix(x, row: bool):
+    shape = shape_of(x)
+    if len(shape) != 1:
+        return x
+    return Reshape((1,) + shape if row else shape + (1,))(x)
+
+
+def _restore(x, shape: tuple):
+    return x if shape_of(x) == shape else Reshape(shape)(x)
+
+
+def _matmul_shape(a_shape: tuple, b_shape: tuple) -> tuple:
+    return np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
 
 
 # ---- shape ops ---------------------------------------------------------------------------------
@@ -522,6 +551,9 @@ class GetItem(_Reshuffle):
     def vjp(self, k, grad, out, x):
         return ScatterAdd(self.index, shape_of(x))(grad)
 
+    def jacobian_norm(self, k, out, x):
+        return _selection_norm(self.index, shape_of(raw(x)))
+
     def params(self):
         return {"index": _index_label(self.index)}
 
@@ -541,6 +573,17 @@ class ScatterAdd(_Reshuffle):
 
     def vjp(self, k, grad, out, x):
         return GetItem(self.index)(grad)
+
+    def jacobian_norm(self, k, out, x):
+        return _selection_norm(self.index, self.shape)
+
+
+def _selection_norm(index, shape: tuple) -> float:
+    """A selection's Jacobian has one 1 per picked entry; its columns are orthogonal, so its
+    spectral norm is sqrt(the most times one entry is picked): 1 without repeats."""
+    picked = np.zeros(shape)
+    np.add.at(picked, index, 1.0)
+    return math.sqrt(np.max(picked, initial=0.0))
 
     def params(self):
         return {"index": _index_label(self.index), "shape": self.shape}

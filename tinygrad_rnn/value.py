@@ -48,24 +48,41 @@ def as_value(x) -> Value:
     return x if isinstance(x, Value) else Value(x, requires_grad=False)
 
 
+def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
+    """Make a Value without checking its data: for results of ops, whose data numpy made."""
+    node = Value.__new__(Value)
+    node.data, node.grad, node.op, node.parents, node.requires_grad = data, None, op, parents, requires_grad
+    node.name, node.scope, node.hooks, node.notes = None, STATE.scope, (), None
+    return node
+
+
+def _constant(x) -> Value:
+    return _node(x, None, (), False) if type(x) is float else Value(x, requires_grad=False)
+
+
 def apply(op: ops.Op, *inputs) -> Value:
     """Run ``op`` forward and, when gradients are on and an input needs one, record the node."""
-    values = [x if isinstance(x, Value) else Value(x, requires_grad=False) for x in inputs]
+    values = tuple([x if isinstance(x, Value) else _constant(x) for x in inputs])
     try:
         data = op.forward(*[v.data for v in values])
     except (ValueError, IndexError, TypeError) as error:
-        message = str(error)
-        if not message.startswith(f"{op.name}:"):
-            shapes = ", ".join(str(v.shape) for v in values)
-            message = f"{op.name}: {message} (input shapes {shapes})"
-        raise type(error)(message) from None
-    out = Value.__new__(Value)
-    out.data, out.grad, out.name, out.scope, out.hooks, out.notes = data, None, None, STATE.scope, (), None
-    if STATE.grad_enabled and any(v.requires_grad for v in values):
-        out.op, out.parents, out.requires_grad = op, tuple(values), True
-    else:
-        out.op, out.parents, out.requires_grad = None, (), False
-    return out
+        raise type(error)(_explain(op, values, error)) from None
+    if STATE.grad_enabled:
+        for v in values:
+            if v.requires_grad:
+                return _node(data, op, values, True)
+    return _node(data, None, (), False)
+
+
+def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
+    """numpy's message, prefixed with the op and the shapes it was given."""
+    message = str(error)
+    if message.startswith(f"{op.name}:"):
+        return message
+    shapes = " and ".join(str(v.shape) for v in values)
+    if "broadcast" in message:
+        return f"{op.name}: shapes {shapes} cannot be broadcast together"
+    return f"{op.name}: {message} (input shapes {shapes})"
 
 
 class HookHandle:
@@ -299,7 +316,7 @@ def _seed(output: Value, grad, where: str, create_graph: bool):
                 f"{where}: output has shape {output.shape}; only a single number can start backward "
                 f"without grad=. Reduce it (.sum(), .mean()) or pass grad= of shape {output.shape}"
             )
-        grad = np.ones_like(output.data) if output.shape else 1.0
+        grad = 1.0 if type(output.data) is float else np.ones_like(output.data)  # keeps float32
     elif isinstance(grad, Value):
         grad = grad if create_graph else grad.data
     else:
