@@ -1,7 +1,7 @@
 """Data for recurrent nets: a character corpus cut into (T, B) windows, and two long-lag tasks.
 
 - ``CharCorpus``: the characters of any text file (or, with no file, a slice of the Python standard
-  library's own source, found at run time, so nothing is downloaded), as integer ids with a vocabulary.
+  library's own source, located at run time, so nothing is downloaded), as integer ids with a vocabulary.
 - ``random_windows`` / ``sequential_windows``: (inputs, targets) pairs of shape (T, B), the targets
   being the inputs shifted one character ahead.
 - ``adding_problem`` and ``temporal_order``: Hochreiter & Schmidhuber's (1997) tests of memory over
@@ -14,6 +14,7 @@ random state, so a run is repeated by repeating its seed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ __all__ = [
 
 # Plain-prose-heavy standard library modules: long docstrings and comments read like English, code
 # like code, so a char-RNN trained on them has both to learn.
-DEFAULT_MODULES = ("textwrap", "argparse", "this", "fractions", "heapq", "bisect", "difflib", "calendar")
+DEFAULT_MODULES = ("textwrap", "argparse", "fractions", "heapq", "bisect", "difflib", "calendar", "statistics")
 
 
 def as_rng(rng) -> np.random.Generator:
@@ -44,20 +45,21 @@ def as_rng(rng) -> np.random.Generator:
 def default_text(max_chars: int = 200_000, modules: tuple = DEFAULT_MODULES) -> str:
     """Source text of standard library modules, joined, cut to ``max_chars``.
 
-    Found at run time with ``inspect.getsource``. Where a Python ships without sources (some embedded
-    builds keep only .pyc files), the modules' docstrings are used instead, which are kept in .pyc.
+    Each module's file is located at run time (``importlib.util.find_spec``) and read without
+    importing the module. Where a Python ships without sources (some embedded builds keep only .pyc
+    files), the module is imported and its docstrings are used instead, which .pyc files keep.
     """
     if max_chars <= 0:
         raise ValueError(f"default_text: max_chars must be positive, got {max_chars}")
     pieces, total = [], 0
     for name in modules:
-        module = importlib.import_module(name)
-        try:
-            text = inspect.getsource(module)
-        except (OSError, TypeError):
-            text = "\n\n".join(
-                doc for doc in (inspect.getdoc(obj) for _, obj in inspect.getmembers(module)) if doc
-            )
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin) if spec is not None and spec.origin else None
+        if origin is not None and origin.suffix == ".py" and origin.is_file():
+            text = origin.read_text(encoding="utf-8")
+        else:
+            module = importlib.import_module(name)
+            text = "\n\n".join(doc for doc in (inspect.getdoc(obj) for _, obj in inspect.getmembers(module)) if doc)
         pieces.append(text)
         total += len(text)
         if total >= max_chars:
