@@ -1,0 +1,299 @@
+"""Diagnostics of backpropagation through time: per-step Jacobians, gradient norms, clip events,
+where a NaN was born, and a one-word verdict.
+
+The states are the hidden outputs [h_0, h_1, ..., h_T] of an unrolled recurrence. By the chain rule
+
+    dL/dh_{t-1} = (dh_t/dh_{t-1})^T dL/dh_t    (plus any loss read directly from h_{t-1}),
+
+so the gradient that reaches step 0 from step T has been multiplied by T step Jacobians. If their
+spectral norms stay below 1 it shrinks geometrically (vanishing); above 1 it can grow geometrically
+(exploding). ``step_jacobian_norms`` measures those factors; ``gradient_norms`` the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinygrad_rnn.autograd import subgraph
+from tinygrad_rnn.clip import grad_norm
+from tinygrad_rnn.functional import grad
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.ops import raw
+from tinygrad_rnn.value import Value
+
+__all__ = [
+    "step_jacobian", "step_jacobian_norms", "gradient_norms", "clip_events", "trace_nonfinite",
+    "NonfiniteOrigin", "NonfiniteReport", "verdict", "plot_gradient_norms",
+]
+
+
+# ---- Jacobians between consecutive states -----------------------------------------------------
+
+@contextlib.contextmanager
+def _as_input(h_prev: Value) -> Iterator[None]:
+    """Let a recorded constant state (an initial h_0 of zeros) be differentiated for a moment.
+
+    The graph still holds the edge from h_0 into step 1 (the weights next to it needed gradients),
+    only the walk skips parents that do not need one. A state marked ``notes["truncated"]`` was cut
+    on purpose by truncated BPTT and stays cut.
+    """
+    previous = h_prev.requires_grad
+    if not (h_prev.notes or {}).get("truncated"):
+        h_prev.requires_grad = True
+    try:
+        yield
+    finally:
+        h_prev.requires_grad = previous
+
+
+@contextlib.contextmanager
+def _off_path_frozen(order: Sequence[Value]) -> Iterator[None]:
+    """Treat every input off the h_prev -> h_t paths (weights, x_t, c_{t-1}) as a constant for a moment.
+
+    The Jacobian is a partial derivative, so this changes no number; it only spares each seed the
+    vector-Jacobian products into the weights, which the backward walk would compute and then drop.
+    """
+    on_path = {id(node) for node in order}
+    frozen = {id(p): p for node in order for p in node.parents if p.requires_grad and id(p) not in on_path}
+    for parent in frozen.values():
+        parent.requires_grad = False
+    try:
+        yield
+    finally:
+        for parent in frozen.values():
+            parent.requires_grad = True
+
+
+@contextlib.contextmanager
+def _hooks_muted(nodes: Sequence[Value]) -> Iterator[None]:
+    """Hooks run in every backward walk, grad() included; a Jacobian's unit seeds must neither be
+    clipped nor overwrite the clip records of the real backward pass."""
+    saved = [(node, node.hooks) for node in nodes if node.hooks]
+    for node, _ in saved:
+        node.hooks = ()
+    try:
+        yield
+    finally:
+        for node, hooks in saved:
+            node.hooks = hooks
+
+
+def step_jacobian(h_t: Value, h_prev: Value) -> np.ndarray:
+    """dh_t/dh_prev from the recorded graph, one vector-Jacobian product per hidden unit.
+
+    J[i, k] = d h_t[i] / d h_prev[k]. Seeding backward with the unit vector e_i gives e_i^T J, row i.
+    For batched states (B, H) the seed has a 1 in unit i of every batch row at once, which gives row i
+    of every batch element's Jacobian (B, H, H_prev) in one pass, provided the cell does not mix batch
+    rows (batch norm would). Unbatched (H,) states give (H, H_prev); scalars (1, 1). Zero where h_prev
+    does not reach h_t (a cut, as in truncated BPTT).
+    """
+    if h_t.ndim == 2 and h_prev.ndim == 2 and h_t.shape[0] == h_prev.shape[0]:
+        batch, (units, inputs) = h_t.shape[0], (h_t.shape[1], h_prev.shape[1])
+    elif h_t.ndim <= 1 and h_prev.ndim <= 1:
+        batch, units, inputs = None, max(h_t.size, 1), max(h_prev.size, 1)
+    else:
+        raise ValueError(
+            f"step_jacobian: states of shapes {h_t.shape} and {h_prev.shape} are neither both (B, H) "
+            f"with the same batch size nor both (H,) or scalars"
+        )
+    jacobian = np.zeros((units, inputs) if batch is None else (batch, units, inputs))
+    with _as_input(h_prev):
+        order = subgraph([h_t], [h_prev])
+        if not any(node is h_prev for node in order):
+            return jacobian
+        with _hooks_muted(order), _off_path_frozen(order):
+            for i in range(units):
+                seed = np.zeros(h_t.shape, dtype=h_t.dtype) if h_t.shape else 1.0
+                if h_t.shape:
+                    seed[..., i] = 1.0
+                (row,) = grad([h_t], [h_prev], [seed], order=order)
+                if batch is None:
+                    jacobian[i] = np.ravel(row)
+                else:
+                    jacobian[:, i, :] = row
+    return jacobian
+
+
+def _spectral_norm(jacobians: np.ndarray) -> float:
+    """The largest singular value over a stack of matrices: sqrt of the top eigenvalue of J J^T
+    (a symmetric eigenproblem, cheaper than an SVD and as exact)."""
+    stack = jacobians.reshape((-1,) + jacobians.shape[-2:])
+    gram = stack @ np.swapaxes(stack, -1, -2)
+    return float(math.sqrt(max(float(np.max(np.linalg.eigvalsh(gram))), 0.0)))
+
+
+def step_jacobian_norms(states: Sequence[Value]) -> list[float]:
+    """For states [h_0, ..., h_T], ||dh_t/dh_{t-1}||_2 for t = 1..T (the largest over the batch),
+    0.0 where the path is cut. The product of the first k bounds how much a gradient can grow over
+    k steps back in time."""
+    norms = []
+    for t in range(1, len(states)):
+        jacobian = step_jacobian(states[t], states[t - 1])
+        norms.append(_spectral_norm(jacobian) if np.any(jacobian) else 0.0)
+    return norms
+
+
+# ---- what the last backward pass left behind ---------------------------------------------------
+
+def gradient_norms(states: Sequence[Value]) -> list[float | None]:
+    """||dL/dh_t|| per state from ``.grad`` after backward; None where no gradient arrived."""
+    return [None if state.grad is None else grad_norm(state.grad) for state in states]
+
+
+def clip_events(states: Sequence[Value]) -> list[dict | None]:
+    """Per state, the record a clip hook left (``{"norm_before", "norm_after", "fired"}``) or None."""
+    return [(state.notes or {}).get("clip") for state in states]
+
+
+def verdict(norms: Sequence[float | None], vanishing: float = 1e-3, exploding: float = 1e3) -> str:
+    """"vanishing", "exploding" or "stable" from per-step gradient norms in time order (t = 0 first,
+    as ``gradient_norms`` gives them; reverse a ``clip.record`` list, which backward fills T first).
+
+    Rule: ignoring None, ratio = ||dL/dh_first|| / ||dL/dh_last||, how much the gradient grew on its
+    way back through the whole span. ratio < ``vanishing`` (1e-3) -> "vanishing"; ratio > ``exploding``
+    (1e3), or any non-finite norm -> "exploding"; else "stable". Fewer than two norms -> "stable".
+    Meant for a loss read at the end (as in the adding problem): a loss at every step feeds every
+    h_t directly and hides the decay; look at ``step_jacobian_norms`` then.
+    """
+    values = [float(n) for n in norms if n is not None]
+    if any(not math.isfinite(n) for n in values):
+        return "exploding"
+    if len(values) < 2:
+        return "stable"
+    first, last = values[0], values[-1]
+    if last == 0.0:
+        return "stable" if first == 0.0 else "exploding"
+    ratio = first / last
+    if ratio < vanishing:
+        return "vanishing"
+    if ratio > exploding:
+        return "exploding"
+    return "stable"
+
+
+# ---- where a NaN or an Inf was born ------------------------------------------------------------
+
+def _finite(x) -> bool:
+    return bool(np.all(np.isfinite(raw(x))))
+
+
+def _describe(x) -> str:
+    data = np.asarray(raw(x), dtype=np.float64)
+    if data.size == 0:
+        return f"shape {data.shape}, empty"
+    return f"shape {data.shape}, range [{np.min(data):.4g}, {np.max(data):.4g}]"
+
+
+def _kind(x) -> str:
+    data = np.asarray(raw(x))
+    return "NaN" if np.any(np.isnan(data)) else "Inf"
+
+
+@dataclass(frozen=True, eq=False)
+class NonfiniteOrigin:
+    """Where non-finite numbers first appeared: the op that made ``node`` (forward), or the op of
+    ``node`` whose vector-Jacobian product sent a non-finite gradient to input ``position`` (backward)."""
+
+    phase: str
+    node: Value
+    position: int | None = None
+
+    def __str__(self) -> str:
+        node = self.node
+        op = node.op.name if node.op is not None else "leaf"
+        where = f"{op}" + (f" {node.name!r}" if node.name else "") + f" in scope {node.scope!r}"
+        lines = []
+        if self.phase == "forward":
+            if node.op is None:
+                lines.append(f"forward: {where} holds {_kind(node.data)} data ({_describe(node.data)})")
+            else:
+                lines.append(f"forward: {where} made {_kind(node.data)} from finite inputs "
+                             f"(output {_describe(node.data)})")
+        else:
+            contribution = node.op.vjp(self.position, raw(node.grad), node.data, *[p.data for p in node.parents])
+            lines.append(f"backward: {where} turned a finite gradient ({_describe(node.grad)}) into "
+                         f"{_kind(contribution)} for its input {self.position}")
+        lines += [f"  input {k}: {_describe(p.data)}" for k, p in enumerate(node.parents)]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class NonfiniteReport:
+    """``forward``/``backward``: the first origin in each pass, or None if that pass stayed finite.
+    ``has_gradients`` says whether any backward pass had run (else ``backward`` says nothing)."""
+
+    forward: NonfiniteOrigin | None
+    backward: NonfiniteOrigin | None
+    has_gradients: bool
+
+    def __bool__(self) -> bool:
+        return self.forward is not None or self.backward is not None
+
+    def __str__(self) -> str:
+        lines = [str(self.forward) if self.forward else "forward: all values finite"]
+        if not self.has_gradients:
+            lines.append("backward: no gradients yet (call backward first)")
+        else:
+            lines.append(str(self.backward) if self.backward else "backward: all gradients finite")
+        return "\n".join(lines)
+
+
+def trace_nonfinite(root: Value) -> NonfiniteReport:
+    """Find the first op whose output is NaN/Inf although its inputs were finite.
+
+    Forward: the first such node in topological order (parents before children), or a leaf holding
+    non-finite data. Backward (after ``backward``): in backward order (children first), the first op
+    whose gradient was finite but whose vector-Jacobian product to some input was not: log at 0 turns
+    a finite gradient into inf, an overflowing exp into inf times something.
+    """
+    nodes = walk(root).nodes
+    forward = None
+    for node in nodes:
+        if _finite(node.data):
+            continue
+        if node.op is None or all(_finite(p.data) for p in node.parents):
+            forward = NonfiniteOrigin("forward", node)
+            break
+    backward, has_gradients = None, any(node.grad is not None for node in nodes)
+    with np.errstate(all="ignore"):
+        for node in reversed(nodes):
+            if node.op is None or node.grad is None or not _finite(node.grad):
+                continue
+            inputs = [p.data for p in node.parents]
+            for k, parent in enumerate(node.parents):
+                if parent.requires_grad and not _finite(node.op.vjp(k, raw(node.grad), node.data, *inputs)):
+                    backward = NonfiniteOrigin("backward", node, k)
+                    break
+            if backward is not None:
+                break
+    return NonfiniteReport(forward, backward, has_gradients)
+
+
+# ---- a picture -------------------------------------------------------------------------------
+
+def plot_gradient_norms(norms: Sequence[float | None], path: str | None = None, title: str | None = None):
+    """||dL/dh_t|| against t on a log scale (a matplotlib Figure; saved to ``path`` if given).
+
+    Accepts the list from ``gradient_norms``. Needs matplotlib (``pip install matplotlib``).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("plot_gradient_norms needs matplotlib: pip install matplotlib") from error
+    steps = [t for t, n in enumerate(norms) if n is not None and n > 0]
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.add_subplot()
+    axes.semilogy(steps, [norms[t] for t in steps], marker=".")
+    axes.set_xlabel("time step t")
+    axes.set_ylabel("||dL/dh_t||")
+    axes.set_title(title or f"gradient norms through time ({verdict(norms)})")
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path)
+    return figure
