@@ -62,8 +62,8 @@ def gradcheck(fn: Callable, inputs: Sequence[Value], eps: float = 1e-6, atol: fl
         error = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if error.size and error.max() > 0:
             i, j = np.unravel_index(np.argmax(error), error.shape)
-            where = np.unravel_index(j, x.shape) if x.shape else ()
-            output_at = np.unravel_index(i, out.shape) if out.shape else ()
+            where = tuple(int(n) for n in np.unravel_index(j, x.shape))
+            output_at = tuple(int(n) for n in np.unravel_index(i, out.shape))
             label = f"input {k}" + (f" ({x.name!r})" if x.name else "") + f" of shape {x.shape}"
             raise GradcheckError(
                 f"gradcheck: {label}, element {where}, output element {output_at}: "

@@ -37,7 +37,9 @@ class Edge:
     def derivative(self) -> float:
         """The exact d(child)/d(parent) of a scalar edge (both ends single numbers)."""
         if self.child.size != 1 or self.parent.size != 1:
-            raise ValueError(f"derivative: edge {self.child.op.name} -> input {self.position} is not scalar; use jacobian_norm")
+            raise ValueError(
+                f"derivative: edge {self.child.op.name} -> input {self.position} is not scalar; use jacobian_norm"
+            )
         one = np.ones_like(self.child.data) if self.child.shape else 1.0
         return float(np.sum(self.child.op.vjp(self.position, one, self.child.data, *self._inputs())))
 

@@ -9,7 +9,7 @@ the moment its last Value is dropped.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -1,0 +1,175 @@
+"""The backward pass: fan-out, diamonds, reuse, accumulation, higher derivatives, deep chains,
+freeing, no_grad, scopes, grad()."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn import Value, grad, gradcheck, log_softmax, no_grad, scope, softmax, stack
+from tinygrad_rnn.autograd import subgraph
+
+
+def test_fan_out_doubles_gradient():
+    x = Value(3.0)
+    y = x * x
+    assert y.parents == (x, x)
+    y.backward()
+    assert x.grad == 6.0
+
+
+def test_diamond_adds_both_paths():
+    x = Value(1.5)
+    y = (x * x) + (x * x)
+    y.backward()
+    assert x.grad == pytest.approx(4 * 1.5)
+
+
+def test_reused_intermediate_gets_the_sum_of_its_childrens_gradients():
+    x = Value(0.3)
+    h = x.tanh()
+    y = h * 2.0 + h.exp() + h
+    y.backward()
+    expected_h = 2.0 + np.exp(np.tanh(0.3)) + 1.0
+    assert h.grad == pytest.approx(expected_h)
+    assert x.grad == pytest.approx(expected_h * (1 - np.tanh(0.3) ** 2))
+
+
+def test_gradients_accumulate_across_backward_calls_until_zero_grad():
+    x = Value(np.array([1.0, -2.0]))
+    (x * 3.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_constants_get_no_gradient():
+    w = Value(np.ones(3))
+    c = Value(np.arange(3.0), requires_grad=False)
+    (w * c).sum().backward()
+    assert c.grad is None
+    np.testing.assert_array_equal(w.grad, [0.0, 1.0, 2.0])
+
+
+def test_array_on_the_left_records_through_reflected_operators():
+    w = Value(np.ones((2, 2)))
+    y = np.eye(2) @ w * np.array([1.0, 2.0])
+    assert isinstance(y, Value)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad, [[1.0, 2.0], [1.0, 2.0]])
+
+
+def test_second_derivative_of_tanh():
+    x = Value(0.7)
+    (dx,) = grad(x.tanh(), x, create_graph=True)
+    dx.backward()
+    t = np.tanh(0.7)
+    assert dx.data == pytest.approx(1 - t * t)
+    assert x.grad == pytest.approx(-2 * t * (1 - t * t), rel=1e-12)
+
+
+def test_hessian_vector_product_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 3))
+    x0, v = rng.standard_normal(3), rng.standard_normal(3)
+
+    def gradient(x_data):
+        x = Value(x_data)
+        loss = ((Value(w, requires_grad=False) @ x).tanh() ** 2).sum() + (x * x * x).sum()
+        return x, grad(loss, x, create_graph=True)[0]
+
+    x, g = gradient(x0)
+    (g * v).sum().backward()  # d/dx (grad . v) = H v
+    eps = 1e-6
+    numeric = (gradient(x0 + eps * v)[1].data - gradient(x0 - eps * v)[1].data) / (2 * eps)
+    np.testing.assert_allclose(x.grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_hundred_thousand_step_chain_runs_under_the_default_recursion_limit():
+    assert sys.getrecursionlimit() == 1000  # Python's default: the walk must not need more
+    w, b = Value(0.5), Value(0.1)
+    h = Value(0.0, requires_grad=False)
+    for _ in range(100_000):
+        h = (w * h + b).tanh()
+    h.backward()
+    # Fixed point h* = tanh(0.5 h* + 0.1); far from the start dh/db converges to its fixed point too.
+    h_star = h.data
+    slope = 1 - h_star**2
+    assert b.grad == pytest.approx(slope / (1 - 0.5 * slope), rel=1e-9)
+
+
+def test_graph_is_freed_by_reference_counting_alone():
+    gc.disable()
+    try:
+        x = Value(np.ones(3))
+        y = (x * 2.0).tanh().sum()
+        probe = weakref.ref(y.parents[0])
+        y.backward()
+        del y
+        assert probe() is None, "an intermediate node outlived its graph: a reference cycle"
+    finally:
+        gc.enable()
+
+
+def test_no_grad_records_nothing():
+    w = Value(2.0)
+    with no_grad():
+        y = w * 3.0
+    assert y.op is None and y.parents == () and not y.requires_grad
+
+
+def test_detach_cuts_the_graph():
+    x = Value(2.0)
+    y = x * x.detach()
+    y.backward()
+    assert x.grad == 2.0
+
+
+def test_scope_tags_every_value_made_inside_and_nests():
+    x = Value(1.0)
+    with scope("encoder"):
+        with scope("t=3"):
+            y = x * 2.0
+        z = y + 1.0
+    assert (x.scope, y.scope, z.scope) == ("", "encoder/t=3", "encoder")
+
+
+def test_grad_leaves_dot_grad_untouched_and_returns_zeros_for_unused_inputs():
+    x, unused = Value(np.array([1.0, 2.0])), Value(np.array([5.0]))
+    gx, gu = grad((x * x).sum(), [x, unused])
+    np.testing.assert_array_equal(gx, [2.0, 4.0])
+    np.testing.assert_array_equal(gu, [0.0])
+    assert x.grad is None
+
+
+def test_subgraph_restricts_the_walk_and_gives_the_same_gradient():
+    w = Value(np.array([[0.5, -0.2], [0.1, 0.9]]))
+    states = [Value(np.array([0.3, -0.4]))]
+    for _ in range(4):
+        states.append((states[-1] @ w).tanh())
+    order = subgraph([states[3]], [states[2]])
+    assert states[1] not in order and states[0] not in order
+    seed = np.array([1.0, 0.0])
+    np.testing.assert_allclose(grad(states[3], states[2], seed, order=order)[0], grad(states[3], states[2], seed)[0])
+
+
+def test_softmax_and_log_softmax_are_stable_and_agree():
+    logits = Value(np.array([[1000.0, 1001.0, 999.0], [-5.0, 0.0, 5.0]]))
+    p = softmax(logits, axis=1)
+    np.testing.assert_allclose(p.data.sum(axis=1), [1.0, 1.0])
+    np.testing.assert_allclose(np.exp(log_softmax(logits, axis=1).data), p.data, rtol=1e-12)
+    assert np.all(np.isfinite(log_softmax(logits).data))
+
+
+def test_composites_pass_gradcheck():
+    rng = np.random.default_rng(3)
+    a, b = Value(rng.standard_normal((3, 4))), Value(rng.standard_normal((3, 4)))
+    assert gradcheck(lambda a: softmax(a, axis=0)[:, 1:3] * 2.0, [a])
+    assert gradcheck(lambda a: log_softmax(a)[np.arange(3), np.array([0, 3, 1])].sum(), [a])
+    assert gradcheck(lambda a, b: stack([a, b], axis=1).mean(axis=(0, 2)), [a, b])
+    assert gradcheck(lambda a, b: (a.abs() + 0.5) ** b, [a, b])  # a Value exponent: exp(b ln a)
