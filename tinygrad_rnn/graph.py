@@ -31,7 +31,7 @@ class Edge:
         return [p.data for p in self.child.parents]
 
     def local_gradient(self):
-        """The op's local derivative for this input, in its compact form (see ops.py)."""
+        """The op's local derivative for this input, in its compact form (see tinygrad_rnn/ops)."""
         return self.child.op.local(self.child.data, *self._inputs())[self.position]
 
     def derivative(self) -> float:

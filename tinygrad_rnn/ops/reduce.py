@@ -1,0 +1,136 @@
+"""Primitives whose outputs combine many input entries: sums, maxima, and matrix products."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinygrad_rnn.ops.base import Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.movement import BroadcastTo, Reshape, Transpose
+
+# ---- reductions --------------------------------------------------------------------------------
+
+def _kept_shape(shape: tuple, axis) -> tuple:
+    """The shape a reduction over ``axis`` has with keepdims=True."""
+    if axis is None:
+        return (1,) * len(shape)
+    axes = {a % len(shape) for a in (axis if isinstance(axis, tuple) else (axis,))}
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Sum(Op):
+    """sum: y = sum_i x_i over the axes;  dy/dx_i = 1 (the gradient is copied back to every x_i)"""
+
+    name = "sum"
+    elementwise = False
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        return np.sum(x, axis=self.axis, keepdims=self.keepdims)
+
+    def local(self, out, x):
+        return (1.0,)
+
+    def vjp(self, k, grad, out, x):
+        shape = shape_of(x)
+        return BroadcastTo(shape)(Reshape(_kept_shape(shape, self.axis))(grad))
+
+    def jacobian_norm(self, k, out, x):
+        # Each output sums n inputs: a block of n ones per row, singular value sqrt(n).
+        return math.sqrt(max(np.size(raw(x)), 1) / max(np.size(raw(out)), 1))
+
+
+class Max(Op):
+    """max: y = max_i x_i over the axes;  dy/dx_i = [x_i is the max] / (number of maxima)"""
+
+    name = "max"
+    elementwise = False
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        return np.max(x, axis=self.axis, keepdims=self.keepdims)
+
+    def local(self, out, x):
+        x = raw(x)
+        winners = mask(x == np.max(x, axis=self.axis, keepdims=True), x)
+        return (winners / np.sum(winners, axis=self.axis, keepdims=True),)
+
+    def vjp(self, k, grad, out, x):
+        shape = shape_of(x)
+        return BroadcastTo(shape)(Reshape(_kept_shape(shape, self.axis))(grad)) * self.local(out, x)[0]
+
+    def jacobian_norm(self, k, out, x):
+        # Each output row holds weights 1/m on its m maxima: norm 1/sqrt(m) <= 1.
+        return float(np.max(np.sqrt(np.sum(self.local(out, x)[0] ** 2, axis=self.axis))))
+
+
+# ---- linear algebra ----------------------------------------------------------------------------
+
+class MatMul(Op):
+    """matmul: y = a @ b;  dL/da = g @ b^T, dL/db = a^T @ g (local derivatives: b and a)"""
+
+    name = "matmul"
+    elementwise = False
+
+    def forward(self, a, b):
+        sa, sb = shape_of(a), shape_of(b)
+        if len(sa) == 0 or len(sb) == 0:
+            raise ValueError(f"matmul: needs arrays of at least one dimension, got shapes {sa} and {sb}")
+        inner_a, inner_b = sa[-1], sb[0] if len(sb) == 1 else sb[-2]
+        if inner_a != inner_b:
+            raise ValueError(f"matmul: shapes {sa} and {sb} do not align ({inner_a} != {inner_b})")
+        return a @ b
+
+    def local(self, out, a, b):
+        return (b, a)
+
+    def vjp(self, k, grad, out, a, b):
+        # A vector operand acts as a one-row (a) or one-column (b) matrix, as in numpy; the
+        # gradient of a batch-broadcast operand is summed over the batches it was copied to.
+        a2, b2 = _as_matrix(a, row=True), _as_matrix(b, row=False)
+        if a2 is not a or b2 is not b:
+            grad = Reshape(_matmul_shape(shape_of(a2), shape_of(b2)))(grad)
+        if k == 0:
+            return _restore(unbroadcast(grad @ _swap_last(b2), shape_of(a2)), shape_of(a))
+        return _restore(unbroadcast(_swap_last(a2) @ grad, shape_of(b2)), shape_of(b))
+
+    def jacobian_norm(self, k, out, a, b):
+        # d(a @ b)/da maps g to g @ b^T, so J^T J multiplies by b b^T (summed over the batches an
+        # operand was broadcast to); the norm is the square root of its largest eigenvalue:
+        # for plain matrices, the largest singular value of the other operand.
+        a2, b2 = _as_matrix(raw(a), row=True), _as_matrix(raw(b), row=False)
+        gram = b2 @ np.swapaxes(b2, -1, -2) if k == 0 else np.swapaxes(a2, -1, -2) @ a2
+        mine = (a2 if k == 0 else b2).shape[:-2] + gram.shape[-2:]
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        gram = unbroadcast(np.broadcast_to(gram, batch + gram.shape[-2:]), mine)
+        return float(np.sqrt(max(np.max(np.linalg.eigvalsh(gram)), 0.0)))
+
+
+def _as_matrix(x, row: bool):
+    shape = shape_of(x)
+    if len(shape) != 1:
+        return x
+    return Reshape((1,) + shape if row else shape + (1,))(x)
+
+
+def _restore(x, shape: tuple):
+    return x if shape_of(x) == shape else Reshape(shape)(x)
+
+
+def _matmul_shape(a_shape: tuple, b_shape: tuple) -> tuple:
+    return np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
+
+
+
+def _swap_last(x):
+    """Transpose the last two axes (a matrix's .T, batched)."""
+    return x.T if len(shape_of(x)) == 2 else Transpose(_last_two_swapped(len(shape_of(x))))(x)
+
+
+def _last_two_swapped(ndim: int) -> tuple:
+    return tuple(range(ndim - 2)) + (ndim - 1, ndim - 2)
