@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from tinygrad_rnn.ops import shape_of
+from tinygrad_rnn.ops import RAW_TYPES, shape_of
 
 __all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backward", "grad"]
 
@@ -100,11 +100,12 @@ def _run_hooks(node, grad):
     for hook in list(node.hooks):
         result = hook(grad)
         if result is not None:
-            if shape_of(result) != shape_of(grad) or not hasattr(result, "__mul__"):
+            numeric = isinstance(result, RAW_TYPES) or type(result) is type(grad)  # a Value if recording
+            if not numeric or shape_of(result) != shape_of(grad):
                 hook_name = getattr(hook, "__name__", type(hook).__name__)
+                got = f"{type(result).__name__} of shape {shape_of(result)}" if numeric else repr(result)[:40]
                 raise ValueError(
-                    f"hook {hook_name} on {node!r}: returned {type(result).__name__} of shape "
-                    f"{shape_of(result)}, expected a gradient of shape {shape_of(grad)}"
+                    f"hook {hook_name} on {node!r}: returned {got}, expected a gradient of shape {shape_of(grad)}"
                 )
             grad = result
     return grad
