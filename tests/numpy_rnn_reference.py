@@ -2,8 +2,10 @@
 
 The framework never sees this file: it is the independent answer that ``loss.backward()`` on the
 unrolled graph must reproduce (tests/test_bptt.py), and the baseline the benchmark times it against
-(benchmarks/rnn.py). Written the way one writes it by hand (Karpathy's min-char-rnn, batched): a loop
-forward over the steps, a loop backward, gradients accumulated in place.
+(benchmarks/rnn.py). Written the way one writes it by hand (Karpathy's min-char-rnn, batched), with
+the same structure as the framework's model: the recurrence is a loop forward over the steps and a
+loop backward, gradients accumulated in place; the output layer and the loss, which do not recur,
+are computed for all steps at once (one matmul, as ``Linear`` applied to the stacked h_t).
 
 The model, with PyTorch's names (an ``nn.RNNCell`` followed by an ``nn.Linear``):
 
@@ -17,7 +19,7 @@ and its derivatives, from the last step back:
     dL/dz_t  = softmax(z_t) - onehot(y_t)
     dL/dh_t  = dL/dz_t W + dL/da_{t+1} W_hh                 (the second term is the "through time" part)
     dL/da_t  = dL/dh_t * (1 - h_t^2)
-    dW += dz_t^T h_t,  dW_ih += da_t^T x_t,  dW_hh += da_t^T h_{t-1},  db_ih = db_hh += sum_b da_t
+    dW = sum_t dz_t^T h_t,  dW_ih += da_t^T x_t,  dW_hh += da_t^T h_{t-1},  db_ih = db_hh += sum_b da_t
 """
 
 from __future__ import annotations
@@ -61,39 +63,41 @@ def numpy_rnn_loss_and_grads(params: dict, inputs: np.ndarray, targets: np.ndarr
     dtype = W_hh.dtype
     indices = inputs.dtype.kind in "iu"
     T, B = targets.shape
-    rows = np.arange(B)
+    H = W_hh.shape[0]
+    if not indices:
+        inputs = inputs.astype(dtype, copy=False)
 
-    # Forward: keep every h_t and every softmax for the backward loop.
-    hs = np.empty((T + 1, B, W_hh.shape[0]), dtype)
+    # Forward through time, keeping every h_t (h_0 included) for the backward loop.
+    hs = np.empty((T + 1, B, H), dtype)
     hs[0] = h0
-    probs = np.empty((T, B, W.shape[0]), dtype)
-    bias = b_ih + b_hh
-    loss = 0.0
+    W_ih_T, W_hh_T, bias = W_ih.T, W_hh.T, b_ih + b_hh
     for t in range(T):
-        from_input = W_ih.T[inputs[t]] if indices else inputs[t].astype(dtype, copy=False) @ W_ih.T
-        hs[t + 1] = np.tanh(from_input + hs[t] @ W_hh.T + bias)
-        logits = hs[t + 1] @ W.T + b
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        probs[t] = exp / total
-        loss -= float(np.sum(shifted[rows, targets[t]] - np.log(total[:, 0])))
+        from_input = W_ih_T[inputs[t]] if indices else inputs[t] @ W_ih_T
+        hs[t + 1] = np.tanh(from_input + hs[t] @ W_hh_T + bias)
 
-    # Backward through time.
-    dW_ih, dW_hh, dW = np.zeros_like(W_ih), np.zeros_like(W_hh), np.zeros_like(W)
-    db_hh, db = np.zeros_like(b_hh), np.zeros_like(b)
-    dh_next = np.zeros_like(hs[0])
+    # The output layer and the loss do not recur: all T B positions at once.
+    hidden = hs[1:].reshape(T * B, H)
+    logits = hidden @ W.T + b
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    rows, flat_targets = np.arange(T * B), targets.reshape(-1)
+    loss = -float(np.sum(shifted[rows, flat_targets] - np.log(total[:, 0])))
+
+    dz = exp / total
+    dz[rows, flat_targets] -= 1
+    dW, db = dz.T @ hidden, dz.sum(axis=0)
+    dhs_out = (dz @ W).reshape(T, B, H)
+
+    # Backward through time: dL/dh_t collects the output's gradient and the next step's.
+    dW_ih, dW_hh, db_hh = np.zeros_like(W_ih), np.zeros_like(W_hh), np.zeros_like(b_hh)
+    dh_next = np.zeros((B, H), dtype)
     for t in reversed(range(T)):
-        dz = probs[t]
-        dz[rows, targets[t]] -= 1
-        dW += dz.T @ hs[t + 1]
-        db += dz.sum(axis=0)
-        dh = dz @ W + dh_next
-        da = dh * (1 - hs[t + 1] * hs[t + 1])
+        da = (dhs_out[t] + dh_next) * (1 - hs[t + 1] * hs[t + 1])
         if indices:
             np.add.at(dW_ih.T, inputs[t], da)  # the rows of W_ih^T that the indices picked
         else:
-            dW_ih += da.T @ inputs[t].astype(dtype, copy=False)
+            dW_ih += da.T @ inputs[t]
         dW_hh += da.T @ hs[t]
         db_hh += da.sum(axis=0)
         dh_next = da @ W_hh

@@ -20,7 +20,7 @@ class CharRNN(nn.Module):
 
     def loss(self, inputs, targets, h0):
         hiddens, _ = self.rnn(inputs, h0)
-        logits = tg.stack([self.output(h) for h in hiddens])
+        logits = self.output(tg.stack(hiddens))  # one matmul for all T steps: (T, B, H) -> (T, B, V)
         return nn.cross_entropy(logits, targets, reduction="sum")
 
 
@@ -187,16 +187,22 @@ def test_every_value_made_in_step_t_has_scope_t(cell):
     h0 = None if isinstance(cell, nn.Module) else tg.Value(np.zeros((2, 3)), requires_grad=False)
     hiddens, state = nn.RNN(cell)(x, h0)
     made = [v for v in walk(list(state) if isinstance(state, tuple) else state).nodes if v.op is not None]
+    parameters = set(cell.parameters()) if isinstance(cell, nn.Module) else set()
     per_step = {f"t={t}": 0 for t in range(1, seq + 1)}
     for v in made:
+        if v.scope == "":
+            # Made once before step 1 (a transposed weight): it depends on parameters only.
+            leaves = [u for u in walk(v).nodes if u.op is None and u.requires_grad]
+            assert leaves and set(leaves) <= parameters, v
+            continue
         assert v.scope in per_step, v
         per_step[v.scope] += 1
         # Only the state crosses from one step to the next: a node's recorded parents are of its own
-        # step or the step before.
+        # step or the step before (or the shared weights).
         t = int(v.scope[2:])
         for parent in v.parents:
             if parent.op is not None:
-                assert parent.scope in (f"t={t}", f"t={t - 1}"), (v, parent)
+                assert parent.scope in (f"t={t}", f"t={t - 1}", ""), (v, parent)
     assert len(set(per_step.values())) == 1 and per_step["t=1"] > 0  # every step made the same ops
     assert [h.scope for h in hiddens] == list(per_step)
 

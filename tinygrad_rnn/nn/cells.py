@@ -16,7 +16,6 @@ import math
 import numpy as np
 
 from tinygrad_rnn.nn.init import generator
-from tinygrad_rnn.nn.layers import linear
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value
@@ -51,6 +50,24 @@ class RNNCellBase(Module):
     @property
     def dtype(self):
         return self.weight_hh.dtype
+
+    # A step is split in two: ``shared_terms()`` computes what is the same at every time step (the
+    # transposed weights, the summed biases), ``step(shared, x, state)`` the rest. Calling the cell
+    # does both; ``RNN`` calls ``shared_terms()`` once per sequence, so the unrolled graph transposes
+    # W_hh once and every step's matmul uses that one node, which is also how the picture shows
+    # weight sharing: one W_hh^T feeding all T steps, its gradient summed over them.
+
+    def shared_terms(self) -> tuple:
+        """(W_ih^T, W_hh^T, b_ih + b_hh), or None for the bias sum when there are no biases."""
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        return self.weight_ih.T, self.weight_hh.T, bias
+
+    def step(self, shared: tuple, x, state):
+        raise NotImplementedError(f"{type(self).__name__}: a cell defines step(shared, x, state)")
+
+    def forward(self, x, state=None):
+        """One time step: the new state from x_t and the previous state (zeros if None)."""
+        return self.step(self.shared_terms(), x, self.initial_state(self._batch_of(x)) if state is None else state)
 
     def initial_state(self, batch_size: int | None = None, dtype=None):
         """Zeros of shape (batch_size, H), or (H,) for batch_size None; no gradient."""
@@ -88,11 +105,11 @@ class RNNCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, rng, dtype)
         self.nonlinearity = nonlinearity
 
-    def forward(self, x, h=None) -> Value:
-        h = self.initial_state(self._batch_of(x)) if h is None else h
+    def step(self, shared: tuple, x, h) -> Value:
         self._check(x, h)
-        pre = linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)
-        return getattr(pre, self.nonlinearity)()
+        weight_ih_t, weight_hh_t, bias = shared
+        pre = x @ weight_ih_t + h @ weight_hh_t
+        return getattr(pre if bias is None else pre + bias, self.nonlinearity)()
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -119,11 +136,13 @@ class LSTMCell(RNNCellBase):
         c0.name = "c0"
         return h0, c0
 
-    def forward(self, x, state=None) -> tuple[Value, Value]:
-        h, c = self.initial_state(self._batch_of(x)) if state is None else state
+    def step(self, shared: tuple, x, state) -> tuple[Value, Value]:
+        h, c = state
         self._check(x, h)
         H = self.hidden_size
-        gates = linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)
+        weight_ih_t, weight_hh_t, bias = shared
+        gates = x @ weight_ih_t + h @ weight_hh_t
+        gates = gates if bias is None else gates + bias
         i = gates[..., :H].sigmoid()
         f = gates[..., H : 2 * H].sigmoid()
         g = gates[..., 2 * H : 3 * H].tanh()
@@ -145,12 +164,16 @@ class GRUCell(RNNCellBase):
 
     gates = 3
 
-    def forward(self, x, h=None) -> Value:
-        h = self.initial_state(self._batch_of(x)) if h is None else h
+    def shared_terms(self) -> tuple:
+        """(W_ih^T, W_hh^T): the biases cannot be summed, b_hn sits inside r * (...)."""
+        return self.weight_ih.T, self.weight_hh.T
+
+    def step(self, shared: tuple, x, h) -> Value:
         self._check(x, h)
         H = self.hidden_size
-        from_input = linear(x, self.weight_ih, self.bias_ih)
-        from_hidden = linear(h, self.weight_hh, self.bias_hh)
+        weight_ih_t, weight_hh_t = shared
+        from_input = x @ weight_ih_t if self.bias_ih is None else x @ weight_ih_t + self.bias_ih
+        from_hidden = h @ weight_hh_t if self.bias_hh is None else h @ weight_hh_t + self.bias_hh
         r = (from_input[..., :H] + from_hidden[..., :H]).sigmoid()
         z = (from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid()
         n = (from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh()

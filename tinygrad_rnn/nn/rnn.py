@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn.autograd import scope
-from tinygrad_rnn.nn.cells import hidden_of
+from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value
@@ -61,10 +61,11 @@ class RNN(Module):
         if length == 0:
             raise ValueError("RNN: the sequence is empty (T = 0)")
         state = self._initial_state(steps[0]) if h0 is None else h0
+        step = self._step_function()
         outputs = []
         for t in range(1, length + 1):
             with scope(f"t={t}"):
-                state = self.cell(steps[t - 1], state)
+                state = step(steps[t - 1], state)
                 hidden = hidden_of(state)
                 if self.hidden_hook is not None:
                     hidden.register_hook(self.hidden_hook)
@@ -72,6 +73,15 @@ class RNN(Module):
                 if self.truncate and t % self.truncate == 0 and t < length:
                     state = detach_state(state, truncated=True)
         return outputs, state
+
+    def _step_function(self) -> Callable:
+        """The cell's own step with its per-sequence terms (transposed weights) made once, before
+        step 1, when the cell offers that split and has not replaced ``forward``; else the cell."""
+        cell = self.cell
+        if isinstance(cell, RNNCellBase) and type(cell).forward is RNNCellBase.forward:
+            shared = cell.shared_terms()
+            return lambda x, state: cell.step(shared, x, state)
+        return cell
 
     def _initial_state(self, first_step):
         initial_state = getattr(self.cell, "initial_state", None)
