@@ -9,6 +9,7 @@ the moment its last Value is dropped.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -48,6 +49,9 @@ def as_value(x) -> Value:
     return x if isinstance(x, Value) else Value(x, requires_grad=False)
 
 
+_DATA = operator.attrgetter("data")
+
+
 def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
     """Make a Value without checking its data: for results of ops, whose data numpy made."""
     node = Value.__new__(Value)
@@ -62,9 +66,13 @@ def _constant(x) -> Value:
 
 def apply(op: ops.Op, *inputs) -> Value:
     """Run ``op`` forward and, when gradients are on and an input needs one, record the node."""
-    values = tuple([x if isinstance(x, Value) else _constant(x) for x in inputs])
+    values = inputs
+    for x in inputs:
+        if not isinstance(x, Value):
+            values = tuple([x if isinstance(x, Value) else _constant(x) for x in inputs])
+            break
     try:
-        data = op.forward(*[v.data for v in values])
+        data = op.forward(*map(_DATA, values))
     except (ValueError, IndexError, TypeError) as error:
         raise type(error)(_explain(op, values, error)) from None
     if STATE.grad_enabled:
