@@ -1,1 +1,23 @@
-"""Pictures of recorded graphs: op view, path view, step view; plots; JSON export."""
+"""Pictures of recorded graphs, for seeing backpropagation through time.
+
+- ``draw_graph(root)``: the op view, every value and op, each edge labelled by its local gradient;
+- ``draw_path(root, source)``: the op view with the paths from ``source`` highlighted and the running
+  product of local gradients along them;
+- ``draw_steps(loss, states)`` / ``compare_steps(runs)``: one node per time step, edges labelled by
+  the step Jacobian's spectral norm, nodes shaded by the gradient that arrived;
+- ``render(picture, "out.svg")``: svg, png or pdf by suffix; ``to_json(root)``: nodes and edges for
+  other tools.
+
+Every view returns a ``graphviz.Digraph``, which Jupyter shows inline. Pictures read graphs only
+through ``tinygrad_rnn.graph``; the engine never imports this package.
+"""
+
+from visualize.export import to_json
+from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
+from visualize.path_view import draw_path
+from visualize.render import render
+from visualize.step_view import compare_steps, draw_steps
+
+__all__ = [
+    "draw_graph", "draw_path", "draw_steps", "compare_steps", "render", "to_json", "GraphTooLarge", "MAX_NODES",
+]

@@ -1,0 +1,105 @@
+"""JSON export of a recorded graph, for other tools (a web viewer, a notebook, a diff of two runs).
+
+The numbers are the ones the pictures show, from the same graph walk: per edge the exact scalar
+derivative (scalar edges), the spectral norm of the local Jacobian and, after backward, the observed
+gain. Numbers JSON cannot hold (inf, nan) are written as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.value import Value
+from visualize.layout import time_step
+
+__all__ = ["to_json", "graph_dict", "FORMAT"]
+
+FORMAT = "tinygrad_rnn.graph/1"
+
+
+def _number(x) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _float_array(x) -> np.ndarray:
+    return np.asarray(x.data if isinstance(x, Value) else x, dtype=np.float64)
+
+
+def _array(x, limit: int):
+    """A small array as nested lists (non-finite entries null); a large one as None."""
+    array = _float_array(x)
+    if array.size > limit:
+        return None
+    return _clean(array.tolist()) if array.ndim else _number(array)
+
+
+def _summary(x) -> dict | None:
+    if x is None:
+        return None
+    array = _float_array(x)
+    if array.size == 0:
+        return {"norm": 0.0}
+    return {"min": _number(array.min()), "max": _number(array.max()), "mean": _number(array.mean()),
+            "norm": _number(np.linalg.norm(array.ravel()))}
+
+
+def _clean(value):
+    """Notes and other free-form values made JSON-safe (non-finite -> None, unknown -> str)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return _number(value) if isinstance(value, (float, np.floating)) else int(value)
+    return str(value)
+
+
+def graph_dict(root, data_limit: int = 64) -> dict:
+    """The graph behind ``root`` as plain dicts and lists (what ``to_json`` serialises)."""
+    graph = walk(root)
+    ids = {node: i for i, node in enumerate(graph.nodes)}
+    nodes = []
+    for node in graph.nodes:
+        step = time_step(node.scope)
+        nodes.append({
+            "id": ids[node], "name": node.name, "op": node.op.name if node.op is not None else None,
+            "op_repr": repr(node.op) if node.op is not None else None, "scope": node.scope,
+            "time_step": step.t if step else None, "shape": list(node.shape),
+            "requires_grad": node.requires_grad, "data": _array(node.data, data_limit),
+            "data_summary": _summary(node.data),
+            "grad": _array(node.grad, data_limit) if node.grad is not None else None,
+            "grad_summary": _summary(node.grad), "notes": _clean(node.notes),
+        })
+    edges = []
+    for edge in graph.edges:
+        scalar = edge.child.size == 1 and edge.parent.size == 1
+        edges.append({
+            "parent": ids[edge.parent], "child": ids[edge.child], "position": edge.position,
+            "derivative": _number(edge.derivative()) if scalar else None,
+            "jacobian_norm": _number(edge.jacobian_norm()),
+            "observed_gain": _number(edge.observed_gain()) if edge.child.grad is not None else None,
+        })
+    return {"format": FORMAT, "nodes": nodes, "edges": edges}
+
+
+def to_json(root, path=None, indent: int | None = None, data_limit: int = 64) -> str:
+    """The graph behind ``root`` as a JSON string (also written to ``path`` if given).
+
+    Nodes: id, name, op, scope, time_step, shape, data (when at most ``data_limit`` numbers) and
+    its summary, grad likewise, notes. Edges: parent, child, position, derivative (scalar edges),
+    jacobian_norm, observed_gain (after backward). Node ids are positions in topological order.
+    """
+    text = json.dumps(graph_dict(root, data_limit), indent=indent, allow_nan=False)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
