@@ -184,7 +184,7 @@ def clip_grad_norm_(parameters: Value | Iterable[Value], max_norm: float, norm_t
         )
     # np.minimum, unlike min(), keeps a NaN coefficient NaN (torch.clamp does the same).
     coefficient = float(np.minimum(max_norm / (total + 1e-6), 1.0))
-    with no_grad():
+    with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 is NaN here on purpose, as in PyTorch
         for p in params:
             p.grad = p.grad * coefficient
     return total

@@ -215,7 +215,8 @@ class NonfiniteOrigin:
                 lines.append(f"forward: {where} made {_kind(node.data)} from finite inputs "
                              f"(output {_describe(node.data)})")
         else:
-            contribution = node.op.vjp(self.position, raw(node.grad), node.data, *[p.data for p in node.parents])
+            with np.errstate(all="ignore"):
+                contribution = node.op.vjp(self.position, raw(node.grad), node.data, *[p.data for p in node.parents])
             lines.append(f"backward: {where} turned a finite gradient ({_describe(node.grad)}) into "
                          f"{_kind(contribution)} for its input {self.position}")
         lines += [f"  input {k}: {_describe(p.data)}" for k, p in enumerate(node.parents)]
