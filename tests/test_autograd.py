@@ -173,3 +173,25 @@ def test_composites_pass_gradcheck():
     assert gradcheck(lambda a: log_softmax(a)[np.arange(3), np.array([0, 3, 1])].sum(), [a])
     assert gradcheck(lambda a, b: stack([a, b], axis=1).mean(axis=(0, 2)), [a, b])
     assert gradcheck(lambda a, b: (a.abs() + 0.5) ** b, [a, b])  # a Value exponent: exp(b ln a)
+
+
+def test_subgraph_reaches_a_constant_initial_state_and_skips_the_weights():
+    w = Value(np.array([[0.5, -0.2], [0.1, 0.9]]))
+    h0 = Value(np.zeros(2), requires_grad=False)
+    h1 = (h0 @ w + 0.3).tanh()
+    order = subgraph([h1], [h0])
+    assert h0 in order and w not in order
+    (row,) = grad(h1, h0, np.array([1.0, 0.0]), order=order)
+    np.testing.assert_allclose(row, (1 - np.tanh(0.3) ** 2) * w.data[:, 0])
+    assert w.grad is None
+
+
+def test_grad_without_hooks_leaves_hooks_unrun():
+    x = Value(np.ones(2))
+    y = x * 3.0
+    calls = []
+    y.register_hook(lambda g: calls.append(g))
+    grad(y.sum(), x, hooks=False)
+    assert calls == []
+    grad(y.sum(), x)
+    assert len(calls) == 1

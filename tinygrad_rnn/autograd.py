@@ -92,7 +92,7 @@ def subgraph(outputs: Sequence, inputs: Sequence) -> list:
     of a Jacobian) without walking the rest of the graph again."""
     reaches = {id(x) for x in inputs}
     order = []
-    for node in topological_order(outputs):
+    for node in topological_order(outputs, constants=True):  # an input may be a constant (h_0)
         if id(node) in reaches or any(id(p) in reaches for p in node.parents):
             reaches.add(id(node))
             order.append(node)
@@ -115,10 +115,12 @@ def _run_hooks(node, grad):
     return grad
 
 
-def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=None) -> None:
+def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=None, hooks: bool = True) -> None:
     """The backward pass. Walks nodes children-first; a node's gradient is complete when it comes
     up, so its hooks run then, it is accumulated into ``.grad`` (or handed to ``on_complete``
-    instead), and it flows on to the parents through each op's vector-Jacobian product."""
+    instead), and it flows on to the parents through each op's vector-Jacobian product.
+    Given an ``order`` (from ``subgraph``), gradients flow only along the nodes in it."""
+    on_path = None if order is None else set(order)
     pending = {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
@@ -126,7 +128,7 @@ def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=No
         g = pending.pop(node, None)
         if g is None:
             continue
-        if node.hooks:
+        if hooks and node.hooks:
             g = _run_hooks(node, g)
         if on_complete is None:
             node.grad = g if node.grad is None else node.grad + g
@@ -140,7 +142,7 @@ def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=No
         out, inputs = (node, parents) if create_graph else (node.data, tuple(map(_DATA, parents)))
         k = 0
         for parent in parents:
-            if parent.requires_grad:
+            if parent.requires_grad if on_path is None else parent in on_path:
                 contribution = op.vjp(k, g, out, *inputs)
                 earlier = pending.get(parent)
                 pending[parent] = contribution if earlier is None else earlier + contribution
@@ -153,14 +155,16 @@ def backward(roots: Sequence, root_grads: Sequence, create_graph: bool = False) 
     _propagate(roots, root_grads, create_graph)
 
 
-def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False, order=None) -> list:
+def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False,
+         order=None, hooks: bool = True) -> list:
     """The gradients of ``outputs`` with respect to ``inputs``, leaving every ``.grad`` untouched.
-    The walk covers ``order`` when given (from ``subgraph``), else everything behind the outputs."""
+    The walk covers ``order`` when given (from ``subgraph``), else everything behind the outputs;
+    ``hooks=False`` leaves hooks out (a Jacobian's unit seeds are not gradients to clip)."""
     wanted = {id(x): None for x in inputs}
 
     def capture(node, g):
         if id(node) in wanted:
             wanted[id(node)] = g
 
-    _propagate(outputs, grad_outputs, create_graph, capture, order)
+    _propagate(outputs, grad_outputs, create_graph, capture, order, hooks)
     return [wanted[id(x)] for x in inputs]

@@ -63,12 +63,13 @@ def softmax(x: Value, axis: int = -1) -> Value:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None) -> list:
+def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None, hooks: bool = True) -> list:
     """d(outputs)/d(inputs), weighted by ``grad_outputs``, returned without touching any ``.grad``.
 
     Accepts one Value or a sequence for ``outputs`` and ``inputs``; returns a list with one gradient
     per input (zeros for an input the outputs do not depend on). Pass ``order=subgraph(outputs,
-    inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for many seeds, as Jacobians do.
+    inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for many seeds, as Jacobians do; there
+    an input may also be a constant, such as a zero initial state. ``hooks=False`` skips hooks.
     """
     outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
@@ -77,7 +78,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=N
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
     seeds = [_seed(out, g, "grad", create_graph) for out, g in zip(outputs, grad_outputs)]
-    found = autograd.grad(outputs, inputs, seeds, create_graph, order)
+    found = autograd.grad(outputs, inputs, seeds, create_graph, order, hooks)
     return [(np.zeros(x.shape, x.dtype) if x.shape else 0.0) if g is None else g for g, x in zip(found, inputs)]
 
 
