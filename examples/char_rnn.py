@@ -88,9 +88,11 @@ def draw_window(model, ids, out_dir: Path) -> None:
         print(f"pictures: skipped (visualize has no {', '.join(missing)} yet)")
         return
     window = ids[:5, None]  # one stream, 4 steps
-    loss, hiddens, _ = window_loss(model, window[:-1], window[1:], None)
+    h0 = model.rnn.cell.initial_state(1)
+    loss, hiddens, _ = window_loss(model, window[:-1], window[1:], h0)
     loss.backward()
-    for name, picture in [("steps", visualize.draw_steps(loss, hiddens)), ("ops", visualize.draw_graph(loss))]:
+    states = [nn.hidden_of(h0), *hiddens]  # the step view wants h_0 .. h_T
+    for name, picture in [("steps", visualize.draw_steps(loss, states)), ("ops", visualize.draw_graph(loss))]:
         print(f"pictures: {visualize.render(picture, out_dir / f'char_rnn_{name}.svg')}")
 
 
