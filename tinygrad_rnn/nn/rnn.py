@@ -40,6 +40,9 @@ class RNN(Module):
     ``notes={"truncated": True}``), so a loss at step t reaches back only to the start of its window.
     ``hidden_hook=fn``: ``h_t.register_hook(fn)`` on every hidden output, e.g. a per-step clip.
     ``cell``: any Module or plain callable ``(x_t, state) -> state`` made of Values.
+
+    For the built-in cells the terms that are the same at every step (transposed weights, summed
+    biases) are made once before step 1, outside the step scopes (see ``RNNCellBase.shared_terms``).
     """
 
     def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None):
@@ -60,7 +63,9 @@ class RNN(Module):
             steps, length = inputs, shape_of(inputs)[0]
         if length == 0:
             raise ValueError("RNN: the sequence is empty (T = 0)")
-        state = self._initial_state(steps[0]) if h0 is None else h0
+        # Only the first step's shape is needed: read it from the data, recording nothing.
+        first = steps[0] if isinstance(steps, list) else steps.data[0] if isinstance(steps, Value) else steps[0]
+        state = self._initial_state(first) if h0 is None else h0
         step = self._step_function()
         outputs = []
         for t in range(1, length + 1):
