@@ -102,7 +102,10 @@ class ScatterAdd(_Reshuffle):
 
     def forward(self, x):
         out = np.zeros(self.shape, dtype=np.result_type(x, np.float32))
-        np.add.at(out, self.index, x)
+        if _is_basic(self.index):
+            out[self.index] = x  # slices and integers cannot pick an entry twice: no need to add
+        else:
+            np.add.at(out, self.index, x)  # integer arrays may repeat an entry: contributions add up
         return out
 
     def vjp(self, k, grad, out, x):
@@ -110,6 +113,11 @@ class ScatterAdd(_Reshuffle):
 
     def jacobian_norm(self, k, out, x):
         return _selection_norm(self.index, self.shape)
+
+
+def _is_basic(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
 
 
 def _selection_norm(index, shape: tuple) -> float:
