@@ -16,6 +16,7 @@ import numpy as np
 from tinygrad_rnn.graph import walk
 from tinygrad_rnn.value import Value
 from visualize.layout import time_step
+from visualize.op_view import measure
 
 __all__ = ["to_json", "graph_dict", "FORMAT"]
 
@@ -85,9 +86,9 @@ def graph_dict(root, data_limit: int = 64) -> dict:
         scalar = edge.child.size == 1 and edge.parent.size == 1
         edges.append({
             "parent": ids[edge.parent], "child": ids[edge.child], "position": edge.position,
-            "derivative": _number(edge.derivative()) if scalar else None,
-            "jacobian_norm": _number(edge.jacobian_norm()),
-            "observed_gain": _number(edge.observed_gain()) if edge.child.grad is not None else None,
+            "derivative": _number(measure(edge.derivative)) if scalar else None,
+            "jacobian_norm": _number(measure(edge.jacobian_norm)),
+            "observed_gain": _number(measure(edge.observed_gain)) if edge.child.grad is not None else None,
         })
     return {"format": FORMAT, "nodes": nodes, "edges": edges}
 

@@ -49,29 +49,44 @@ class Placement:
     step: dict = field(default_factory=dict)
     shared: dict = field(default_factory=dict)
     other: dict = field(default_factory=dict)
+    shared_inputs: set = field(default_factory=set)
 
     def steps(self) -> list[TimeStep]:
         return sorted({s for s in self.step.values() if s is not None})
 
 
 def place(nodes, edges) -> Placement:
-    """Assign every node to a time step, a named scope, or the top level (see the module doc)."""
+    """Assign every node to a time step, a named scope, or the top level (see the module doc).
+
+    "Shared" covers any node outside the steps that several steps use: a parameter, or a term an RNN
+    computes once per sequence from parameters (W_hh^T, b_ih + b_hh). Nodes outside the steps that
+    feed only shared nodes (the W_hh behind W_hh^T) are listed in ``shared_inputs``.
+    """
     placement = Placement()
     users: dict = {}
+    children: dict = {}
     for edge in edges:
         users.setdefault(edge.parent, set()).add(time_step(edge.child.scope))
+        children.setdefault(edge.parent, []).append(edge.child)
     for node in nodes:
         own = time_step(node.scope)
         if own is not None:
             placement.step[node] = own
             continue
         used_by = {s for s in users.get(node, ()) if s is not None}
-        if node.op is None and len(used_by) == 1:
+        if node.op is None and len(used_by) == 1 and None not in users.get(node, ()):
             placement.step[node] = next(iter(used_by))
             continue
         placement.step[node] = None
-        if node.op is None and len(used_by) > 1:
+        if len(used_by) > 1:
             placement.shared[node] = sorted(used_by)
         elif node.scope:
             placement.other[node] = node.scope
+    for node in reversed(nodes):  # children first, so a chain W -> W^T -> (shared) is found whole
+        kids = children.get(node, [])
+        if placement.step.get(node) is None and node not in placement.shared and kids and all(
+            k in placement.shared or k in placement.shared_inputs for k in kids
+        ):
+            placement.shared_inputs.add(node)
+            placement.other.pop(node, None)
     return placement

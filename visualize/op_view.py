@@ -26,7 +26,7 @@ from tinygrad_rnn.value import Value
 from visualize import style
 from visualize.layout import Placement, place
 
-__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "MAX_NODES"]
+__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "measure", "MAX_NODES"]
 
 MAX_NODES = 2000
 
@@ -94,6 +94,38 @@ def _shape_text(shape: tuple) -> str:
     return "×".join(str(n) for n in shape) if shape else ""
 
 
+def measure(method) -> float | None:
+    """Call an Edge method (derivative, jacobian_norm, observed_gain) with numpy's warnings off;
+    an undefined number (log at 0 divides a Python float by zero) comes back as nan, not an error,
+    so one singular edge cannot stop the whole picture."""
+    with np.errstate(all="ignore"):
+        try:
+            return method()
+        except (ZeroDivisionError, OverflowError, FloatingPointError):
+            return float("nan")
+
+
+def _formula(op) -> str:
+    """The op's forward and derivative, from the first line of its docstring (``tanh: y = ...``)."""
+    lines = (type(op).__doc__ or "").strip().splitlines()
+    return f"{op!r} · {lines[0]}" if lines else repr(op)
+
+
+def display_name(node) -> str | None:
+    """A node's name, or for an unnamed transpose or sum of named nodes a name made from theirs
+    (``weight_hhᵀ``, ``bias_ih + bias_hh``), so the terms an RNN precomputes read as what they are."""
+    if node.name:
+        return str(node.name)
+    if node.op is None:
+        return None
+    names = [p.name for p in node.parents]
+    if node.op.name == "transpose" and names[0]:
+        return f"{names[0]}ᵀ"
+    if node.op.name in ("add", "sub") and all(names):
+        return f" {SYMBOLS[node.op.name]} ".join(str(n) for n in names)
+    return None
+
+
 def clip_note(node) -> dict | None:
     """The clipping record a hook left on ``node.notes``, when it fired."""
     notes = node.notes if isinstance(node.notes, dict) else {}
@@ -154,11 +186,11 @@ class OpPicture:
         where = f"∂ {child.op.name} / ∂ input {edge.position}"
         if child.size == 1 and parent.size == 1:
             self.kinds.add("scalar")
-            d = edge.derivative()
+            d = measure(edge.derivative)
             return style.number(d, self.digits), d, f"{where} = {d!r}"
         self.kinds.add("tensor")
-        norm = edge.jacobian_norm()
-        gain = edge.observed_gain() if child.grad is not None else None
+        norm = measure(edge.jacobian_norm)
+        gain = measure(edge.observed_gain) if child.grad is not None else None
         label = f"‖J‖ {style.number(norm, 3)}"
         tip = f"{where}: spectral norm of the local Jacobian = {norm!r}"
         if gain is not None:
@@ -168,8 +200,9 @@ class OpPicture:
 
     def value_label(self, node) -> str:
         lines = []
-        if node.name:
-            lines.append(f"<B>{style.text(node.name, 40)}</B>")
+        name = display_name(node)
+        if name:
+            lines.append(f"<B>{style.text(name, 40)}</B>")
         elif node.op is None and node.requires_grad:
             lines.append(f'<FONT COLOR="{style.MUTED}">leaf</FONT>')
         if node.shape:
@@ -213,7 +246,7 @@ class OpPicture:
         elif op.name == "sum":
             symbol = "Σ"
         elif op.name == "getitem":
-            symbol = op.params().get("index", "[·]")
+            symbol = str(op.params().get("index", "[·]")).replace("Ellipsis", "…")
         elif op.name in ("reshape", "broadcast_to"):
             symbol = f"{symbol} {_shape_text(op.shape)}"
         return style.html_label(style.text(symbol, 24))
@@ -250,7 +283,7 @@ class OpPicture:
         attrs = {
             "label": self.op_label(node), "shape": "ellipse", "style": "filled", "fillcolor": "#eef1f6",
             "color": "#aab4c3", "fontsize": "10", "margin": "0.04,0.01", "height": "0.26", "width": "0.3",
-            "tooltip": style.tooltip(f"{node.op!r}: {(type(node.op).__doc__ or '').strip().splitlines()[0]}"),
+            "tooltip": style.tooltip(_formula(node.op)),
         }
         if self.faded(node):
             attrs.update(color=FAINT, fontcolor="#b0b0b0", fillcolor="#f7f7f7")
@@ -287,8 +320,9 @@ class OpPicture:
         for index, key in enumerate([None, *steps, *others]):
             members = clusters.get(key, [])
             if key is None:
-                shared = [node for node in members if node in self.placement.shared]
-                self._draw_nodes(dot, [node for node in members if node not in self.placement.shared])
+                in_box = self.placement.shared.keys() | self.placement.shared_inputs
+                shared = [node for node in members if node in in_box]
+                self._draw_nodes(dot, [node for node in members if node not in in_box])
                 if shared:
                     with dot.subgraph(name="cluster_shared") as cluster:
                         cluster.attr(label=style.html_label("<B>shared parameters</B>"), labelloc="t",
@@ -343,7 +377,7 @@ class OpPicture:
             if step not in used_by:
                 continue
             share = self.step_share(node, step)
-            lines = [f"<B>{style.text(node.name or 'param', 40)}</B>"]
+            lines = [f"<B>{style.text(display_name(node) or 'shared', 40)}</B>"]
             if share is not None:
                 ink = "#c0c0c0" if self.faded(node) else GRAD_INK
                 lines.append(f'<FONT POINT-SIZE="8" COLOR="{ink}">{_grad_line(share, 3)}</FONT>')

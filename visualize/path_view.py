@@ -15,7 +15,7 @@ from graphviz import Digraph
 
 from tinygrad_rnn.graph import Graph
 from visualize import style
-from visualize.op_view import MAX_NODES, OpPicture, checked_walk
+from visualize.op_view import MAX_NODES, OpPicture, checked_walk, measure
 
 __all__ = ["draw_path", "path_products"]
 
@@ -40,9 +40,9 @@ def path_products(graph: Graph, source) -> tuple[dict, bool, set, list]:
     for edge in edges:
         before = products[edge.parent]
         if exact:
-            products[edge.child] = products.get(edge.child, 0.0) + before * edge.derivative()
+            products[edge.child] = products.get(edge.child, 0.0) + before * measure(edge.derivative)
         else:
-            products[edge.child] = max(products.get(edge.child, 0.0), before * edge.jacobian_norm())
+            products[edge.child] = max(products.get(edge.child, 0.0), before * measure(edge.jacobian_norm))
     return products, exact, reached, edges
 
 

@@ -1,0 +1,542 @@
+"""Pictures: assertions on the DOT text, so they hold without Graphviz installed.
+
+The numbers on a picture are checked against hand-derived local derivatives and against central
+differences in float64; the structure (clusters per time step, shared parameters, cut and clipped
+steps) against the graph that was recorded; the escaping against a small DOT tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import Value, diagnostics, nn
+from tinygrad_rnn.clip import attach, clip_norm
+from tinygrad_rnn.graph import walk
+from visualize import GraphTooLarge, compare_steps, draw_graph, draw_path, draw_steps, render, style, to_json
+from visualize.cli import main as cli_main
+
+HAS_DOT = shutil.which("dot") is not None
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def scalar_rnn(steps=4, w=0.9, u=0.5, b=0.1, h0=0.0, inputs=(1.0, -0.5, 0.3, 0.8, -0.2, 0.6)):
+    """h_t = tanh(w h_{t-1} + u x_t + b), loss = (h_T - 0.5)^2, each step in scope t=<k>."""
+    w, u, b = Value(w, name="w_hh"), Value(u, name="w_ih"), Value(b, name="b")
+    h = Value(h0, requires_grad=False, name="h_0")
+    states = [h]
+    for t in range(1, steps + 1):
+        x = Value(inputs[(t - 1) % len(inputs)], requires_grad=False, name=f"x_{t}")
+        with tg.scope(f"t={t}"):
+            h = (w * h + u * x + b).tanh()
+        h.name = f"h_{t}"
+        states.append(h)
+    loss = (h - 0.5) ** 2
+    loss.name = "loss"
+    return loss, states, (w, u, b)
+
+
+def edge_labels(source: str) -> list[tuple[int, int, str]]:
+    """(parent index, child index, label markup) of every labelled data edge (value -> op node)."""
+    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*o(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
+    return [(int(p), int(c), label) for p, c, label in found]
+
+
+def dot_tokens(source: str) -> list[tuple[str, str]]:
+    """A small DOT lexer: quoted strings (with backslash escapes), HTML strings (nested <>),
+    identifiers and numerals, punctuation. Raises if a string or HTML label never closes."""
+    tokens, i, n = [], 0, len(source)
+    ident = re.compile(r"[A-Za-z_\x80-\uffff][\w\x80-\uffff]*|-?(?:\.\d+|\d+(?:\.\d*)?)")
+    while i < n:
+        c = source[i]
+        if c.isspace():
+            i += 1
+        elif c == '"':
+            j = i + 1
+            while source[j] != '"':
+                j += 2 if source[j] == "\\" else 1
+            tokens.append(("string", source[i + 1 : j]))
+            i = j + 1
+        elif c == "<":
+            depth, j = 0, i
+            while True:
+                depth += {"<": 1, ">": -1}.get(source[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            tokens.append(("html", source[i + 1 : j - 1]))
+            i = j
+        elif source.startswith("->", i):
+            tokens.append(("punct", "->"))
+            i += 2
+        elif c in "{}[];=,":
+            tokens.append(("punct", c))
+            i += 1
+        else:
+            match = ident.match(source, i)
+            assert match, f"unexpected character {c!r} at {i}: {source[i - 20 : i + 20]!r}"
+            tokens.append(("id", match.group()))
+            i = match.end()
+    return tokens
+
+
+def attribute_lists(tokens) -> dict[str, list[str]]:
+    """For each node statement ``id [k=v ...]``, the attribute keys, in order."""
+    found, i = {}, 0
+    while i < len(tokens):
+        if tokens[i][0] == "id" and i + 1 < len(tokens) and tokens[i + 1] == ("punct", "["):
+            if i > 0 and tokens[i - 1] == ("punct", "->"):
+                i += 1
+                continue
+            keys, j = [], i + 2
+            while tokens[j] != ("punct", "]"):
+                if tokens[j + 1] == ("punct", "="):
+                    keys.append(tokens[j][1])
+                    j += 3
+                else:
+                    j += 1
+            found.setdefault(tokens[i][1], keys)
+            i = j
+        i += 1
+    return found
+
+
+def cluster_members(source: str) -> list[tuple[str, set]]:
+    """(label markup, node ids) of each top-level cluster, in the order written."""
+    clusters = []
+    for match in re.finditer(r"subgraph (cluster_\w+) \{(.*?)\n\t\}", source, flags=re.S):
+        body = match.group(2)
+        label = re.search(r"label=<(.*?)>\s+\w+=", body)
+        ids = set(re.findall(r"^\t\t(\w+) \[", body, flags=re.M))
+        clusters.append((label.group(1) if label else "", ids))
+    return clusters
+
+
+def hand_local_derivatives(child) -> list[float]:
+    """The textbook d(child)/d(input k) for a scalar child, from its data alone."""
+    name, y = child.op.name, child.data
+    args = [p.data for p in child.parents]
+    a = args[0]
+    b = args[1] if len(args) > 1 else None
+    table = {
+        "add": lambda: [1.0, 1.0], "sub": lambda: [1.0, -1.0], "mul": lambda: [b, a],
+        "div": lambda: [1.0 / b, -a / b**2], "neg": lambda: [-1.0], "tanh": lambda: [1.0 - y * y],
+        "sigmoid": lambda: [y * (1.0 - y)], "exp": lambda: [y], "log": lambda: [1.0 / a],
+        "pow": lambda: [child.op.exponent * a ** (child.op.exponent - 1)], "relu": lambda: [float(a > 0)],
+        "abs": lambda: [float(np.sign(a))],
+    }
+    return table[name]()
+
+
+# ---- op view: numbers on edges ------------------------------------------------------------------
+
+
+def test_scalar_edge_labels_equal_hand_derived_local_derivatives():
+    a, b = Value(0.7, name="a"), Value(-1.3, name="b")
+    y = (a * b + a / b - (-a)).tanh() + a.sigmoid() * b.exp() + (a**3).log() - (b * b).abs() + (a - b).relu()
+    y.backward()
+    graph = walk(y)
+    labels = edge_labels(draw_graph(y, digits=17).source)
+    assert len(labels) == len(graph.edges)  # every edge labelled
+    for parent_index, child_index, label in labels:
+        child, parent = graph.nodes[child_index], graph.nodes[parent_index]
+        expected = [d for d, p in zip(hand_local_derivatives(child), child.parents) if p is parent]
+        assert any(abs(float(label) - d) <= 1e-12 for d in expected), (child.op.name, label, expected)
+
+
+def test_scalar_edge_labels_match_central_differences():
+    def forward(w_value):
+        w = Value(w_value, name="w")
+        return w, ((w * 0.3 + 0.2).tanh() * w).sigmoid()
+
+    w, out = forward(0.8)
+    graph = walk(out)
+    labels = {(p, c): float(label) for p, c, label in edge_labels(draw_graph(out, digits=17).source)}
+    # The chain rule over the picture's labels rebuilds d out / d w; compare with float64 differences.
+    total = {w: 1.0}
+    for edge in graph.edges:
+        if edge.parent in total:
+            key = (graph.nodes.index(edge.parent), graph.nodes.index(edge.child))
+            total[edge.child] = total.get(edge.child, 0.0) + total[edge.parent] * labels[key]
+    eps = 1e-6
+    numeric = (forward(0.8 + eps)[1].data - forward(0.8 - eps)[1].data) / (2 * eps)
+    assert abs(total[out] - numeric) < 1e-8
+
+
+def test_tensor_edges_show_jacobian_norm_and_observed_gain():
+    rng = np.random.default_rng(0)
+    W = Value(rng.normal(size=(4, 4)), name="W")
+    h = Value(rng.normal(size=(1, 4)), name="h")
+    out = (h @ W).tanh().sum()
+    before = draw_graph(out).source
+    assert "‖J‖" in before and "gain" not in before.split("label=<", 1)[1].split("edge label")[0]
+    out.backward()
+    source = draw_graph(out).source
+    sigma = np.linalg.norm(W.data, 2)  # d(h @ W)/dh has the norm of W's largest singular value
+    assert f"‖J‖ {style.number(sigma, 3)}" in source
+    assert "gain" in source
+
+
+# ---- op view: structure -------------------------------------------------------------------------
+
+
+def test_one_cluster_per_time_step_in_time_order():
+    loss, states, _ = scalar_rnn(steps=5)
+    source = draw_graph(loss).source
+    graph = walk(loss)
+    steps = [(label, ids) for label, ids in cluster_members(source) if "t = " in label]
+    assert [re.search(r"t = (\d+)", label).group(1) for label, _ in steps] == ["1", "2", "3", "4", "5"]
+    for index, node in enumerate(graph.nodes):
+        if node.scope:
+            t = int(node.scope.split("=")[1])
+            assert f"v{index}" in steps[t - 1][1], (node, t)
+    for t in range(1, 6):  # each input x_t sits in the step that reads it
+        x = next(i for i, n in enumerate(graph.nodes) if n.name == f"x_{t}")
+        assert f"v{x}" in steps[t - 1][1]
+
+
+def test_shared_parameter_drawn_once_with_a_use_in_every_step():
+    loss, _, (w, _, _) = scalar_rnn(steps=3)
+    loss.backward()
+    source = draw_graph(loss).source
+    graph = walk(loss)
+    index = graph.nodes.index(w)
+    shared = [ids for label, ids in cluster_members(source) if "shared parameters" in label]
+    assert len(shared) == 1 and f"v{index}" in shared[0]
+    assert len(re.findall(rf"^\s*v{index} \[", source, flags=re.M)) == 1  # drawn once
+    steps = [ids for label, ids in cluster_members(source) if "t = " in label]
+    assert all(f"v{index}_t{t}" in ids for t, ids in enumerate(steps, 1))
+    assert "shared by 3 steps" in source
+    # Each step's share of the gradient, shown on its copy, adds up to the total w.grad.
+    shares = [float(x) for x in re.findall(rf'v{index}_t\d+ \[label=<.*?grad ([-\d.e]+)<', source)]
+    assert len(shares) == 3 and sum(shares) == pytest.approx(w.grad, rel=1e-3)
+
+
+def test_colour_scale_is_cool_below_one_grey_at_one_warm_above():
+    def rgb(hex_colour):
+        return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+
+    r, g, b = rgb(style.colour(1.0))
+    assert r == g == b
+    for small in (0.5, 0.1, 1e-3, 0.0):
+        r, _, b = rgb(style.colour(small))
+        assert b > r
+    for big in (2.0, 10.0, 1e3, float("inf")):
+        r, _, b = rgb(style.colour(big))
+        assert r > b
+    widths = [float(style.pen_width(x)) for x in (1e-3, 1e-2, 0.1, 0.5, 1.0, 2.0, 10.0, 1e2)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+
+
+def test_edge_colour_and_width_follow_the_local_derivative():
+    x = Value(2.0, name="x")
+    small, big = x * 0.05, x * 20.0
+    source = draw_graph([small, big]).source
+    graph = walk([small, big])
+    attrs = {}
+    for line in source.splitlines():
+        match = re.match(r"\s*v(\d+) -> o(\d+) .*color=\"(#[0-9a-f]{6})\".*penwidth=([\d.]+)", line)
+        if match and graph.nodes[int(match.group(1))] is x:
+            attrs[graph.nodes[int(match.group(2))]] = (match.group(3), float(match.group(4)))
+    assert attrs[small][0] == style.colour(0.05) and attrs[big][0] == style.colour(20.0)
+    assert attrs[small][1] < attrs[big][1]
+    assert "×0.01" in source and "×100" in source  # the legend explains the scale
+
+
+def test_clipping_is_marked_where_the_hook_fired():
+    cell = nn.RNNCell(2, 3, rng=0)
+    inputs = np.random.default_rng(1).normal(size=(3, 1, 2))
+    outputs, _ = nn.RNN(cell)(inputs)
+    attach(outputs[1], clip_norm(1e-6))  # fires
+    attach(outputs[0], clip_norm(1e6))  # does not fire
+    loss = (outputs[-1] * outputs[-1]).sum()
+    loss.backward()
+    source = draw_graph(loss).source
+    graph = walk(loss)
+    marked = [int(i) for i in re.findall(r"^\s*v(\d+) \[label=<[^\n]*✂ clipped", source, flags=re.M)]
+    assert [graph.nodes[i] for i in marked] == [outputs[1]]
+
+
+def test_op_view_refuses_huge_graphs_and_points_to_the_step_view():
+    x = Value(1.0)
+    y = x
+    for _ in range(3000):
+        y = y * 1.0001
+    with pytest.raises(GraphTooLarge, match="draw_steps"):
+        draw_graph(y)
+    with pytest.raises(GraphTooLarge):
+        draw_path(y, x)
+    assert "digraph" in draw_graph(y, max_nodes=10_000).source
+
+
+# ---- escaping -----------------------------------------------------------------------------------
+
+NASTY = 'a "quoted" <b>bold</b> {brace} back\\slash\\ \n newline ] [color=red] ; } digraph { x -> y'
+
+
+NODE_ATTRIBUTES = {"label", "tooltip", "color", "fillcolor", "fontcolor", "fontsize", "height", "width", "margin",
+                   "shape", "style", "penwidth", "peripheries", "group"}
+
+
+def _check_no_injection(name: str) -> None:
+    x = Value(1.5, name=name)
+    y = (x * 2.0).tanh()
+    y.name = name
+    y.backward()
+    source = draw_graph(y).source
+    tokens = dot_tokens(source)
+    nodes = attribute_lists(tokens)
+    graph = walk(y)
+    for index in range(len(graph.nodes)):
+        keys = nodes[f"v{index}"]
+        assert keys[0] == "label" and "tooltip" in keys
+        assert set(keys) <= NODE_ATTRIBUTES and len(keys) == len(set(keys))  # nothing injected
+    for kind, text in tokens:
+        if kind == "html":  # every HTML label is well-formed markup: text cannot close it early
+            ElementTree.fromstring(f"<root>{text}</root>")
+    braces = [t for k, t in tokens if k == "punct" and t in "{}"]
+    assert braces.count("{") == braces.count("}")
+
+
+def test_names_with_quotes_brackets_braces_backslashes_newlines_cannot_break_the_dot_text():
+    _check_no_injection(NASTY)
+    x = Value(1.0, name=NASTY)
+    source = draw_graph(x * 3.0).source
+    assert "&lt;b&gt;bold&lt;/b&gt;" in source and "&quot;quoted&quot;" in source
+    assert all("<b>bold" not in text for kind, text in dot_tokens(source) if kind == "html")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=25))
+def test_any_name_stays_inside_its_label(name):
+    _check_no_injection(name)
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
+def test_dot_accepts_nasty_names_and_shows_them_literally():
+    x = Value(1.0, name=NASTY)
+    y = x * 3.0
+    svg = subprocess.run(["dot", "-Tsvg"], input=draw_graph(y).source, capture_output=True, text=True, check=True)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in svg.stdout  # the tag shows as text, it is not markup
+    assert "Error" not in svg.stderr
+
+
+# ---- path view ----------------------------------------------------------------------------------
+
+
+def _annotation(source: str, node_index: int) -> str:
+    return re.search(rf"^\s*v{node_index} \[label=<(.*?)>\s+\w+=", source, flags=re.M).group(1)
+
+
+def test_path_view_running_product_is_the_exact_derivative_on_a_scalar_graph():
+    loss, _, (w, _, _) = scalar_rnn(steps=4)
+    loss.backward()
+    graph = walk(loss)
+    source = draw_path(loss, w, digits=17).source
+    shown = float(re.search(r"∂/∂w_hh = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
+    assert abs(shown - w.grad) < 1e-12
+
+    def loss_at(h0):
+        return scalar_rnn(steps=4, h0=h0)[0].data
+
+    eps = 1e-6
+    numeric = (loss_at(0.3 + eps) - loss_at(0.3 - eps)) / (2 * eps)
+    loss, states, _ = scalar_rnn(steps=4, h0=0.3)
+    source = draw_path(loss, states[0], digits=17).source  # h_0 is a constant: paths exist all the same
+    graph = walk(loss)
+    shown = float(re.search(r"∂/∂h_0 = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
+    assert abs(shown - numeric) < 1e-8
+
+
+@pytest.mark.parametrize("factor, flag", [(0.1, "▼ vanishing"), (10.0, "▲ exploding")])
+def test_path_view_flags_products_beyond_the_thresholds(factor, flag):
+    x = Value(1.0, name="x")
+    y = x
+    for _ in range(5):
+        y = y * factor  # products 10^{±1} ... 10^{±5}: the last two are past 10^{±3}
+    source = draw_path(y, x).source
+    assert source.count(f"<B>{flag}</B>") == 2
+
+
+def test_path_view_tensor_bound_is_at_least_the_true_gradient_norm():
+    rng = np.random.default_rng(3)
+    W = Value(rng.normal(size=(5, 5)) * 0.5, name="W")
+    h0 = Value(rng.normal(size=(1, 5)), name="h0")
+    h = h0
+    for t in range(1, 4):
+        with tg.scope(f"t={t}"):
+            h = (h @ W).tanh()
+    loss = h.sum()
+    loss.backward()
+    graph = walk(loss)
+    source = draw_path(loss, h0).source
+    bound = float(re.search(r"∏‖J‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
+    assert bound >= np.linalg.norm(h0.grad) * (1 - 1e-2)  # 3 significant digits shown
+
+
+def test_path_view_rejects_a_source_the_output_does_not_depend_on():
+    loss, _, _ = scalar_rnn(steps=2)
+    with pytest.raises(ValueError, match="draw_path: source"):
+        draw_path(loss, Value(1.0, name="elsewhere"))
+
+
+# ---- step view ----------------------------------------------------------------------------------
+
+
+def _step_edges(source: str) -> dict[int, str]:
+    """t -> the step-view edge line h_{t-1} -> h_t."""
+    edges = {}
+    for line in source.splitlines():
+        match = re.match(r"\s*s[ng](\d+) -> sn(\d+) (.*)", line)
+        if match:
+            edges[int(match.group(2))] = match.group(3)
+    return edges
+
+
+def test_step_edges_are_the_exact_step_jacobian_norms():
+    loss, states, (w, _, _) = scalar_rnn(steps=6)
+    loss.backward()
+    source = draw_steps(loss, states, digits=17).source
+    edges = _step_edges(source)
+    assert sorted(edges) == list(range(1, 7))
+    for t in range(1, 7):
+        hand = abs(w.data * (1.0 - states[t].data ** 2))  # dh_t/dh_{t-1} = w (1 - h_t^2)
+        shown = float(re.search(r"label=<([-\d.e]+)>", edges[t]).group(1))
+        assert abs(shown - hand) < 1e-12
+    assert diagnostics.step_jacobian_norms(states)[0] == pytest.approx(abs(w.data * (1 - states[1].data ** 2)))
+
+
+def test_step_nodes_are_shaded_by_the_gradient_norm():
+    loss, states, _ = scalar_rnn(steps=6, w=0.2)
+    loss.backward()
+    source = draw_steps(loss, states).source
+    for t in range(1, 7):
+        fill = re.search(rf"^\s*sn{t} \[.*fillcolor=\"(#[0-9a-f]{{6}})\"", source, flags=re.M).group(1)
+        assert fill == style.fill(abs(states[t].grad), 6.0, 0.45)
+
+
+def test_truncated_boundaries_are_dotted_and_nothing_else():
+    cell = nn.RNNCell(2, 3, rng=0)
+    inputs = np.random.default_rng(0).normal(size=(6, 1, 2))
+    h0 = cell.initial_state(1)
+    outputs, _ = nn.RNN(cell, truncate=2)(inputs, h0=h0)
+    loss = sum((h * h).sum() for h in outputs)
+    loss.backward()
+    edges = _step_edges(draw_steps(loss, [h0, *outputs]).source)
+    dotted = sorted(t for t, attrs in edges.items() if "dotted" in attrs)
+    assert dotted == [3, 5]  # the state was detached after steps 2 and 4
+
+
+def test_steps_where_clipping_fired_are_marked_with_norms_before_and_after():
+    cell = nn.RNNCell(2, 3, rng=0)
+    inputs = np.random.default_rng(0).normal(size=(5, 1, 2))
+    h0 = cell.initial_state(1)
+    outputs, _ = nn.RNN(cell)(inputs, h0=h0)
+    for t, max_norm in ((2, 1e-12), (4, 1e-3)):  # the first clip shrinks what reaches the second
+        attach(outputs[t - 1], clip_norm(max_norm))
+    loss = (outputs[-1] * outputs[-1]).sum()
+    loss.backward()
+    source = draw_steps(loss, [h0, *outputs]).source
+    marked = sorted(int(t) for t in re.findall(r"^\s*sn(\d+) \[label=<[^\n]*✂", source, flags=re.M))
+    assert marked == [2, 4]
+    record = outputs[1].notes["clip"]
+    assert f"{style.number(record['norm_before'], 2)}→{style.number(record['norm_after'], 2)}" in source
+
+
+def test_long_sequences_wrap_into_rows_and_keep_every_step():
+    loss, states, _ = scalar_rnn(steps=200, w=0.5)
+    loss.backward()
+    source = draw_steps(loss, states, per_row=25).source
+    assert len(_step_edges(source)) == 200
+    assert len(re.findall(r"^\s*sn\d+ \[", source, flags=re.M)) == 201
+    assert len(re.findall(r"^\s*sg\d+ \[", source, flags=re.M)) == 7  # rows 2..8 continue from a copy
+
+
+def test_compare_steps_draws_one_band_per_run_in_order():
+    loss_a, states_a, _ = scalar_rnn(steps=5, w=0.3)
+    loss_a.backward()
+    loss_b, states_b, _ = scalar_rnn(steps=5, w=1.5)
+    loss_b.backward()
+    source = compare_steps({"first": (loss_a, states_a), "second": (loss_b, states_b, "c")}).source
+    bands = re.findall(r"subgraph cluster_run(\d+) \{", source)
+    assert sorted(bands) == ["0", "1"]
+    assert "<B>first</B>" in source and "<B>second</B>" in source
+    assert "r1n5" in source and "c<SUB>5</SUB>" in source
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def test_to_json_holds_every_node_and_edge_with_its_local_gradient():
+    a = Value(0.5, name="a")
+    y = (a * 3.0).tanh()
+    y.backward()
+    data = json.loads(to_json(y))
+    graph = walk(y)
+    assert len(data["nodes"]) == len(graph.nodes) and len(data["edges"]) == len(graph.edges)
+    by_id = {n["id"]: n for n in data["nodes"]}
+    for edge in data["edges"]:
+        child, parent = by_id[edge["child"]], by_id[edge["parent"]]
+        if child["op"] == "mul" and parent["name"] == "a":
+            assert edge["derivative"] == 3.0
+        if child["op"] == "tanh":
+            assert abs(edge["derivative"] - (1 - np.tanh(1.5) ** 2)) < 1e-15
+    assert by_id[graph.nodes.index(a)]["grad"] == pytest.approx(3 * (1 - np.tanh(1.5) ** 2))
+
+
+def test_to_json_writes_non_finite_numbers_as_null():
+    x = Value(0.0, name="x")
+    with np.errstate(divide="ignore"):
+        y = x.log()  # -inf
+    text = to_json(y)
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["nodes"][-1]["data"] is None
+
+
+def test_render_without_dot_writes_the_source_and_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    loss, _, _ = scalar_rnn(steps=2)
+    written = render(draw_graph(loss), tmp_path / "picture.svg")
+    assert written == tmp_path / "picture.dot" and "digraph" in written.read_text(encoding="utf-8")
+    assert not (tmp_path / "picture.svg").exists()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert "apt-get install graphviz" in lines[0] and "brew install graphviz" in lines[0]
+
+
+def test_render_rejects_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"\.svg"):
+        render(draw_graph(Value(1.0) * 2.0), tmp_path / "picture.jpeg")
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz dot is not installed")
+def test_render_writes_svg_when_dot_is_present(tmp_path):
+    loss, states, _ = scalar_rnn(steps=3)
+    loss.backward()
+    for picture, name in ((draw_graph(loss), "ops.svg"), (draw_steps(loss, states), "steps.svg")):
+        written = render(picture, tmp_path / name)
+        assert written == tmp_path / name and "<svg" in written.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("cell, view", [("rnn", "ops"), ("lstm", "path"), ("gru", "steps")])
+def test_command_line_renders_each_view(tmp_path, cell, view, capsys):
+    out = tmp_path / f"{cell}_{view}.dot"
+    code = cli_main(["render", "--cell", cell, "--steps", "3", "--hidden", "3", "--init", "orthogonal",
+                     "--radius", "0.9", "--view", view, "-o", str(out)])
+    assert code == 0 and out.read_text(encoding="utf-8").startswith("digraph")
+    assert str(out) in capsys.readouterr().out
+
+
+def test_command_line_refuses_a_huge_op_view_and_suggests_steps(tmp_path, capsys):
+    code = cli_main(["render", "--steps", "20", "--view", "ops", "--max-nodes", "50", "-o", str(tmp_path / "x.dot")])
+    assert code == 2 and "--view steps" in capsys.readouterr().err
