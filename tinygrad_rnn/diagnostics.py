@@ -12,9 +12,8 @@ spectral norms stay below 1 it shrinks geometrically (vanishing); above 1 it can
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,55 +33,6 @@ __all__ = [
 
 # ---- Jacobians between consecutive states -----------------------------------------------------
 
-@contextlib.contextmanager
-def _as_input(h_prev: Value) -> Iterator[None]:
-    """Let a recorded constant state (an initial h_0 of zeros) be differentiated for a moment.
-
-    The graph still holds the edge from h_0 into step 1 (the weights next to it needed gradients),
-    only the walk skips parents that do not need one. A state marked ``notes["truncated"]`` was cut
-    on purpose by truncated BPTT and stays cut.
-    """
-    previous = h_prev.requires_grad
-    if not (h_prev.notes or {}).get("truncated"):
-        h_prev.requires_grad = True
-    try:
-        yield
-    finally:
-        h_prev.requires_grad = previous
-
-
-@contextlib.contextmanager
-def _off_path_frozen(order: Sequence[Value]) -> Iterator[None]:
-    """Treat every input off the h_prev -> h_t paths (weights, x_t, c_{t-1}) as a constant for a moment.
-
-    The Jacobian is a partial derivative, so this changes no number; it only spares each seed the
-    vector-Jacobian products into the weights, which the backward walk would compute and then drop.
-    """
-    on_path = {id(node) for node in order}
-    frozen = {id(p): p for node in order for p in node.parents if p.requires_grad and id(p) not in on_path}
-    for parent in frozen.values():
-        parent.requires_grad = False
-    try:
-        yield
-    finally:
-        for parent in frozen.values():
-            parent.requires_grad = True
-
-
-@contextlib.contextmanager
-def _hooks_muted(nodes: Sequence[Value]) -> Iterator[None]:
-    """Hooks run in every backward walk, grad() included; a Jacobian's unit seeds must neither be
-    clipped nor overwrite the clip records of the real backward pass."""
-    saved = [(node, node.hooks) for node in nodes if node.hooks]
-    for node, _ in saved:
-        node.hooks = ()
-    try:
-        yield
-    finally:
-        for node, hooks in saved:
-            node.hooks = hooks
-
-
 def step_jacobian(h_t: Value, h_prev: Value) -> np.ndarray:
     """dh_t/dh_prev from the recorded graph, one vector-Jacobian product per hidden unit.
 
@@ -90,7 +40,8 @@ def step_jacobian(h_t: Value, h_prev: Value) -> np.ndarray:
     For batched states (B, H) the seed has a 1 in unit i of every batch row at once, which gives row i
     of every batch element's Jacobian (B, H, H_prev) in one pass, provided the cell does not mix batch
     rows (batch norm would). Unbatched (H,) states give (H, H_prev); scalars (1, 1). Zero where h_prev
-    does not reach h_t (a cut, as in truncated BPTT).
+    does not reach h_t, or is marked ``notes["truncated"]`` (a cut, as in truncated BPTT). A constant
+    h_prev (a zero initial state) is differentiated all the same: the graph keeps its edges.
     """
     if h_t.ndim == 2 and h_prev.ndim == 2 and h_t.shape[0] == h_prev.shape[0]:
         batch, (units, inputs) = h_t.shape[0], (h_t.shape[1], h_prev.shape[1])
@@ -102,20 +53,21 @@ def step_jacobian(h_t: Value, h_prev: Value) -> np.ndarray:
             f"with the same batch size nor both (H,) or scalars"
         )
     jacobian = np.zeros((units, inputs) if batch is None else (batch, units, inputs))
-    with _as_input(h_prev):
-        order = subgraph([h_t], [h_prev])
-        if not any(node is h_prev for node in order):
-            return jacobian
-        with _hooks_muted(order), _off_path_frozen(order):
-            for i in range(units):
-                seed = np.zeros(h_t.shape, dtype=h_t.dtype) if h_t.shape else 1.0
-                if h_t.shape:
-                    seed[..., i] = 1.0
-                (row,) = grad([h_t], [h_prev], [seed], order=order)
-                if batch is None:
-                    jacobian[i] = np.ravel(row)
-                else:
-                    jacobian[:, i, :] = row
+    if (h_prev.notes or {}).get("truncated"):  # cut on purpose by truncated BPTT
+        return jacobian
+    # One walk serves every seed; hooks stay out: unit seeds are not gradients to clip or record.
+    order = subgraph([h_t], [h_prev])
+    if not any(node is h_prev for node in order):
+        return jacobian
+    for i in range(units):
+        seed = np.zeros(h_t.shape, dtype=h_t.dtype) if h_t.shape else 1.0
+        if h_t.shape:
+            seed[..., i] = 1.0
+        (row,) = grad([h_t], [h_prev], [seed], order=order, hooks=False)
+        if batch is None:
+            jacobian[i] = np.ravel(row)
+        else:
+            jacobian[:, i, :] = row
     return jacobian
 
 
