@@ -101,19 +101,27 @@ def test_plain_register_hook_clips_and_keeps_the_record_on_the_hook():
     assert hook.last == {"norm_before": 10.0, "norm_after": pytest.approx(1.0), "fired": True}
 
 
-def test_a_shared_hook_records_on_the_node_the_engine_is_running_hooks_for(monkeypatch):
-    # The engine change this module asks for: _run_hooks names its node in autograd.STATE.hook_node.
+@pytest.fixture
+def engine_names_hook_node(monkeypatch):
+    """The engine change this module asks for: _run_hooks names its node in autograd.STATE.hook_node
+    (used as is once the engine has it)."""
+    if hasattr(autograd.STATE, "hook_node"):
+        return
+    monkeypatch.setattr(autograd.STATE, "hook_node", None, raising=False)  # removed again afterwards
     original = autograd._run_hooks
 
     def run_hooks_naming_the_node(node, grad):
-        previous, autograd.STATE.hook_node = getattr(autograd.STATE, "hook_node", None), node
+        previous, autograd.STATE.hook_node = autograd.STATE.hook_node, node
         try:
             return original(node, grad)
         finally:
             autograd.STATE.hook_node = previous
 
-    if not hasattr(autograd.STATE, "hook_node"):
-        monkeypatch.setattr(autograd, "_run_hooks", run_hooks_naming_the_node)
+    monkeypatch.setattr(autograd, "_run_hooks", run_hooks_naming_the_node)
+
+
+@pytest.mark.usefixtures("engine_names_hook_node")
+def test_a_shared_hook_records_on_the_node_the_engine_is_running_hooks_for():
     shared = clip_norm(1.0)
     x = Value(np.zeros(2))
     a, b = x * 1.0, x * 2.0
@@ -227,8 +235,10 @@ def test_per_step_clipping_changes_only_steps_whose_norm_exceeded_the_threshold(
         assert np.linalg.norm(states[t].grad) == pytest.approx(plain[t], rel=1e-12)
 
 
-def test_rnn_hidden_hook_clips_every_step():
+@pytest.mark.usefixtures("engine_names_hook_node")
+def test_rnn_hidden_hook_clips_every_step_and_records_on_each_hidden_state():
     from tinygrad_rnn import nn
+    from tinygrad_rnn.diagnostics import clip_events
 
     cell = nn.RNNCell(3, 5, rng=np.random.default_rng(0))
     cell.weight_hh.data = cell.weight_hh.data * 8.0
@@ -236,6 +246,9 @@ def test_rnn_hidden_hook_clips_every_step():
     outputs, _ = nn.RNN(cell, hidden_hook=clip_norm(0.5))(inputs)
     outputs[-1].sum().backward()
     assert all(np.linalg.norm(h.grad) <= 0.5 * (1 + 1e-12) for h in outputs)
+    events = clip_events(outputs)
+    assert all(event is not None for event in events)
+    assert events[-1]["fired"] is True and events[-1]["norm_before"] == pytest.approx(math.sqrt(10))
 
 
 # ---- global clipping -------------------------------------------------------------------------
