@@ -471,7 +471,7 @@ def test_compare_steps_draws_one_band_per_run_in_order():
     bands = re.findall(r"subgraph cluster_run(\d+) \{", source)
     assert sorted(bands) == ["0", "1"]
     assert "<B>first</B>" in source and "<B>second</B>" in source
-    assert "r1n5" in source and "c<SUB>5</SUB>" in source
+    assert "r1n5" in source and "c₅" in source
 
 
 # ---- output -------------------------------------------------------------------------------------

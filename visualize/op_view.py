@@ -297,9 +297,8 @@ class OpPicture:
         }
         if not edge.parent.requires_grad:
             attrs["style"] = "dashed"
-        before, after = self.placement.step.get(edge.parent), self.placement.step.get(edge.child)
-        if before is not None and after is not None and before != after:
-            attrs["weight"] = "8"  # the state handed from step to step: keep it short and straight
+        if edge.parent in self.carried and edge.child in self.carried:
+            attrs["weight"] = "8"  # the recurrent path h_{t-1} -> h_t: keep it one straight line
         if self.focus_edges is not None and edge not in self.focus_edges:
             attrs.update(color=FAINT, fontcolor="#c0c0c0", penwidth="0.8")
         elif self.focus_edges is not None:
@@ -410,7 +409,8 @@ class OpPicture:
                 oid = "o" + vid[1:]
                 target.node(oid, **self.op_attrs(node), **({"group": "carried"} if node in self.carried else {}))
                 colour = FAINT if self.faded(node) else "#9aa5b5"
-                target.edge(oid, vid, color=colour, arrowsize="0.5", penwidth="1", weight="4")
+                weight = "8" if node in self.carried else "4"
+                target.edge(oid, vid, color=colour, arrowsize="0.5", penwidth="1", weight=weight)
             target.node(vid, **self.value_attrs(node))
 
     def legend(self, step_count: int) -> str:
@@ -440,7 +440,7 @@ class OpPicture:
         return style.legend(self.title, rows, notes)
 
 
-def draw_graph(root, *, max_nodes: int = MAX_NODES, digits: int = 4, title: str | None = None,
+def draw_graph(root, *, max_nodes: int = MAX_NODES, digits: int = 3, title: str | None = None,
                constants: bool = True) -> Digraph:
     """The op view of everything ``root`` (a Value or a list of them) was computed from.
 

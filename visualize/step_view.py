@@ -76,7 +76,7 @@ def step_numbers(states: Sequence) -> StepNumbers:
 
 
 def _node_label(name: str, t: int, gradient, clip, ghost: bool = False) -> str:
-    head = f"<B>{style.text(name, 12)}<SUB>{t}</SUB></B>"
+    head = f"<B>{style.text(name, 12)}{_subscript(t)}</B>"  # Unicode digits: <SUB> overlaps the next line
     if ghost:
         return style.html_label(f'<FONT COLOR="{style.MUTED}">{head} ↩</FONT>')
     shown = style.number(gradient, 2) if gradient is not None else "no grad"
@@ -202,7 +202,7 @@ def compare_steps(runs: Mapping, *, per_row: int = 40, digits: int = 2, title: s
         any_cut |= any(numbers.cut)
         any_clip |= any(c is not None for c in numbers.clips)
         with dot.subgraph(name=f"cluster_run{index}") as band:
-            caption = f"<B>{style.text(label, 60)}</B> · {style.text(_summary(numbers, name), 120)}"
+            caption = f"<B>{style.text(label, 100)}</B> · {style.text(_summary(numbers, name), 120)}"
             band.attr(label=style.html_label(caption),
                       labeljust="l", labelloc="t", style="rounded,filled", fillcolor="#f7f8fa", color="#d3d9e2",
                       fontsize="12")

@@ -166,7 +166,7 @@ def base_digraph(name: str, rankdir: str = "LR") -> graphviz.Digraph:
     dot = graphviz.Digraph(name)
     dot.attr(
         "graph", rankdir=rankdir, fontname=FONT, fontcolor=INK, bgcolor="white", newrank="true",
-        nodesep="0.18", ranksep="0.32", labelloc="b", labeljust="l", pad="0.25",
+        nodesep="0.16", ranksep="0.2", labelloc="b", labeljust="l", pad="0.25",
     )
     dot.attr("node", fontname=FONT, fontsize="10", fontcolor=INK, color="#9a9a9a", penwidth="1")
     dot.attr("edge", fontname=FONT, fontsize="9", arrowsize="0.6")
