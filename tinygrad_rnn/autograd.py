@@ -20,10 +20,13 @@ _DATA = operator.attrgetter("data")
 
 
 class STATE:
-    """Process-wide recording state: whether ops record, and the scope new nodes are tagged with."""
+    """Process-wide recording state: whether ops record, the scope new nodes are tagged with, and
+    the node whose hooks are running (a hook gets only the gradient, as in PyTorch; one that
+    wants to leave a note on its node, as clipping does, finds it here)."""
 
     grad_enabled = True
     scope = ""
+    hook_node = None
 
 
 @contextlib.contextmanager
@@ -101,18 +104,25 @@ def subgraph(outputs: Sequence, inputs: Sequence) -> list:
 
 def _run_hooks(node, grad):
     """Each hook sees the gradient left by the one before; a replacement must keep the shape."""
-    for hook in list(node.hooks):
-        result = hook(grad)
-        if result is not None:
-            numeric = isinstance(result, RAW_TYPES) or type(result) is type(grad)  # a Value if recording
-            if not numeric or shape_of(result) != shape_of(grad):
-                hook_name = getattr(hook, "__name__", type(hook).__name__)
-                got = f"{type(result).__name__} of shape {shape_of(result)}" if numeric else repr(result)[:40]
-                raise ValueError(
-                    f"hook {hook_name} on {node!r}: returned {got}, expected a gradient of shape {shape_of(grad)}"
-                )
-            grad = result
+    previous, STATE.hook_node = STATE.hook_node, node
+    try:
+        for hook in list(node.hooks):
+            grad = _replacement(hook, node, grad, hook(grad))
+    finally:
+        STATE.hook_node = previous
     return grad
+
+
+def _replacement(hook, node, grad, result):
+    """What a hook returned, checked: None keeps the gradient; anything else must be one like it."""
+    if result is None:
+        return grad
+    numeric = isinstance(result, RAW_TYPES) or type(result) is type(grad)  # a Value if recording
+    if not numeric or shape_of(result) != shape_of(grad):
+        hook_name = getattr(hook, "__name__", None) or repr(hook)
+        got = f"{type(result).__name__} of shape {shape_of(result)}" if numeric else repr(result)[:40]
+        raise ValueError(f"hook {hook_name} on {node!r}: returned {got}, expected a gradient of shape {shape_of(grad)}")
+    return result
 
 
 def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=None, hooks: bool = True) -> None:
