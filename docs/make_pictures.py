@@ -1,6 +1,7 @@
 """Make the pictures in docs/ (SVG, and PNG beside each): ``python docs/make_pictures.py``.
 
 1. op_view_scalar_rnn: a 4-step scalar tanh RNN, every edge labelled with its local derivative.
+   op_view_scalar_rnn_compact: the same, each op written at the head of its output's box.
 2. path_view_scalar_rnn: the same graph, the paths from h_0 to the loss with d(node)/d(h_0) on each node.
 3. steps_vanishing_rnn_vs_lstm: 30 steps of a tanh RNN (PyTorch's default init) beside an LSTM's
    cell state, with the forget-gate bias at 0 (the default) and at 2.
@@ -119,6 +120,8 @@ def main() -> None:
     loss, _ = scalar_rnn()
     save(draw_graph(loss, title="A 4-step scalar tanh RNN: h_t = tanh(w_hh h_{t-1} + w_ih x_t + b), "
                                 "loss = (h_4 - 0.5)^2"), "op_view_scalar_rnn")
+    save(draw_graph(loss, compact=True, title="The same graph, compact: each op heads the box of its output"),
+         "op_view_scalar_rnn_compact")
     loss, h0 = scalar_rnn(h0=0.3)
     save(draw_path(loss, h0, title="Every path from h_0 to the loss, and d(node)/d(h_0) along them"),
          "path_view_scalar_rnn")

@@ -157,7 +157,7 @@ def test_scalar_edge_labels_equal_hand_derived_local_derivatives():
 def test_scalar_edge_labels_match_central_differences():
     def forward(w_value):
         w = Value(w_value, name="w")
-        return w, ((w * 0.3 + 0.2).tanh() * w).sigmoid()
+        return w, ((0.2 - w * 0.3).tanh() * w).sigmoid()  # the sub edge has derivative -1
 
     w, out = forward(0.8)
     graph = walk(out)
@@ -171,6 +171,20 @@ def test_scalar_edge_labels_match_central_differences():
     eps = 1e-6
     numeric = (forward(0.8 + eps)[1].data - forward(0.8 - eps)[1].data) / (2 * eps)
     assert abs(total[out] - numeric) < 1e-8
+
+
+def test_compact_op_view_puts_each_op_in_its_output_box_with_the_same_edge_labels():
+    loss, _, _ = scalar_rnn(steps=3)
+    loss.backward()
+    graph = walk(loss)
+    source = draw_graph(loss, compact=True, digits=17).source
+    assert not re.search(r"^\s*o\d+ \[", source, flags=re.M)  # no separate op nodes
+    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*v(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
+    assert len(found) == len(graph.edges)
+    for parent_index, child_index, label in found:
+        child, parent = graph.nodes[int(child_index)], graph.nodes[int(parent_index)]
+        expected = [d for d, p in zip(hand_local_derivatives(child), child.parents) if p is parent]
+        assert any(abs(float(label) - d) <= 1e-12 for d in expected)
 
 
 def test_tensor_edges_show_jacobian_norm_and_observed_gain():

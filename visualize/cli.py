@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="clip dL/dh_t to this norm at every step (marked in the picture)")
     render_cmd.add_argument("--truncate", type=int, default=None, metavar="K", help="truncated BPTT every K steps")
     render_cmd.add_argument("--view", choices=("ops", "path", "steps"), default="ops")
+    render_cmd.add_argument("--compact", action="store_true", help="op view: ops at the head of their output's box")
     render_cmd.add_argument("--source", choices=("h0", "weight_hh"), default="h0", help="path view: paths from")
     render_cmd.add_argument("--max-nodes", type=int, default=MAX_NODES, help="op/path view refuses larger graphs")
     render_cmd.add_argument("--seed", type=int, default=0)
@@ -107,7 +108,7 @@ def _render(args) -> int:
              + (f" · radius {args.radius:g}" if args.radius is not None else ""))
     try:
         if args.view == "ops":
-            picture = draw_graph(loss, max_nodes=args.max_nodes, title=title)
+            picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact)
         elif args.view == "path":
             source = states[0] if args.source == "h0" else model.weight_hh
             picture = draw_path(loss, source, max_nodes=args.max_nodes, title=f"{title} · paths from {args.source}")

@@ -142,8 +142,10 @@ class OpPicture:
     (nodes and edges to keep in colour; the rest fade) and extra lines on some nodes."""
 
     def __init__(self, graph: Graph, digits: int = 4, title: str | None = None, constants: bool = True,
-                 focus_nodes=None, focus_edges=None, annotations=None, node_fills=None, extra_notes=()):
+                 focus_nodes=None, focus_edges=None, annotations=None, node_fills=None, extra_notes=(),
+                 compact: bool = False):
         self.graph, self.digits, self.title, self.constants = graph, digits, title, constants
+        self.compact = compact
         self.focus_nodes, self.focus_edges = focus_nodes, focus_edges
         self.annotations = annotations or {}
         self.node_fills = node_fills or {}
@@ -226,6 +228,13 @@ class OpPicture:
             self.kinds.add("truncated")
             lines.append(f'<FONT COLOR="{style.MUTED}">detached (truncated)</FONT>')
         lines.extend(self.annotations.get(node, ()))
+        if self.compact and node.op is not None:  # the op heads its output's box
+            symbol = self.op_label(node)[1:-1]
+            return style.html_label(
+                '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+                f'<TR><TD BGCOLOR="#e3e8f0"><FONT COLOR="#3d4a5c">{symbol}</FONT></TD></TR>'
+                f'<TR><TD>{"<BR/>".join(lines)}</TD></TR></TABLE>'
+            )
         return style.html_label("<BR/>".join(lines))
 
     def value_tooltip(self, node):
@@ -347,7 +356,8 @@ class OpPicture:
             step = self.placement.step.get(edge.child)
             if edge.parent in self.placement.shared and step is not None:
                 tail = f"{tail}_t{step_index[step]}"
-            dot.edge(tail, "o" + self.ids[edge.child][1:], **self.edge_attrs(edge))
+            head = self.ids[edge.child] if self.compact else "o" + self.ids[edge.child][1:]
+            dot.edge(tail, head, **self.edge_attrs(edge))
         self._order_steps(dot, clusters, steps, step_index)
         dot.attr("graph", label=self.legend(len(steps)))
         return dot
@@ -405,7 +415,7 @@ class OpPicture:
     def _draw_nodes(self, target: Digraph, members: list) -> None:
         for node in members:
             vid = self.ids[node]
-            if node.op is not None:
+            if node.op is not None and not self.compact:
                 oid = "o" + vid[1:]
                 target.node(oid, **self.op_attrs(node), **({"group": "carried"} if node in self.carried else {}))
                 colour = FAINT if self.faded(node) else "#9aa5b5"
@@ -441,13 +451,15 @@ class OpPicture:
 
 
 def draw_graph(root, *, max_nodes: int = MAX_NODES, digits: int = 3, title: str | None = None,
-               constants: bool = True) -> Digraph:
+               constants: bool = True, compact: bool = False) -> Digraph:
     """The op view of everything ``root`` (a Value or a list of them) was computed from.
 
     Value nodes show name, shape, a short data summary and, after backward, the gradient; op nodes
     show the primitive (hover for its formula); each edge carries its local gradient (module doc).
-    ``digits`` sets the significant digits of numbers; ``constants=False`` leaves out constants.
+    ``digits`` sets the significant digits of numbers; ``constants=False`` leaves out constants;
+    ``compact=True`` writes each op at the head of its output's box instead of in a node of its own
+    (about half as wide: for slides and long unrolls).
     Raises GraphTooLarge past ``max_nodes`` nodes (use draw_steps for long sequences).
     """
     graph = checked_walk(root, max_nodes, "draw_graph")
-    return OpPicture(graph, digits=digits, title=title, constants=constants).digraph()
+    return OpPicture(graph, digits=digits, title=title, constants=constants, compact=compact).digraph()
