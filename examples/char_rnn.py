@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_rnn import checkpoint, nn, no_grad, softmax, stack
+from tinygrad_rnn.clip import clip_grad_norm_
 from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, one_hot, sequential_windows
 from tinygrad_rnn.optim import Adam
 
@@ -50,16 +51,6 @@ def window_loss(model, inputs, targets, state):
     """Cross-entropy summed over the T steps, averaged over the B streams: T ln V when guessing."""
     logits, hiddens, state = model(inputs, state)
     return nn.cross_entropy(logits, targets, reduction="sum") / targets.shape[1], hiddens, state
-
-
-def clip_grad_norm(parameters, max_norm: float) -> float:
-    """Scale all gradients together so their joint norm is at most ``max_norm`` (rebinding each
-    ``.grad``, never writing into it: a gradient array may be shared with another node)."""
-    total = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in parameters)))
-    if total > max_norm:
-        for p in parameters:
-            p.grad = p.grad * (max_norm / total)
-    return total
 
 
 def sample(model, vocab: CharVocab, prompt: str, length: int, rng, temperature: float = 0.8) -> str:
@@ -144,7 +135,7 @@ def main() -> None:
         optimizer.zero_grad()
         loss, _, state = window_loss(model, inputs, targets, state)
         loss.backward()
-        clip_grad_norm(model.parameters(), 5.0)
+        clip_grad_norm_(model.parameters(), 5.0)  # one long-range spike must not wreck the weights
         optimizer.step()
         state = nn.detach_state(state)  # the next window starts here, but its gradients stop here
         step += 1
