@@ -15,8 +15,8 @@ import numpy as np
 
 from tinygrad_rnn.graph import walk
 from tinygrad_rnn.value import Value
+from visualize.labels import measure
 from visualize.layout import time_step
-from visualize.op_view import measure
 
 __all__ = ["to_json", "graph_dict", "FORMAT"]
 

@@ -24,18 +24,22 @@ from graphviz import Digraph
 from tinygrad_rnn.graph import Graph, walk
 from tinygrad_rnn.value import Value
 from visualize import style
+from visualize.labels import (
+    SYMBOLS,
+    clip_note,
+    display_name,
+    formula,
+    grad_line,
+    is_truncated,
+    measure,
+    shape_text,
+    summary,
+)
 from visualize.layout import Placement, place
 
-__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "measure", "MAX_NODES"]
+__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "MAX_NODES"]
 
 MAX_NODES = 2000
-
-# How ops are written on their node; anything else shows its name.
-SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "matmul": "@", "sigmoid": "σ",
-    "transpose": "ᵀ", "abs": "|x|", "maximum": "max", "leaky_relu": "leaky relu", "broadcast_to": "broadcast",
-    "scatter_add": "scatter +",
-}
 
 FAINT = "#d4d4d4"
 GRAD_INK = "#5a3d8a"  # gradients in violet, apart from data in ink
@@ -69,72 +73,6 @@ def checked_walk(root, max_nodes: int, caller: str) -> Graph:
             "time step with visualize.draw_steps(loss, states), unroll fewer steps, or raise max_nodes."
         )
     return walk(root)
-
-
-def _summary(data, digits: int) -> str:
-    """A short line about a value's data: the number itself, or its shape and range."""
-    array = np.asarray(data)
-    if array.size == 1:
-        return style.number(array.reshape(()).item(), digits)
-    if array.size <= 3:
-        return "[" + ", ".join(style.number(v, 2) for v in array.ravel()) + "]"
-    if array.size == 0:
-        return "empty"
-    return f"{style.number(array.min(), 2)} … {style.number(array.max(), 2)}"
-
-
-def _grad_line(grad, digits: int) -> str:
-    g = np.asarray(grad.data if isinstance(grad, Value) else grad)
-    if g.size == 1:
-        return "grad " + style.number(g.reshape(()).item(), digits)
-    return "‖grad‖ " + style.number(float(np.linalg.norm(g.ravel())), digits)
-
-
-def _shape_text(shape: tuple) -> str:
-    return "×".join(str(n) for n in shape) if shape else ""
-
-
-def measure(method) -> float | None:
-    """Call an Edge method (derivative, jacobian_norm, observed_gain) with numpy's warnings off;
-    an undefined number (log at 0 divides a Python float by zero) comes back as nan, not an error,
-    so one singular edge cannot stop the whole picture."""
-    with np.errstate(all="ignore"):
-        try:
-            return method()
-        except (ZeroDivisionError, OverflowError, FloatingPointError):
-            return float("nan")
-
-
-def _formula(op) -> str:
-    """The op's forward and derivative, from the first line of its docstring (``tanh: y = ...``)."""
-    lines = (type(op).__doc__ or "").strip().splitlines()
-    return f"{op!r} · {lines[0]}" if lines else repr(op)
-
-
-def display_name(node) -> str | None:
-    """A node's name, or for an unnamed transpose or sum of named nodes a name made from theirs
-    (``weight_hhᵀ``, ``bias_ih + bias_hh``), so the terms an RNN precomputes read as what they are."""
-    if node.name:
-        return str(node.name)
-    if node.op is None:
-        return None
-    names = [p.name for p in node.parents]
-    if node.op.name == "transpose" and names[0]:
-        return f"{names[0]}ᵀ"
-    if node.op.name in ("add", "sub") and all(names):
-        return f" {SYMBOLS[node.op.name]} ".join(str(n) for n in names)
-    return None
-
-
-def clip_note(node) -> dict | None:
-    """The clipping record a hook left on ``node.notes``, when it fired."""
-    notes = node.notes if isinstance(node.notes, dict) else {}
-    clip = notes.get("clip")
-    return clip if isinstance(clip, dict) and clip.get("fired") else None
-
-
-def is_truncated(node) -> bool:
-    return isinstance(node.notes, dict) and bool(node.notes.get("truncated"))
 
 
 class OpPicture:
@@ -208,12 +146,12 @@ class OpPicture:
         elif node.op is None and node.requires_grad:
             lines.append(f'<FONT COLOR="{style.MUTED}">leaf</FONT>')
         if node.shape:
-            lines.append(f'<FONT POINT-SIZE="8" COLOR="{style.MUTED}">{_shape_text(node.shape)}</FONT>')
-        data = _summary(node.data, self.digits)
+            lines.append(f'<FONT POINT-SIZE="8" COLOR="{style.MUTED}">{shape_text(node.shape)}</FONT>')
+        data = summary(node.data, self.digits)
         lines.append(data if node.size != 1 or not lines else f"data {data}")
         grad_ink = "#c0c0c0" if self.faded(node) else GRAD_INK
         if node.grad is not None:
-            lines.append(f'<FONT COLOR="{grad_ink}">{_grad_line(node.grad, self.digits)}</FONT>')
+            lines.append(f'<FONT COLOR="{grad_ink}">{grad_line(node.grad, self.digits)}</FONT>')
         if node in self.placement.shared:
             self.kinds.add("shared")
             lines.append(f'<FONT POINT-SIZE="8">shared by {len(self.placement.shared[node])} steps</FONT>')
@@ -257,7 +195,7 @@ class OpPicture:
         elif op.name == "getitem":
             symbol = str(op.params().get("index", "[·]")).replace("Ellipsis", "…")
         elif op.name in ("reshape", "broadcast_to"):
-            symbol = f"{symbol} {_shape_text(op.shape)}"
+            symbol = f"{symbol} {shape_text(op.shape)}"
         return style.html_label(style.text(symbol, 24))
 
     # ---- drawing --------------------------------------------------------------------------------
@@ -292,7 +230,7 @@ class OpPicture:
         attrs = {
             "label": self.op_label(node), "shape": "ellipse", "style": "filled", "fillcolor": "#eef1f6",
             "color": "#aab4c3", "fontsize": "10", "margin": "0.04,0.01", "height": "0.26", "width": "0.3",
-            "tooltip": style.tooltip(_formula(node.op)),
+            "tooltip": style.tooltip(formula(node.op)),
         }
         if self.faded(node):
             attrs.update(color=FAINT, fontcolor="#b0b0b0", fillcolor="#f7f7f7")
@@ -389,7 +327,7 @@ class OpPicture:
             lines = [f"<B>{style.text(display_name(node) or 'shared', 40)}</B>"]
             if share is not None:
                 ink = "#c0c0c0" if self.faded(node) else GRAD_INK
-                lines.append(f'<FONT POINT-SIZE="8" COLOR="{ink}">{_grad_line(share, 3)}</FONT>')
+                lines.append(f'<FONT POINT-SIZE="8" COLOR="{ink}">{grad_line(share, 3)}</FONT>')
             proxy = f"{self.ids[node]}_t{index}"
             faded = self.faded(node)
             cluster.node(

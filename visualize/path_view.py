@@ -15,7 +15,8 @@ from graphviz import Digraph
 
 from tinygrad_rnn.graph import Graph
 from visualize import style
-from visualize.op_view import MAX_NODES, OpPicture, checked_walk, measure
+from visualize.labels import measure
+from visualize.op_view import MAX_NODES, OpPicture, checked_walk
 
 __all__ = ["draw_path", "path_products"]
 
