@@ -195,3 +195,15 @@ def test_grad_without_hooks_leaves_hooks_unrun():
     assert calls == []
     grad(y.sum(), x)
     assert len(calls) == 1
+
+
+def test_scalar_graphs_follow_numpys_rules_for_infinities_and_nans():
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zero = Value(0.0)
+        assert zero.log().data == -np.inf
+        assert (Value(1.0) / zero).data == np.inf
+        assert (zero ** -1).data == np.inf
+        assert np.isnan((Value(-8.0) ** (1 / 3)).data)  # not a complex number
+        y = zero.log()
+        y.backward()
+        assert zero.grad == np.inf

@@ -58,10 +58,16 @@ class Div(Op):
     name = "div"
 
     def forward(self, a, b):
-        return a / b
+        return np.divide(a, b)  # numpy's rules for Python floats too: 1/0 is inf, not an exception
 
     def local(self, out, a, b):
-        return (1.0 / b, -out / b)
+        return (reciprocal(b), -out / b)
+
+
+def reciprocal(x):
+    """1/x on arrays and Values (recorded) alike, and on Python floats by numpy's rules: 1/0 is inf
+    (with numpy's warning), not a ZeroDivisionError, so scalar graphs behave as arrays do."""
+    return Div()(1.0, x)
 
 
 class Maximum(Op):
@@ -123,10 +129,10 @@ class Pow(Op):
         self.exponent = exponent
 
     def forward(self, x):
-        return x**self.exponent
+        return np.power(x, self.exponent)  # a negative base to a fractional power is nan, not complex
 
     def local(self, out, x):
-        return (self.exponent * x ** (self.exponent - 1),)
+        return (self.exponent * Pow(self.exponent - 1)(x),)
 
 
 class Exp(Op):
@@ -150,7 +156,7 @@ class Log(Op):
         return np.log(x)
 
     def local(self, out, x):
-        return (1.0 / x,)
+        return (reciprocal(x),)
 
 
 class Tanh(Op):
