@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from tinygrad_rnn import checkpoint, nn, no_grad, softmax, stack
 from tinygrad_rnn.clip import clip_grad_norm_
-from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, one_hot, sequential_windows
+from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, one_hot, random_windows, sequential_windows
 from tinygrad_rnn.optim import Adam
 
 
@@ -114,7 +113,7 @@ def main() -> None:
     else:
         corpus = CharCorpus(corpus_text)
     vocab, V, T = corpus.vocab, len(corpus.vocab), args.seq
-    train_ids, valid_ids = corpus.split(0.05)
+    train_ids, valid_ids = corpus.split(0.05, block=2_000)  # every 20th block of 2,000 characters
     model = CharRNN(V, args.hidden, args.cell, args.seed)
     optimizer = Adam(model.parameters(), lr=args.lr)
     windows = list(sequential_windows(train_ids, T, args.batch))
@@ -142,15 +141,14 @@ def main() -> None:
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         elapsed = time.perf_counter() - start
         if step == first_step + 1 or elapsed - last_print > (1.0 if args.quick else 5.0):
-            rate = (step - first_step) / elapsed
-            print(f"step {step:5d}  loss {smooth:7.2f}  ({smooth / T:.3f} per char)  {rate:5.1f} steps/s")
+            rate = f"{(step - first_step) / elapsed:5.1f} steps/s" if step > first_step + 1 else "(the first step)"
+            print(f"step {step:5d}  loss {smooth:7.2f}  ({smooth / T:.3f} per char)  {rate}")
             last_print = elapsed
 
     if len(valid_ids) > T:
-        with no_grad():
-            windows_held_out = islice(sequential_windows(valid_ids, T, 1), 50)
-            held_out = [window_loss(model, x, y, None)[0].item() for x, y in windows_held_out]
-        print(f"held-out loss (the text's last 5%, never trained on): {np.mean(held_out) / T:.3f} per char "
+        with no_grad():  # 64 held-out windows at random places, each from a zero state
+            held_out = window_loss(model, *random_windows(valid_ids, T, 64, rng=args.seed), None)[0].item()
+        print(f"held-out loss (5% of the text, never trained on): {held_out / T:.3f} per char "
               f"(uniform guessing: ln V = {np.log(V):.3f})")
     prompt = vocab.decode(valid_ids[:4])
     print("sample:\n" + sample(model, vocab, prompt, 300, np.random.default_rng(args.seed)))

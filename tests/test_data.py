@@ -70,6 +70,14 @@ def test_split_holds_out_the_end():
     assert len(valid) == 20 and np.array_equal(np.concatenate([train, valid]), corpus.ids)
 
 
+def test_block_split_holds_out_every_nth_block_across_the_text():
+    corpus = CharCorpus("".join(chr(97 + i % 26) for i in range(1000)))
+    train, valid = corpus.split(0.25, block=10)
+    assert len(valid) == 250 and len(train) == 750
+    positions = np.flatnonzero((np.arange(1000) // 10) % 4 == 3)
+    assert np.array_equal(valid, corpus.ids[positions]) and positions[0] == 30 and positions[-1] == 999
+
+
 def test_one_hot_puts_a_single_one_at_each_id():
     ids = np.array([[2, 0], [1, 2]])
     coded = one_hot(ids, 3, dtype=np.float32)

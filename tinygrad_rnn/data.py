@@ -28,7 +28,10 @@ __all__ = [
 
 # Plain-prose-heavy standard library modules: long docstrings and comments read like English, code
 # like code, so a char-RNN trained on them has both to learn.
-DEFAULT_MODULES = ("textwrap", "argparse", "fractions", "heapq", "bisect", "difflib", "calendar", "statistics")
+DEFAULT_MODULES = (
+    "textwrap", "argparse", "fractions", "heapq", "bisect", "difflib", "calendar", "statistics", "functools",
+    "dataclasses", "pathlib", "collections", "random", "string", "enum", "shutil",
+)
 
 
 def as_rng(rng) -> np.random.Generator:
@@ -42,7 +45,7 @@ def as_rng(rng) -> np.random.Generator:
 
 # ---- text ---------------------------------------------------------------------------------------
 
-def default_text(max_chars: int = 200_000, modules: tuple = DEFAULT_MODULES) -> str:
+def default_text(max_chars: int = 500_000, modules: tuple = DEFAULT_MODULES) -> str:
     """Source text of standard library modules, joined, cut to ``max_chars``.
 
     Each module's file is located at run time (``importlib.util.find_spec``) and read without
@@ -128,12 +131,23 @@ class CharCorpus:
     def __repr__(self) -> str:
         return f"CharCorpus({len(self)} characters, vocabulary {len(self.vocab)})"
 
-    def split(self, valid_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-        """(train ids, validation ids): the last ``valid_fraction`` of the text is held out."""
+    def split(self, valid_fraction: float = 0.1, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(train ids, validation ids), ``valid_fraction`` of the text held out.
+
+        By default the held-out part is the end of the text. With ``block``, the text is cut into
+        blocks of that many characters and every (1/valid_fraction)-th block is held out, so both
+        parts sample the whole text (the end of a text is often unlike its start).
+        """
         if not 0.0 <= valid_fraction < 1.0:
             raise ValueError(f"split: valid_fraction must lie in [0, 1), got {valid_fraction}")
-        cut = len(self.ids) - int(round(valid_fraction * len(self.ids)))
-        return self.ids[:cut], self.ids[cut:]
+        if block is None or valid_fraction == 0.0:
+            cut = len(self.ids) - int(round(valid_fraction * len(self.ids)))
+            return self.ids[:cut], self.ids[cut:]
+        if block < 1:
+            raise ValueError(f"split: block must be a positive number of characters, got {block}")
+        every = max(int(round(1.0 / valid_fraction)), 2)
+        held_out = (np.arange(len(self.ids)) // block) % every == every - 1
+        return self.ids[~held_out], self.ids[held_out]
 
 
 def one_hot(ids, size: int, dtype=np.float64) -> np.ndarray:
