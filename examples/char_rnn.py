@@ -127,6 +127,11 @@ def main() -> None:
     print(f"a model that guesses uniformly scores T ln V = {T} ln {V} = {T * np.log(V):.1f} per window")
 
     start, last_print, smooth, first_step = time.perf_counter(), 0.0, None, step
+
+    def progress():
+        rate = f"{(step - first_step) / elapsed:5.1f} steps/s" if step > first_step + 1 else "(the first step)"
+        print(f"step {step:5d}  loss {smooth:7.2f}  ({smooth / T:.3f} per char)  {rate}")
+
     while (args.steps is None or step < args.steps) and time.perf_counter() - start < args.seconds:
         if step % len(windows) == 0:
             state = None  # back at the start of the text: start from a zero state again
@@ -141,9 +146,10 @@ def main() -> None:
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         elapsed = time.perf_counter() - start
         if step == first_step + 1 or elapsed - last_print > (1.0 if args.quick else 5.0):
-            rate = f"{(step - first_step) / elapsed:5.1f} steps/s" if step > first_step + 1 else "(the first step)"
-            print(f"step {step:5d}  loss {smooth:7.2f}  ({smooth / T:.3f} per char)  {rate}")
+            progress()
             last_print = elapsed
+    if step > first_step + 1 and elapsed != last_print:
+        progress()  # the last step, when it was not just printed
 
     if len(valid_ids) > T:
         with no_grad():  # 64 held-out windows at random places, each from a zero state
