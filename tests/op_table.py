@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
-from tinygrad_rnn import concat, maximum, where
+from tinygrad_rnn import concat, maximum, stack, where
 
 # ---- shapes ----------------------------------------------------------------------------------------
 
@@ -150,5 +150,7 @@ OPS = [
     Case("getitem_array", lambda x: x[_pick(x.shape)], lambda x: x[_pick(x.shape)], AXIS, elementwise=False),
     Case("concat", lambda a, b: concat([a, b]), lambda a, b: np.concatenate([a, b]), concat_shapes(),
          elementwise=False),
+    Case("stack", lambda a, b: stack([a, b], axis=-1), lambda a, b: np.stack([a, b], axis=-1),
+         one_shape().map(lambda s: s * 2), elementwise=False),
     Case("matmul", lambda a, b: a @ b, np.matmul, matmul_shapes(), elementwise=False),
 ]

@@ -21,19 +21,13 @@ def concat(values: Sequence, axis: int = 0) -> Value:
 
 
 def stack(values: Sequence, axis: int = 0) -> Value:
-    """Join Values along a new axis: each gets a length-1 axis there, then they are concatenated."""
+    """Join Values of one shape along a new axis (numpy's stack)."""
     if not values:
         raise ValueError("stack: needs at least one Value")
-    values = [as_value(v) for v in values]
-    shapes = {v.shape for v in values}
+    shapes = {np.shape(ops.raw(v)) for v in values}
     if len(shapes) > 1:
         raise ValueError(f"stack: all Values need the same shape, got {sorted(shapes)}")
-    ndim = values[0].ndim + 1
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"stack: axis {axis} is out of range for {ndim} dimensions")
-    axis %= ndim
-    expanded = [v.reshape(v.shape[:axis] + (1,) + v.shape[axis:]) for v in values]
-    return concat(expanded, axis)
+    return apply(ops.Stack(axis), *values)
 
 
 def where(condition, a, b) -> Value:

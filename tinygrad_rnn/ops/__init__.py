@@ -44,11 +44,11 @@ from tinygrad_rnn.ops.elementwise import (
     Tanh,
     Where,
 )
-from tinygrad_rnn.ops.movement import BroadcastTo, Concat, GetItem, Reshape, ScatterAdd, Transpose
+from tinygrad_rnn.ops.movement import BroadcastTo, Concat, GetItem, Reshape, ScatterAdd, Stack, Transpose
 from tinygrad_rnn.ops.reduce import MatMul, Max, Sum
 
 __all__ = [
     "Op", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Tanh", "Sigmoid", "Relu",
     "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Sum", "Max", "MatMul", "Reshape", "Transpose",
-    "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "unbroadcast", "shape_of", "raw", "mask", "RAW_TYPES",
+    "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask", "RAW_TYPES",
 ]

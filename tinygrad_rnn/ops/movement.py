@@ -156,3 +156,19 @@ class Concat(_Reshuffle):
         start = sum(shape_of(x)[axis] for x in xs[:k])
         index = (slice(None),) * axis + (slice(start, start + shape_of(xs[k])[axis]),)
         return GetItem(index)(grad)
+
+
+class Stack(_Reshuffle):
+    """stack: y = [x_1, ..., x_n] joined along a new axis;  dL/dx_k = g's k-th slice on that axis"""
+
+    name = "stack"
+
+    def __init__(self, axis: int = 0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        return np.stack(xs, axis=self.axis)
+
+    def vjp(self, k, grad, out, *xs):
+        axis = self.axis % len(shape_of(out))
+        return GetItem((slice(None),) * axis + (k,))(grad)

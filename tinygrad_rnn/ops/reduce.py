@@ -90,6 +90,8 @@ class MatMul(Op):
         return (b, a)
 
     def vjp(self, k, grad, out, a, b):
+        if len(shape_of(a)) == 2 and len(shape_of(b)) == 2:  # the common case, said plainly
+            return grad @ b.T if k == 0 else a.T @ grad
         # A vector operand acts as a one-row (a) or one-column (b) matrix, as in numpy; the
         # gradient of a batch-broadcast operand is summed over the batches it was copied to.
         a2, b2 = _as_matrix(a, row=True), _as_matrix(b, row=False)
