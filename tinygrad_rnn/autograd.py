@@ -8,15 +8,11 @@ recursion limit.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Iterator, Sequence
 
 from tinygrad_rnn.ops import RAW_TYPES, shape_of
 
 __all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backward", "grad"]
-
-
-_DATA = operator.attrgetter("data")
 
 
 class STATE:
@@ -149,13 +145,12 @@ def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=No
             continue
         parents = node.parents
         # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
-        out, inputs = (node, parents) if create_graph else (node.data, tuple(map(_DATA, parents)))
+        out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
         k = 0
         for parent in parents:
             if parent.requires_grad if on_path is None else parent in on_path:
                 contribution = op.vjp(k, g, out, *inputs)
-                earlier = pending.get(parent)
-                pending[parent] = contribution if earlier is None else earlier + contribution
+                pending[parent] = pending[parent] + contribution if parent in pending else contribution
             k += 1
 
 

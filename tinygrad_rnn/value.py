@@ -9,7 +9,6 @@ the moment its last Value is dropped.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -49,9 +48,6 @@ def as_value(x) -> Value:
     return x if isinstance(x, Value) else Value(x, requires_grad=False)
 
 
-_DATA = operator.attrgetter("data")
-
-
 def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
     """Make a Value without checking its data: for results of ops, whose data numpy made."""
     node = Value.__new__(Value)
@@ -72,7 +68,7 @@ def apply(op: ops.Op, *inputs) -> Value:
             values = tuple([x if isinstance(x, Value) else _constant(x) for x in inputs])
             break
     try:
-        data = op.forward(*map(_DATA, values))
+        data = op.forward(*[v.data for v in values])
     except (ValueError, IndexError, TypeError) as error:
         raise type(error)(_explain(op, values, error)) from None
     if STATE.grad_enabled:
