@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinygrad_rnn as tg  # noqa: E402
 from tinygrad_rnn import Value, nn  # noqa: E402
-from tinygrad_rnn.clip import attach, clip_norm  # noqa: E402
+from tinygrad_rnn.clip import clip_norm  # noqa: E402
 from tinygrad_rnn.nn import init  # noqa: E402
 from visualize import compare_steps, draw_graph, draw_path, render  # noqa: E402
 
@@ -108,7 +108,7 @@ def exploding_with_and_without_clipping(steps: int = 30, hidden: int = 16, input
         outputs, _ = nn.RNN(cell)(xs, h0=h0)
         if clip is not None:
             for h in outputs:
-                attach(h, clip_norm(clip))
+                h.register_hook(clip_norm(clip))
         loss = nn.mse_loss(outputs[-1], rng.normal(size=(1, hidden)))
         loss.backward()
         label = "no clipping" if clip is None else f"clip_norm({clip:g}) hook on every h_t"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import Value, autograd, clip
+from tinygrad_rnn import Value, clip
 from tinygrad_rnn.clip import clip_grad_norm_, clip_grad_value_, clip_norm, clip_value
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=64)
@@ -21,7 +21,7 @@ def _backward_through_hook(gradient: np.ndarray, hook) -> tuple[Value, Value]:
     """x -> y = x * 1 with ``hook`` attached to y; backward seeds y with ``gradient``."""
     x = Value(np.zeros_like(gradient))
     y = x * 1.0
-    clip.attach(y, hook)
+    y.register_hook(hook)
     y.backward(gradient)
     return x, y
 
@@ -51,7 +51,7 @@ def test_clip_norm_keeps_other_notes_on_the_node():
     x = Value(np.ones(2))
     y = x * 1.0
     y.notes = {"truncated": True}
-    clip.attach(y, clip_norm(0.5))
+    y.register_hook(clip_norm(0.5))
     y.sum().backward()
     assert y.notes["truncated"] is True and y.notes["clip"]["fired"] is True
 
@@ -68,7 +68,7 @@ def test_clip_norm_keeps_float32_gradients_float32():
 def test_clip_norm_on_a_scalar_gradient_clamps_its_magnitude():
     x = Value(1.0)
     y = x * 7.0
-    clip.attach(y, clip_norm(2.0))
+    y.register_hook(clip_norm(2.0))
     (y * -5.0).backward()
     assert x.grad == pytest.approx(-2.0 * 7.0)
 
@@ -83,7 +83,7 @@ def test_clip_norm_under_create_graph_stays_differentiable():
     # L = sum(x^2 * 2): dL/dy = 2 on y = x^2 (norm 2 sqrt(2)), clipped to norm 1: dL/dx = 2x / sqrt(2).
     x = Value(np.array([0.5, -1.5]))
     y = x * x
-    clip.attach(y, clip_norm(1.0))
+    y.register_hook(clip_norm(1.0))
     (y * 2.0).sum().backward(create_graph=True)
     assert isinstance(x.grad, Value)
     np.testing.assert_allclose(x.grad.data, 2 * x.data / math.sqrt(2), rtol=1e-14)
@@ -101,26 +101,6 @@ def test_plain_register_hook_clips_and_keeps_the_record_on_the_hook():
     assert hook.last == {"norm_before": 10.0, "norm_after": pytest.approx(1.0), "fired": True}
 
 
-@pytest.fixture
-def engine_names_hook_node(monkeypatch):
-    """The engine change this module asks for: _run_hooks names its node in autograd.STATE.hook_node
-    (used as is once the engine has it)."""
-    if hasattr(autograd.STATE, "hook_node"):
-        return
-    monkeypatch.setattr(autograd.STATE, "hook_node", None, raising=False)  # removed again afterwards
-    original = autograd._run_hooks
-
-    def run_hooks_naming_the_node(node, grad):
-        previous, autograd.STATE.hook_node = autograd.STATE.hook_node, node
-        try:
-            return original(node, grad)
-        finally:
-            autograd.STATE.hook_node = previous
-
-    monkeypatch.setattr(autograd, "_run_hooks", run_hooks_naming_the_node)
-
-
-@pytest.mark.usefixtures("engine_names_hook_node")
 def test_a_shared_hook_records_on_the_node_the_engine_is_running_hooks_for():
     shared = clip_norm(1.0)
     x = Value(np.zeros(2))
@@ -130,17 +110,6 @@ def test_a_shared_hook_records_on_the_node_the_engine_is_running_hooks_for():
     (a * np.array([3.0, 4.0]) + b * np.array([0.1, 0.1])).sum().backward()
     assert a.notes["clip"]["fired"] is True and a.notes["clip"]["norm_before"] == 5.0
     assert b.notes["clip"]["fired"] is False
-
-
-def test_attach_binds_a_copy_so_one_hook_can_serve_many_nodes():
-    shared = clip_norm(1.0)
-    x = Value(np.zeros(2))
-    a, b = x * 1.0, x * 1.0
-    clip.attach(a, shared)
-    clip.attach(b, shared)
-    (a * 10.0 + b * 0.1).sum().backward()
-    assert a.notes["clip"]["fired"] is True and b.notes["clip"]["fired"] is False
-    assert shared.node is None
 
 
 def test_clip_hooks_reject_a_non_positive_threshold():
@@ -166,7 +135,7 @@ def test_clip_value_bounds_every_element_and_keeps_those_inside(gradient, bound)
 def test_clip_value_on_a_scalar_gradient():
     x = Value(2.0)
     y = x * 1.0
-    clip.attach(y, clip_value(0.5))
+    y.register_hook(clip_value(0.5))
     (y * -3.0).backward()
     assert x.grad == -0.5
     assert y.notes["clip"] == {"norm_before": 3.0, "norm_after": 0.5, "fired": True}
@@ -194,7 +163,7 @@ def _unroll(W, xs, hook_for_step=None):
         with tg.scope(f"t={t}"):
             h = (x_t + h @ W).tanh()
         if hook_for_step is not None:
-            clip.attach(h, hook_for_step())
+            h.register_hook(hook_for_step())
         states.append(h)
     states[-1].sum().backward()
     return states
@@ -235,7 +204,6 @@ def test_per_step_clipping_changes_only_steps_whose_norm_exceeded_the_threshold(
         assert np.linalg.norm(states[t].grad) == pytest.approx(plain[t], rel=1e-12)
 
 
-@pytest.mark.usefixtures("engine_names_hook_node")
 def test_rnn_hidden_hook_clips_every_step_and_records_on_each_hidden_state():
     from tinygrad_rnn import nn
     from tinygrad_rnn.diagnostics import clip_events

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import Value, diagnostics, nn
-from tinygrad_rnn.clip import attach, clip_norm
+from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.graph import walk
 from visualize import GraphTooLarge, compare_steps, draw_graph, draw_path, draw_steps, render, style, to_json
 from visualize.cli import main as cli_main
@@ -271,8 +271,8 @@ def test_clipping_is_marked_where_the_hook_fired():
     cell = nn.RNNCell(2, 3, rng=0)
     inputs = np.random.default_rng(1).normal(size=(3, 1, 2))
     outputs, _ = nn.RNN(cell)(inputs)
-    attach(outputs[1], clip_norm(1e-6))  # fires
-    attach(outputs[0], clip_norm(1e6))  # does not fire
+    outputs[1].register_hook(clip_norm(1e-6))  # fires
+    outputs[0].register_hook(clip_norm(1e6))  # does not fire
     loss = (outputs[-1] * outputs[-1]).sum()
     loss.backward()
     source = draw_graph(loss).source
@@ -457,7 +457,7 @@ def test_steps_where_clipping_fired_are_marked_with_norms_before_and_after():
     h0 = cell.initial_state(1)
     outputs, _ = nn.RNN(cell)(inputs, h0=h0)
     for t, max_norm in ((2, 1e-12), (4, 1e-3)):  # the first clip shrinks what reaches the second
-        attach(outputs[t - 1], clip_norm(max_norm))
+        outputs[t - 1].register_hook(clip_norm(max_norm))
     loss = (outputs[-1] * outputs[-1]).sum()
     loss.backward()
     source = draw_steps(loss, [h0, *outputs]).source

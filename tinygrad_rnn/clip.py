@@ -15,10 +15,9 @@ Every clip hook writes what it did on its node, ``node.notes["clip"] = {"norm_be
 "fired"}``, so the renderer can mark clipped edges and diagnostics can count clip events per step.
 
 How a hook finds its node: the engine calls ``hook(grad)`` with the gradient only (PyTorch's
-signature), so a clip hook is a small callable object. ``attach(value, hook)`` registers a copy bound to
-``value``; a hook registered with a plain ``value.register_hook(hook)`` (or shared by every step through
-``hidden_hook=``) writes to the node the engine says it is running hooks for (``autograd.STATE.hook_node``,
-when the engine provides it). Either way the latest record is also kept on the hook as ``hook.last``.
+signature) and names the node whose hooks are running in ``autograd.STATE.hook_node``; a clip hook
+writes its record there, so one hook object may serve every step (``hidden_hook=``). The latest record
+is also kept on the hook as ``hook.last``.
 """
 
 from __future__ import annotations
@@ -31,10 +30,10 @@ import numpy as np
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import no_grad
 from tinygrad_rnn.ops import raw
-from tinygrad_rnn.value import HookHandle, Value
+from tinygrad_rnn.value import Value
 
 __all__ = [
-    "ClipHook", "ClipValue", "ClipNorm", "clip_value", "clip_norm", "record", "attach",
+    "ClipHook", "ClipValue", "ClipNorm", "clip_value", "clip_norm", "record",
     "clip_grad_norm_", "clip_grad_value_", "grad_norm",
 ]
 
@@ -53,20 +52,11 @@ class ClipHook:
     """Base of the clip hooks: ``__call__(grad)`` returns the clipped gradient and records the event.
 
     Subclasses define ``clip(grad) -> (new_grad, fired)``. The record goes to ``notes["clip"]`` of the
-    bound node (see ``bind``), else of the node the engine is running hooks for, and always to
-    ``self.last``.
+    node the engine is running hooks for, and to ``self.last``.
     """
 
     def __init__(self):
-        self.node = None
         self.last: dict | None = None
-
-    def bind(self, node: Value) -> ClipHook:
-        """A copy of this hook that records on ``node`` (one hook object may serve many nodes)."""
-        bound = type(self).__new__(type(self))
-        bound.__dict__.update(self.__dict__)
-        bound.node, bound.last = node, None
-        return bound
 
     def clip(self, grad):
         raise NotImplementedError
@@ -76,7 +66,7 @@ class ClipHook:
         new_grad, fired = self.clip(grad)
         self.last = {"norm_before": norm_before, "norm_after": grad_norm(new_grad) if fired else norm_before,
                      "fired": bool(fired)}
-        node = self.node if self.node is not None else getattr(autograd.STATE, "hook_node", None)
+        node = autograd.STATE.hook_node
         if node is not None:
             node.notes = {**(node.notes or {}), "clip": self.last}
         return new_grad if fired else None  # None: the gradient goes on unchanged
@@ -145,11 +135,6 @@ def record(into: list):
         into.append(grad_norm(grad))
 
     return record_norm
-
-
-def attach(value: Value, hook) -> HookHandle:
-    """``value.register_hook(hook)``, binding a clip hook to ``value`` so its record lands there."""
-    return value.register_hook(hook.bind(value) if isinstance(hook, ClipHook) else hook)
 
 
 # ---- global clipping, after backward --------------------------------------------------------

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from tinygrad_rnn import nn
-from tinygrad_rnn.clip import attach, clip_norm
+from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.nn import init
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
@@ -65,7 +65,7 @@ def build_model(cell: str = "rnn", steps: int = 4, hidden: int = 4, input_size: 
     for t, h in enumerate(outputs, 1):
         h.name = f"h_{t}"
         if clip is not None:
-            attach(h, clip_norm(clip))
+            h.register_hook(clip_norm(clip))
     target = rng.normal(size=outputs[-1].shape)
     loss = ((outputs[-1] - target) ** 2).mean()
     loss.name = "loss"
