@@ -6,10 +6,10 @@ from tinygrad_rnn.gradcheck import GradcheckError, gradcheck
 from tinygrad_rnn.value import HookHandle, Value
 
 # Submodules, imported after the engine they are built on.
-from tinygrad_rnn import clip, data, diagnostics, nn, optim  # noqa: E402  isort: skip
+from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, optim  # noqa: E402  isort: skip
 
 __all__ = [
     "Value", "HookHandle", "grad", "no_grad", "enable_grad", "scope", "gradcheck", "GradcheckError",
     "concat", "stack", "where", "maximum", "softmax", "log_softmax", "zero_grad",
-    "nn", "optim", "clip", "diagnostics", "data",
+    "nn", "optim", "clip", "diagnostics", "data", "checkpoint",
 ]
