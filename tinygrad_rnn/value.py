@@ -45,7 +45,9 @@ def _short(x, width: int = 40) -> str:
 
 def as_value(x) -> Value:
     """A Value as it is; raw data becomes a constant (no gradient)."""
-    return x if isinstance(x, Value) else Value(x, requires_grad=False)
+    if isinstance(x, Value):
+        return x
+    return _node(x, None, (), False) if type(x) is float else Value(x, requires_grad=False)
 
 
 def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
@@ -56,16 +58,12 @@ def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
     return node
 
 
-def _constant(x) -> Value:
-    return _node(x, None, (), False) if type(x) is float else Value(x, requires_grad=False)
-
-
 def apply(op: ops.Op, *inputs) -> Value:
     """Run ``op`` forward and, when gradients are on and an input needs one, record the node."""
     values = inputs
     for x in inputs:
         if not isinstance(x, Value):
-            values = tuple([x if isinstance(x, Value) else _constant(x) for x in inputs])
+            values = tuple([as_value(x) for x in inputs])
             break
     try:
         data = op.forward(*[v.data for v in values])

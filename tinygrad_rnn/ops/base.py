@@ -48,7 +48,6 @@ class Op:
     the default elementwise rule does not hold)."""
 
     name = "op"
-    elementwise = True
 
     def __call__(self, *args):
         for a in args:

@@ -14,7 +14,6 @@ class _Reshuffle(Op):
     """Shape ops move entries without changing them: every Jacobian is a permutation or a
     selection, whose spectral norm is 1."""
 
-    elementwise = False
 
     def local(self, out, *inputs):
         return (1.0,) * len(inputs)

@@ -19,11 +19,15 @@ def _kept_shape(shape: tuple, axis) -> tuple:
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
+def _spread(grad, shape: tuple, axis):
+    """The gradient of a reduction's output, copied back over the axes it reduced."""
+    return BroadcastTo(shape)(Reshape(_kept_shape(shape, axis))(grad))
+
+
 class Sum(Op):
     """sum: y = sum_i x_i over the axes;  dy/dx_i = 1 (the gradient is copied back to every x_i)"""
 
     name = "sum"
-    elementwise = False
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -35,8 +39,7 @@ class Sum(Op):
         return (1.0,)
 
     def vjp(self, k, grad, out, x):
-        shape = shape_of(x)
-        return BroadcastTo(shape)(Reshape(_kept_shape(shape, self.axis))(grad))
+        return _spread(grad, shape_of(x), self.axis)
 
     def jacobian_norm(self, k, out, x):
         # Each output sums n inputs: a block of n ones per row, singular value sqrt(n).
@@ -47,7 +50,6 @@ class Max(Op):
     """max: y = max_i x_i over the axes;  dy/dx_i = [x_i is the max] / (number of maxima)"""
 
     name = "max"
-    elementwise = False
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -61,8 +63,7 @@ class Max(Op):
         return (winners / np.sum(winners, axis=self.axis, keepdims=True),)
 
     def vjp(self, k, grad, out, x):
-        shape = shape_of(x)
-        return BroadcastTo(shape)(Reshape(_kept_shape(shape, self.axis))(grad)) * self.local(out, x)[0]
+        return _spread(grad, shape_of(x), self.axis) * self.local(out, x)[0]
 
     def jacobian_norm(self, k, out, x):
         # Each output row holds weights 1/m on its m maxima: norm 1/sqrt(m) <= 1.
@@ -75,7 +76,6 @@ class MatMul(Op):
     """matmul: y = a @ b;  dL/da = g @ b^T, dL/db = a^T @ g (local derivatives: b and a)"""
 
     name = "matmul"
-    elementwise = False
 
     def forward(self, a, b):
         sa, sb = shape_of(a), shape_of(b)
