@@ -186,7 +186,7 @@ def _replacement(hook, node, grad, result):
         kind = (f"{type(result).__name__} of dtype {np.result_type(result)} and shape {shape_of(result)}"
                 if isinstance(result, RAW_TYPES) else type(result).__name__)
         expected = "a float" if type(grad) is float else f"shape {shape_of(grad)} and dtype {grad.dtype}"
-        error = ValueError if isinstance(result, RAW_TYPES) and shape_of(result) != shape_of(grad) else TypeError
+        error = ValueError if type(result) is type(grad) and shape_of(result) != shape_of(grad) else TypeError
         raise error(f"hook {name} on {node!r}: returned {kind}, expected a gradient of {expected}")
     return result
 

@@ -113,7 +113,7 @@ class Maximum(Elementwise):
     name = "maximum"
 
     def forward(self, a, b):
-        return np.maximum(a, b)
+        return float(np.maximum(a, b)) if type(a) is float and type(b) is float else np.maximum(a, b)
 
     def derivative(self, k, out, a, b):
         mine, other = (raw(a), raw(b)) if k == 0 else (raw(b), raw(a))
@@ -159,7 +159,7 @@ class Exp(Elementwise):
     name = "exp"
 
     def forward(self, x):
-        return np.exp(x)
+        return float(np.exp(x)) if type(x) is float else np.exp(x)  # numpy's rules: overflow is inf
 
     def derivative(self, k, out, x):
         return out
@@ -171,7 +171,7 @@ class Log(Elementwise):
     name = "log"
 
     def forward(self, x):
-        return np.log(x)
+        return float(np.log(x)) if type(x) is float else np.log(x)  # numpy's rules: log 0 is -inf
 
     def derivative(self, k, out, x):
         return reciprocal(x)
