@@ -27,6 +27,7 @@ class _State(threading.local):
     grad_enabled = True
     scope = ""
     hook_node = None
+    tape = None  # a list while tinygrad_rnn.replay records a call: value.py appends (op, inputs, output)
 
 
 STATE = _State()

@@ -71,11 +71,17 @@ def apply(op: ops.Op, *inputs) -> Value:
         data = op.forward(*[v._data for v in values])
     except (ValueError, IndexError, TypeError) as error:
         raise type(error)(_explain(op, values, error)) from None
+    node = None
     if STATE.grad_enabled:
         for v in values:
             if v.requires_grad:
-                return _node(data, op, values, True)
-    return _node(data, None, (), False)
+                node = _node(data, op, values, True)
+                break
+    if node is None:
+        node = _node(data, None, (), False)
+    if STATE.tape is not None:  # tinygrad_rnn.replay is recording: every op, with or without a gradient
+        STATE.tape.append((op, values, node))
+    return node
 
 
 def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
@@ -317,6 +323,8 @@ class Value:
         """The same data (shared, as in PyTorch), cut from the graph: no gradient flows through it."""
         cut = _node(self.data, None, (), False)
         cut.name = self.name
+        if STATE.tape is not None:  # tinygrad_rnn.replay is recording: the cut's data follows self's
+            STATE.tape.append((None, (self,), cut))
         return cut
 
     def backward(self, grad=None, create_graph: bool = False) -> None:
