@@ -3,6 +3,7 @@
 from tinygrad_rnn.autograd import enable_grad, no_grad, scope
 from tinygrad_rnn.functional import concat, grad, log_softmax, maximum, softmax, stack, where, zero_grad
 from tinygrad_rnn.gradcheck import GradcheckError, gradcheck
+from tinygrad_rnn.replay import replay
 from tinygrad_rnn.value import HookHandle, Value
 
 # Submodules, imported after the engine they are built on.
@@ -10,6 +11,6 @@ from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, optim  # noqa:
 
 __all__ = [
     "Value", "HookHandle", "grad", "no_grad", "enable_grad", "scope", "gradcheck", "GradcheckError",
-    "concat", "stack", "where", "maximum", "softmax", "log_softmax", "zero_grad",
+    "concat", "stack", "where", "maximum", "softmax", "log_softmax", "zero_grad", "replay",
     "nn", "optim", "clip", "diagnostics", "data", "checkpoint",
 ]

@@ -1,0 +1,313 @@
+"""A replayed step gives eager mode's losses and gradients exactly (the same floats, not close ones),
+over several optimiser steps with new data each time: for every cell, for random programs over every
+primitive op, with hooks, truncation, integer arguments, and new shapes."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from op_table import OPS
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import nn, optim
+from tinygrad_rnn.clip import clip_norm
+
+
+def assert_same_gradients(eager_params, replay_params):
+    for p, q in zip(eager_params, replay_params, strict=True):
+        assert (p.grad is None) == (q.grad is None), p.name
+        if p.grad is not None:
+            assert np.array_equal(p.grad, q.grad, equal_nan=True), p.name
+            assert np.result_type(p.grad) == np.result_type(q.grad), p.name
+
+
+def train_side_by_side(make_model, loss_of, batches, optimizer=optim.Adam):
+    """Two identical models, one trained eagerly and one through replay, on the same batches; every
+    loss and every gradient must be equal. Returns the replay step for further checks."""
+    eager_model, replay_model = make_model(), make_model()
+    eager_params, replay_params = eager_model.parameters(), replay_model.parameters()
+    eager_opt, replay_opt = optimizer(eager_params, lr=0.05), optimizer(replay_params, lr=0.05)
+    step = tg.replay(lambda *arrays: loss_of(replay_model, *arrays))
+    for arrays in batches:
+        eager_opt.zero_grad()
+        expected = loss_of(eager_model, *arrays)
+        expected.backward()
+        replay_opt.zero_grad()
+        got = step(*arrays)
+        assert type(got) is float
+        assert got == expected.item()
+        assert_same_gradients(eager_params, replay_params)
+        eager_opt.step()
+        replay_opt.step()
+    for p, q in zip(eager_params, replay_params):
+        assert np.array_equal(p.data, q.data)
+    return step
+
+
+# ---- cells ------------------------------------------------------------------------------------
+
+
+class MinimalGatedCell(nn.Module):
+    """A custom cell (Zhou et al. 2016): f = sigmoid(x W_f^T + h U_f^T + b_f),
+    n = tanh(x W_n^T + (f h) U_n^T + b_n), h' = (1 - f) h + f n."""
+
+    def __init__(self, input_size, hidden_size, dtype):
+        rng = np.random.default_rng(7)
+        self.hidden_size = hidden_size
+        for name, shape in [("weight_f", (hidden_size, input_size)), ("recurrent_f", (hidden_size, hidden_size)),
+                            ("weight_n", (hidden_size, input_size)), ("recurrent_n", (hidden_size, hidden_size)),
+                            ("bias_f", (hidden_size,)), ("bias_n", (hidden_size,))]:
+            setattr(self, name, tg.Value(rng.uniform(-0.5, 0.5, shape).astype(dtype)))
+
+    def initial_state(self, batch_size=None):
+        shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
+        return tg.Value(np.zeros(shape, self.weight_f.dtype), requires_grad=False)
+
+    def forward(self, x, h):
+        f = (x @ self.weight_f.T + h @ self.recurrent_f.T + self.bias_f).sigmoid()
+        n = (x @ self.weight_n.T + (f * h) @ self.recurrent_n.T + self.bias_n).tanh()
+        return (1.0 - f) * h + f * n
+
+
+CELLS = {
+    "rnn_tanh": lambda i, h, dtype: nn.RNNCell(i, h, rng=1, dtype=dtype),
+    "rnn_relu": lambda i, h, dtype: nn.RNNCell(i, h, nonlinearity="relu", rng=1, dtype=dtype),
+    "lstm": lambda i, h, dtype: nn.LSTMCell(i, h, rng=1, dtype=dtype),
+    "gru": lambda i, h, dtype: nn.GRUCell(i, h, rng=1, dtype=dtype),
+    "custom": lambda i, h, dtype: MinimalGatedCell(i, h, dtype),
+}
+
+
+class CharModel(nn.Module):
+    """x (T, B, I) -> RNN(cell) -> Linear -> summed cross-entropy against targets (T, B)."""
+
+    def __init__(self, cell_name, dtype, vocab=6, hidden=5, **rnn_options):
+        self.cell = CELLS[cell_name](vocab, hidden, dtype)
+        self.head = nn.Linear(hidden, vocab, rng=2, dtype=dtype)
+        self.rnn_options = rnn_options
+
+    def loss(self, inputs, targets):
+        hiddens, _ = nn.RNN(self.cell, **self.rnn_options)(inputs)
+        return nn.cross_entropy(self.head(tg.stack(hiddens)), targets, reduction="mean")
+
+
+def char_batches(steps=4, length=7, batch=3, vocab=6, dtype=np.float32, seed=0):
+    """New one-hot inputs and integer targets at every step, of one shape."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(steps):
+        ids = rng.integers(0, vocab, (length + 1, batch))
+        batches.append((np.eye(vocab, dtype=dtype)[ids[:-1]], ids[1:]))
+    return batches
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell_name", list(CELLS))
+def test_replayed_training_equals_eager_for_every_cell(cell_name, dtype):
+    train_side_by_side(lambda: CharModel(cell_name, dtype), CharModel.loss, char_batches(dtype=dtype))
+
+
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "lstm", "gru", "custom"])
+def test_truncated_bptt_replays_its_cuts(cell_name):
+    # After the first call the cut states hold data of later calls: a cut replayed as a frozen
+    # constant would give different losses from step 2 on.
+    train_side_by_side(lambda: CharModel(cell_name, np.float64, truncate=2), CharModel.loss,
+                       char_batches(dtype=np.float64, length=7))
+
+
+def test_hidden_hooks_run_on_replay_as_in_eager_mode():
+    eager_clip, replay_clip = clip_norm(0.01), clip_norm(0.01)
+    models = iter([eager_clip, replay_clip])
+
+    def make_model():
+        return CharModel("rnn_tanh", np.float64, hidden_hook=next(models))
+
+    train_side_by_side(make_model, CharModel.loss, char_batches(dtype=np.float64))
+    assert replay_clip.last["fired"]  # the clip did change the gradients being compared
+    assert replay_clip.last == eager_clip.last
+
+
+def test_a_hook_finds_its_node_holding_this_calls_value():
+    def make_model(seen):
+        def look(grad):
+            seen.append(np.array(tg.autograd.STATE.hook_node.data))
+
+        return lambda: CharModel("lstm", np.float64, hidden_hook=look)
+
+    eager_seen, replay_seen = [], []
+    makers = iter([make_model(eager_seen), make_model(replay_seen)])
+    train_side_by_side(lambda: next(makers)(), CharModel.loss, char_batches(dtype=np.float64))
+    assert len(replay_seen) == len(eager_seen) == 4 * 7
+    assert all(np.array_equal(a, b) for a, b in zip(eager_seen, replay_seen))
+
+
+def test_leaves_never_share_a_gradient_array():
+    # b_ih and b_hh enter the cell as one sum: the backward pass hands both the same array.
+    model = CharModel("rnn_tanh", np.float64)
+    step = tg.replay(model.loss)
+    for inputs, targets in char_batches(steps=2, dtype=np.float64):
+        model.zero_grad()
+        step(inputs, targets)
+        assert not np.shares_memory(model.cell.bias_ih.grad, model.cell.bias_hh.grad)
+
+
+def test_each_gradient_is_laid_out_as_in_eager_mode():
+    # Eager mode copies a gradient that is a view (here the sum's broadcast one) before it flows
+    # on; numpy's matmul rounds a broadcast view and a contiguous copy differently in the last bit.
+    rng = np.random.default_rng(0)
+    batches = [(rng.uniform(-2, 2, (1, 2)), rng.uniform(-2, 2, (2, 4))) for _ in range(4)]
+
+    def make_model():
+        model, init = nn.Module(), np.random.default_rng(0)
+        model.p, model.q = tg.Value(init.uniform(0.9, 1.1, (1, 2))), tg.Value(init.uniform(0.9, 1.1, (2, 4)))
+        return model
+
+    train_side_by_side(make_model, lambda m, a, b: 0.0 + ((a * m.p) @ (b * m.q)).sum(), batches,
+                       optimizer=lambda params, lr: optim.SGD(params, lr=1e-3))
+
+
+def test_a_hook_registered_on_a_parameter_after_recording_runs():
+    def loss_of(model, inputs, targets):
+        return model.loss(inputs, targets)
+
+    eager_model, replay_model = CharModel("gru", np.float64), CharModel("gru", np.float64)
+    step = tg.replay(lambda *arrays: loss_of(replay_model, *arrays))
+    (inputs, targets), = char_batches(steps=1, dtype=np.float64)
+    step(inputs, targets)
+    for model in (eager_model, replay_model):
+        model.cell.weight_hh.register_hook(lambda g: g * 3.0)
+        for p in model.parameters():
+            p.grad = None
+    loss_of(eager_model, inputs, targets).backward()
+    step(inputs, targets)
+    assert_same_gradients(eager_model.parameters(), replay_model.parameters())
+    without_hook = CharModel("gru", np.float64)
+    loss_of(without_hook, inputs, targets).backward()
+    assert np.array_equal(replay_model.cell.weight_hh.grad, 3.0 * without_hook.cell.weight_hh.grad)
+
+
+def test_gradients_accumulate_across_calls_like_backward():
+    model_e, model_r = CharModel("lstm", np.float64), CharModel("lstm", np.float64)
+    step = tg.replay(model_r.loss)
+    for inputs, targets in char_batches(steps=3, dtype=np.float64):  # no zero_grad in between
+        model_e.loss(inputs, targets).backward()
+        step(inputs, targets)
+    assert_same_gradients(model_e.parameters(), model_r.parameters())
+
+
+class EmbeddingModel(nn.Module):
+    def __init__(self):
+        self.embedding = nn.Embedding(6, 4, rng=3)
+        self.cell = nn.RNNCell(4, 5, rng=4)
+        self.head = nn.Linear(5, 6, rng=5)
+
+    def loss(self, ids, targets):
+        hiddens, _ = nn.RNN(self.cell)(self.embedding(ids))
+        return nn.cross_entropy(self.head(tg.stack(hiddens)), targets)
+
+
+def test_integer_arguments_reach_the_ops_that_index_with_them():
+    # Both the embedding rows and the picked targets change at every call.
+    rng = np.random.default_rng(4)
+    batches = [(rng.integers(0, 6, (5, 2)), rng.integers(0, 6, (5, 2))) for _ in range(4)]
+    train_side_by_side(EmbeddingModel, EmbeddingModel.loss, batches)
+
+
+# ---- shapes, leaves and errors ----------------------------------------------------------------
+
+
+def test_new_shapes_record_a_new_tape_and_old_shapes_reuse_theirs():
+    batches = [char_batches(steps=1, length=n, dtype=np.float64, seed=n)[0] for n in (4, 6, 4, 6)]
+    step = train_side_by_side(lambda: CharModel("rnn_tanh", np.float64), CharModel.loss, batches)
+    assert len(step.tapes) == 2
+    float32 = char_batches(steps=1, length=4, dtype=np.float32)[0]
+    step(*float32)
+    assert len(step.tapes) == 3  # a new dtype is a new recording too
+
+
+def test_a_parameter_whose_shape_or_requires_grad_changed_is_recorded_again():
+    w, b = tg.Value(np.ones(3)), tg.Value(2.0)
+    step = tg.replay(lambda x: (w * x).sum() * b)
+    x = np.arange(3.0)
+    w.requires_grad = False
+    step(x)
+    w.requires_grad = True
+    step(x)  # recorded without w's gradient, replayed with it: must record again
+    assert np.array_equal(w.grad, x * 2.0)
+    w.data, w.grad = np.ones((2, 3)), None  # broadcasts against x now: a different program
+    assert step(x) == 12.0
+    assert np.array_equal(w.grad, np.stack([x, x]) * 2.0)
+    assert len(step.tapes) == 1  # the same arguments' shapes: each recording replaced the last
+
+
+def test_an_argument_that_reaches_no_op_is_an_error():
+    w = tg.Value(np.ones(3))
+    with pytest.raises(ValueError, match="argument 1 .* reaches no recorded op"):
+        tg.replay(lambda x, ids: (w * x).sum())(np.ones(3), np.array([0, 1]))
+    with pytest.raises(ValueError, match="argument 0 .* reaches no recorded op"):
+        tg.replay(lambda x: (w * np.asarray(x.data)).sum())(np.ones(3))  # x escaped through .data
+
+
+def test_the_function_must_return_a_single_number_that_needs_a_gradient():
+    w = tg.Value(np.ones(3))
+    with pytest.raises(ValueError, match="single number"):
+        tg.replay(lambda: w * 2.0)()
+    with pytest.raises(RuntimeError, match="does not depend on anything that requires a gradient"):
+        tg.replay(lambda x: x.sum())(np.ones(3))
+    with pytest.raises(TypeError, match="argument 0 is a Value"):
+        tg.replay(lambda x: (w * x).sum())(tg.Value(np.ones(3)))
+
+
+def test_the_tape_reads_as_a_wengert_list():
+    w = tg.Value(np.ones(3), name="w")
+    step = tg.replay(lambda x: (w * x).tanh().sum())
+    step(np.ones(3))
+    (tape,) = step.tapes.values()
+    assert str(tape).splitlines() == [
+        "v1 = argument 0", "v0 = leaf w (3,)", "v2 = mul(v0, v1)", "v3 = tanh(v2)", "v4 = sum(v3)", "loss = v4",
+    ]
+
+
+# ---- random programs over every primitive ------------------------------------------------------
+
+
+@st.composite
+def programs(draw):
+    """A chain of ops from the op table: op j gets (argument_j * parameter_j * s_j), where s_j is a
+    number near 1 that depends on op j-1's output, so the ops form one program."""
+    cases = draw(st.lists(st.sampled_from(OPS), min_size=1, max_size=5), label="ops")
+    shapes = [draw(case.shapes) for case in cases]
+    seed = draw(st.integers(0, 2**32 - 1), label="seed")
+    return cases, shapes, seed
+
+
+@settings(max_examples=40, deadline=None)
+@given(program=programs())
+def test_random_programs_replay_exactly(program):
+    cases, shapes, seed = program
+    rng = np.random.default_rng(seed)
+
+    def make_model():
+        model = nn.Module()
+        init = np.random.default_rng(seed)
+        for j, case_shapes in enumerate(shapes):
+            for i, shape in enumerate(case_shapes):
+                setattr(model, f"p{j}_{i}", tg.Value(init.uniform(0.9, 1.1, shape)))
+        return model
+
+    def loss_of(model, *arrays):
+        arrays, total, carry = iter(arrays), 0.0, 0.0
+        for j, (case, case_shapes) in enumerate(zip(cases, shapes)):
+            scale = (carry * 0.1).sigmoid() * 0.2 + 0.9 if j else 1.0
+            inputs = [next(arrays) * getattr(model, f"p{j}_{i}") * scale for i in range(len(case_shapes))]
+            out = case.call(*inputs)
+            carry = out.sum()
+            total = total + carry
+        return total
+
+    def batch():
+        return [a for case, s in zip(cases, shapes) for a in case.make_inputs(rng, s)]
+
+    with np.errstate(all="ignore"):
+        train_side_by_side(make_model, loss_of, [batch() for _ in range(3)],
+                           optimizer=lambda params, lr: optim.SGD(params, lr=1e-3))

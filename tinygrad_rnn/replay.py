@@ -1,0 +1,311 @@
+"""replay: record the ops of one call, then replay forward and backward along that list.
+
+A training step does the same ops on arrays of the same shapes at every iteration. Eager mode builds
+the graph anew each time: a Value per op, the graph put in order, a dictionary of pending gradients.
+``replay(fn)`` builds it once. The first call runs ``fn`` eagerly and keeps the primitive ops it ran,
+in order, each with the numbered slots of its inputs and output: the *tape*, or Wengert list, of
+reverse-mode autodiff (Wengert 1964; Griewank and Walther, *Evaluating Derivatives*, ch. 3). Later
+calls run down the list calling each op's ``forward``, then back up it calling each op's ``vjp``:
+the same two methods eager mode uses, so there is no second copy of any derivative.
+docs/replay.md says what is recorded, what is replayed, and the limits.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+
+from tinygrad_rnn import autograd
+from tinygrad_rnn.autograd import STATE, _run_hooks
+from tinygrad_rnn.value import Value, _as_data, as_value
+
+__all__ = ["replay", "Replay", "Tape"]
+
+
+def replay(fn: Callable) -> Replay:
+    """``step = replay(fn)``: ``step(*arrays)`` computes ``fn(*arrays)``, a loss, and backpropagates
+    it, the first time eagerly while recording the ops, later by replaying the recording.
+
+    ``fn(*arrays)`` must return a Value holding a single number. ``step(*arrays)`` accumulates into
+    every leaf's ``.grad`` exactly what ``fn(*arrays).backward()`` would (the same floats, added in
+    the same order) and returns the loss as a Python float. Hooks on the recorded nodes and on the
+    leaves run as in eager mode.
+
+    - **Arguments.** Float arrays reach ``fn`` as constant Values (no gradient), so that everything
+      computed from them is recorded; integer and boolean arrays (indices, targets, masks) reach it
+      unchanged, and an op holding one as its parameter (``cross_entropy``'s pick of the targets,
+      ``Embedding``'s rows) gets the new array on replay.
+    - **Leaves** (parameters, and Values made before the call) are read afresh at every call: an
+      optimiser's update is seen.
+    - **Shapes.** The recordings are kept per shapes and dtypes of the arguments: arrays of other
+      shapes or dtypes make a new recording (``step.tapes`` holds them); so does a leaf whose shape,
+      dtype or ``requires_grad`` changed.
+    - **What cannot be replayed.** Only ops are recorded. Python that looks at data is run once, on
+      the recording call, and its outcome is frozen: an ``if`` or a loop bound on a value, a mask
+      made with ``x > 0`` and passed to ``where``, a Value made from another's data with
+      ``Value(x.data)`` (use ``x.detach()``, which is recorded), an array derived from an argument
+      outside the ops (``one_hot(ids)`` inside ``fn``: derive it outside and pass it in), checks on
+      the arguments (``cross_entropy``'s range check of targets), and side effects (prints,
+      BatchNorm's running statistics, random draws such as dropout masks). Keep such things out of
+      ``fn``, or call ``fn`` eagerly. An argument that reaches no recorded op is an error.
+    """
+    return Replay(fn)
+
+
+class _Argument:
+    """Stands for argument ``position`` inside an op's parameter, e.g. an index tuple."""
+
+    def __init__(self, position: int):
+        self.position = position
+
+
+class Tape:
+    """One recording: slots 0..size-1 hold the data of every Value the loss depends on.
+
+    ``leaves``: (slot, Value, signature) read afresh per call; ``arguments``: (slot, position) of
+    the float arguments; ``ops``: the op instances by entry; ``forward``: (entry, input slots,
+    output slot) in the order they ran (entry -1 marks a ``detach``: the output is the input's data,
+    with no gradient); ``backward``: per node needing a gradient, in eager backward's order,
+    (slot, entry or None for a leaf, input slots, (input position, input slot) pairs that get a
+    gradient, the Value whose hooks run or None).
+    """
+
+    def __init__(self, records: list, loss: Value, arguments: list):
+        self.size, slot_of = 0, {}
+        self.leaves, self.arguments, self.ops, made = [], [], [], {}
+
+        def slot(value) -> int:
+            if id(value) not in slot_of:
+                slot_of[id(value)], self.size = self.size, self.size + 1
+            return slot_of[id(value)]
+
+        positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
+        forward = []
+        for op, inputs, output in records:
+            ins = tuple(slot(v) for v in inputs)
+            made[slot(output)] = len(forward)
+            forward.append((op, ins, slot_of[id(output)]))
+        root = slot(loss)
+        # Keep only what the loss depends on: walk the list backwards from it.
+        needed = {root}
+        for _, ins, out in reversed(forward):
+            if out in needed:
+                needed.update(ins)
+        values = {slot_of[id(v)]: v for _, inputs, _ in records for v in inputs}
+        values[root] = loss
+        self.forward = []
+        for entry, (op, ins, out) in enumerate(forward):
+            if out in needed:
+                self.forward.append((-1 if op is None else entry, ins, out))
+        self.ops = [op for op, _, _ in forward]
+        for s in sorted(needed - set(made)):
+            if id(values[s]) in positions:
+                self.arguments.append((s, positions[id(values[s])]))
+            else:
+                self.leaves.append((s, values[s], _signature(values[s])))
+        self.bindings = _bindings(self.ops, [entry for entry, _, _ in self.forward if entry >= 0], arguments)
+        self._check_reached(arguments)
+        self.root = root
+        self.backward = []
+        for node in reversed(autograd.topological_order([loss])):
+            s = slot_of[id(node)]
+            hooked = node if node.hooks or node.op is None else None  # a leaf may get hooks later
+            if node.op is None:
+                self.backward.append((s, None, (), (), hooked))
+                continue
+            flows = tuple((k, slot_of[id(p)]) for k, p in enumerate(node.parents) if p.requires_grad)
+            self.backward.append((s, made[s], forward[made[s]][1], flows, hooked))
+
+    def _check_reached(self, arguments: list) -> None:
+        """Every argument must reach a recorded op directly, or replaying with new data would
+        silently ignore it."""
+        reached = {position for _, position in self.arguments}
+        reached.update(a.position for _, _, template in self.bindings for a in _markers(template))
+        for position, argument in enumerate(arguments):
+            if position not in reached:
+                array = argument.data if isinstance(argument, Value) else argument
+                raise ValueError(
+                    f"replay: argument {position} ({np.result_type(array)} array of shape {np.shape(array)}) "
+                    "reaches no recorded op that the loss depends on, so a replay with new data would ignore "
+                    "it. Pass it to ops as it is (a float array is a Value inside fn; an integer array may "
+                    "index or be a target); derive other arrays from it (one_hot, reshape, astype) outside fn "
+                    "and pass those instead"
+                )
+
+    def __len__(self) -> int:
+        return len(self.forward)
+
+    def __str__(self) -> str:
+        """The Wengert list: one line per op, ``v7 = tanh(v6)``; leaves and arguments first."""
+        lines = [f"v{s} = argument {p}" for s, p in self.arguments]
+        lines += [f"v{s} = leaf {leaf.name or ''}{_shape_text(leaf.data)}" for s, leaf, _ in self.leaves]
+        for entry, ins, out in self.forward:
+            name = "detach" if entry < 0 else self.ops[entry].name
+            lines.append(f"v{out} = {name}({', '.join(f'v{s}' for s in ins)})")
+        return "\n".join(lines + [f"loss = v{self.root}"])
+
+    def run(self, arrays: tuple) -> float | None:
+        """Forward and backward along the tape; None when a leaf changed its kind (record again)."""
+        data = [None] * self.size
+        for s, leaf, signature in self.leaves:
+            if _signature(leaf) != signature:
+                return None
+            data[s] = leaf.data
+        for s, position in self.arguments:
+            data[s] = arrays[position]
+        ops = self.ops
+        if self.bindings:
+            ops = list(ops)
+            for entry, name, template in self.bindings:
+                ops[entry] = copy.copy(ops[entry])
+                setattr(ops[entry], name, _fill(template, arrays))
+        for entry, ins, out in self.forward:
+            if entry < 0:
+                data[out] = data[ins[0]]  # a detach: the same data, cut from the gradient
+                continue
+            try:
+                data[out] = ops[entry].forward(*[data[s] for s in ins])
+            except (ValueError, IndexError, TypeError) as error:
+                raise type(error)(f"replay: {ops[entry].name}, op {entry} of the tape: {error}") from None
+        loss = data[self.root]
+        self._backward(data, ops, loss)
+        return float(np.asarray(loss).reshape(()))
+
+    def _backward(self, data: list, ops: list, loss) -> None:
+        """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order,
+        the same hooks, the same additions, so the same floats."""
+        grads = [None] * self.size
+        seed = 1.0 if type(loss) is float else np.ones_like(loss)
+        grads[self.root] = seed
+        # Eager mode gives every node a gradient of its own (a copy where one would alias another),
+        # and so must this loop: a copy is laid out differently from a view, and numpy's matmul
+        # rounds differently on the two. Keeping each array here also keeps its id from being reused.
+        handed_out = {id(seed): seed}
+        for s, entry, ins, flows, node in self.backward:
+            g = grads[s]
+            if g is None:
+                continue
+            grads[s] = None
+            if node is not None and node.hooks:
+                if node.op is not None:
+                    node.data = data[s]  # the hook's node shows this call's value
+                g = _run_hooks(node, g)
+            if type(g) is np.ndarray:
+                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
+                    g = g.copy()
+                handed_out[id(g)] = g
+            if entry is None:  # a leaf
+                node.grad = g if node.grad is None else node.grad + g
+                continue
+            op, out, inputs = ops[entry], data[s], [data[i] for i in ins]
+            for k, parent in flows:
+                contribution = op.vjp(k, g, out, inputs)
+                grads[parent] = contribution if grads[parent] is None else grads[parent] + contribution
+
+
+class Replay:
+    """The step function ``replay(fn)`` returns; ``tapes`` maps (shape, dtype) of the arguments to
+    their recording."""
+
+    def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise TypeError(f"replay: needs a function returning a loss, got {fn!r}")
+        self.fn, self.tapes = fn, {}
+
+    def __call__(self, *arrays) -> float:
+        arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
+        key = tuple((np.shape(a), np.result_type(a).str) for a in arrays)
+        tape = self.tapes.get(key)
+        if tape is not None:
+            loss = tape.run(arrays)
+            if loss is not None:
+                return loss
+        return self._record(key, arrays)
+
+    def _record(self, key: tuple, arrays: tuple) -> float:
+        """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
+        arguments = [as_value(a) if np.result_type(a).kind == "f" else a for a in arrays]
+        previous, STATE.tape = STATE.tape, []
+        try:
+            loss = self.fn(*arguments)
+            records = STATE.tape
+        finally:
+            STATE.tape = previous
+        if not isinstance(loss, Value) or loss.size != 1:
+            raise ValueError(f"replay: fn must return a Value holding a single number (the loss), got {loss!r}")
+        if not loss.requires_grad:
+            raise RuntimeError(f"replay: the loss {loss!r} does not depend on anything that requires a gradient")
+        tape = Tape(records, loss, arguments)
+        loss.backward()
+        self.tapes[key] = tape
+        return loss.item()
+
+    def __repr__(self) -> str:
+        return f"replay({getattr(self.fn, '__name__', self.fn)!r}, {len(self.tapes)} tape(s))"
+
+
+def _argument(array, position: int):
+    """An argument as the tape holds it: float arrays as a Value would hold them, others as given."""
+    if isinstance(array, Value):
+        raise TypeError(f"replay: argument {position} is a Value; pass arrays (the parameters are found by "
+                        "themselves, as leaves of the recorded ops)")
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        return _as_data(array, "replay")
+    if array.dtype.kind not in "iub":
+        raise TypeError(f"replay: argument {position} has dtype {array.dtype}; pass float, integer or boolean arrays")
+    return array
+
+
+def _signature(value: Value) -> tuple:
+    data = value.data
+    return value.requires_grad, type(data), getattr(data, "shape", ()), getattr(data, "dtype", None)
+
+
+def _shape_text(data) -> str:
+    return "" if type(data) is float else f" {data.shape}"
+
+
+# ---- integer arguments held by ops (an index, a target, a mask) ---------------------------------
+
+def _bindings(ops: list, entries: list, arguments: list) -> list:
+    """(entry, attribute, template) for each parameter of a recorded op that holds an integer or
+    boolean argument itself (or a tuple holding it): on replay that parameter gets the new array."""
+    raw = [a for a in arguments if not isinstance(a, Value)]
+    if not raw:
+        return []
+    found = []
+    for entry in entries:
+        for name, value in vars(ops[entry]).items():
+            template = _template(value, arguments)
+            if template is not None:
+                found.append((entry, name, template))
+    return found
+
+
+def _template(value, arguments: list):
+    """``value`` with each argument in it replaced by an _Argument marker; None if none is in it."""
+    for position, argument in enumerate(arguments):
+        if value is argument and not isinstance(argument, Value):
+            return _Argument(position)
+    if isinstance(value, (tuple, list)):
+        parts = [_template(v, arguments) for v in value]
+        if any(p is not None for p in parts):
+            return type(value)(v if p is None else p for v, p in zip(value, parts))
+    return None
+
+
+def _markers(template) -> list:
+    if isinstance(template, _Argument):
+        return [template]
+    return [m for part in template for m in _markers(part)] if isinstance(template, (tuple, list)) else []
+
+
+def _fill(template, arrays: tuple):
+    if isinstance(template, _Argument):
+        return arrays[template.position]
+    if isinstance(template, (tuple, list)):
+        return type(template)(_fill(part, arrays) for part in template)
+    return template
