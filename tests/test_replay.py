@@ -264,7 +264,8 @@ def test_the_tape_reads_as_a_wengert_list():
     step(np.ones(3))
     (tape,) = step.tapes.values()
     assert str(tape).splitlines() == [
-        "v1 = argument 0", "v0 = leaf w (3,)", "v2 = mul(v0, v1)", "v3 = tanh(v2)", "v4 = sum(v3)", "loss = v4",
+        "v1 = argument 0", "v0 = leaf w (3,)", "v2 = mul(v0, v1)", "v3 = tanh(v2)",
+        "v4 = sum(v3)    axis=None, keepdims=False", "loss = v4",
     ]
 
 

@@ -138,12 +138,18 @@ class Tape:
         return len(self.forward)
 
     def __str__(self) -> str:
-        """The Wengert list: one line per op, ``v7 = tanh(v6)``; leaves and arguments first."""
+        """The Wengert list: one line per op, ``v14 = tanh(v13)``, after the arguments and the leaves
+        (a leaf needs a gradient; a constant does not)."""
         lines = [f"v{s} = argument {p}" for s, p in self.arguments]
-        lines += [f"v{s} = leaf {leaf.name or ''}{_shape_text(leaf.data)}" for s, leaf, _ in self.leaves]
+        for s, leaf, _ in self.leaves:
+            kind = "leaf" if leaf.requires_grad else "constant"
+            what = repr(leaf.data) if type(leaf.data) is float else f"{leaf.name or ''} {leaf.data.shape}".lstrip()
+            lines.append(f"v{s} = {kind} {what}")
         for entry, ins, out in self.forward:
-            name = "detach" if entry < 0 else self.ops[entry].name
-            lines.append(f"v{out} = {name}({', '.join(f'v{s}' for s in ins)})")
+            op = self.ops[entry] if entry >= 0 else None
+            call = f"{op.name if op else 'detach'}({', '.join(f'v{s}' for s in ins)})"
+            params = ", ".join(f"{k}={v}" for k, v in op.params().items()) if op else ""
+            lines.append(f"v{out} = {call}" + (f"    {params}" if params else ""))
         return "\n".join(lines + [f"loss = v{self.root}"])
 
     def run(self, arrays: tuple) -> float | None:
@@ -262,10 +268,6 @@ def _argument(array, position: int):
 def _signature(value: Value) -> tuple:
     data = value.data
     return value.requires_grad, type(data), getattr(data, "shape", ()), getattr(data, "dtype", None)
-
-
-def _shape_text(data) -> str:
-    return "" if type(data) is float else f" {data.shape}"
 
 
 # ---- integer arguments held by ops (an index, a target, a mask) ---------------------------------
