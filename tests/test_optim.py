@@ -361,6 +361,10 @@ class WatchedValue(Value):
 
     __slots__ = ("assignments",)
 
+    def __init__(self, data):
+        super().__init__(data)
+        self.assignments = 0
+
     @property
     def data(self):
         return Value.data.__get__(self)
@@ -368,7 +372,7 @@ class WatchedValue(Value):
     @data.setter
     def data(self, value):
         Value.data.__set__(self, value)
-        self.assignments = getattr(self, "assignments", -1) + 1  # the first is the constructor's
+        self.assignments = getattr(self, "assignments", 0) + 1
 
 
 @pytest.mark.parametrize("optimizer_class, options", ALL)
