@@ -131,19 +131,18 @@ class Optimizer:
         for name, value in state.items():
             kind, _, rest = name.partition(".")
             index, _, key = rest.partition(".")
+            i = int(index) if index.isdecimal() else -1
             value = np.asarray(value)
-            if not (kind in ("state", "group") and index.isdecimal() and key):
-                problems.append(f"unexpected entry {name!r}")
-            elif kind == "state" and int(index) < len(params):
-                buffers.setdefault(int(index), {})[key] = value
-            elif kind == "group" and int(index) < len(groups) and key in groups[int(index)] and key != "params":
-                restored = _as_type_of(value, groups[int(index)][key])
+            if kind == "state" and 0 <= i < len(params) and key:
+                buffers.setdefault(i, {})[key] = value
+            elif kind == "group" and 0 <= i < len(groups) and key in groups[i] and key != "params":
+                found.add((i, key))
+                restored = _as_type_of(value, groups[i][key])
                 if restored is None:
                     problems.append(f"{name} holds a {value.dtype} array of shape {value.shape}, "
-                                    f"expected a {type(groups[int(index)][key]).__name__}")
+                                    f"expected a {type(groups[i][key]).__name__}")
                 else:
-                    groups[int(index)][key] = restored
-                found.add((int(index), key))
+                    groups[i][key] = restored
             else:
                 problems.append(f"unexpected entry {name!r} ({len(params)} parameters in {len(groups)} groups)")
         for j, group in enumerate(groups):
