@@ -152,8 +152,9 @@ def test_leaves_never_share_a_gradient_array():
 
 
 def test_each_gradient_is_laid_out_as_in_eager_mode():
-    # Eager mode copies a gradient that is a view (here the sum's broadcast one) before it flows
-    # on; numpy's matmul rounds a broadcast view and a contiguous copy differently in the last bit.
+    # Eager mode hands a gradient that is a view (here the sum's broadcast one) on as it is, and
+    # copies only into a leaf's .grad; numpy's matmul rounds a broadcast view and a contiguous copy
+    # differently in the last bit, so a replay must copy exactly where eager mode does.
     rng = np.random.default_rng(0)
     batches = [(rng.uniform(-2, 2, (1, 2)), rng.uniform(-2, 2, (2, 4))) for _ in range(4)]
 

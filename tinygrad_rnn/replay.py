@@ -185,10 +185,7 @@ class Tape:
         grads = [None] * self.size
         seed = 1.0 if type(loss) is float else np.ones_like(loss)
         grads[self.root] = seed
-        # Eager mode gives every node a gradient of its own (a copy where one would alias another),
-        # and so must this loop: a copy is laid out differently from a view, and numpy's matmul
-        # rounds differently on the two. Keeping each array here also keeps its id from being reused.
-        handed_out = {id(seed): seed}
+        handed_out = {id(seed)}
         for s, entry, ins, flows, node in self.backward:
             g = grads[s]
             if g is None:
@@ -199,9 +196,13 @@ class Tape:
                     node.data = data[s]  # the hook's node shows this call's value
                 g = _run_hooks(node, g)
             if type(g) is np.ndarray:
-                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
-                    g = g.copy()
-                handed_out[id(g)] = g
+                # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
+                if entry is not None:
+                    g.flags.writeable = False
+                else:
+                    if id(g) in handed_out or g.base is not None or not g.flags.writeable:
+                        g = g.copy()
+                    handed_out.add(id(g))
             if entry is None:  # a leaf
                 node.grad = g if node.grad is None else node.grad + g
                 continue
