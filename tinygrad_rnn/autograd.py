@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from tinygrad_rnn.ops import RAW_TYPES, shape_of
+from tinygrad_rnn.ops import RAW_TYPES, Products, shape_of
 
 __all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate"]
 
@@ -132,6 +132,8 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         g = pending.pop(node, None)
         if g is None:
             continue
+        if type(g) is Products:  # a shared weight's products from every step, complete: one matmul
+            g = g.total()
         if hooks and node.hooks:
             g = _run_hooks(node, g)
         if type(g) is np.ndarray:
@@ -160,7 +162,7 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             if parent.requires_grad if on_path is None else parent in on_path:
                 if parent._version > node._made:
                     _changed_after_use(parent, node)
-                contribution = op.vjp(k, g, out, inputs)
+                contribution = op.vjp_term(k, g, out, inputs)
                 pending[parent] = pending[parent] + contribution if parent in pending else contribution
             k += 1
     return found

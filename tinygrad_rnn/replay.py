@@ -19,6 +19,7 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE, _run_hooks
+from tinygrad_rnn.ops import Products
 from tinygrad_rnn.value import Value, _as_data, as_value
 
 __all__ = ["replay", "Replay", "Tape"]
@@ -191,6 +192,8 @@ class Tape:
             if g is None:
                 continue
             grads[s] = None
+            if type(g) is Products:
+                g = g.total()
             if node is not None and node.hooks:
                 if node.op is not None:
                     node.data = data[s]  # the hook's node shows this call's value
@@ -208,7 +211,7 @@ class Tape:
                 continue
             op, out, inputs = ops[entry], data[s], [data[i] for i in ins]
             for k, parent in flows:
-                contribution = op.vjp(k, g, out, inputs)
+                contribution = op.vjp_term(k, g, out, inputs)
                 grads[parent] = contribution if grads[parent] is None else grads[parent] + contribution
 
 

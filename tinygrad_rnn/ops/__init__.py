@@ -49,11 +49,11 @@ from tinygrad_rnn.ops.movement import (
     Transpose,
     index_label,
 )
-from tinygrad_rnn.ops.reduce import MatMul, Max, Sum
+from tinygrad_rnn.ops.reduce import MatMul, Max, Products, Sum
 
 __all__ = [
     "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Tanh", "Sigmoid", "Relu",
-    "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Sum", "Max", "MatMul", "Reshape", "Transpose",
+    "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Sum", "Max", "MatMul", "Products", "Reshape", "Transpose",
     "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",
     "RAW_TYPES", "index_label",
 ]

@@ -95,6 +95,12 @@ class Op:
     def jacobian_norm(self, k: int, out, inputs) -> float:
         ...
 
+    def vjp_term(self, k: int, grad, out, inputs):
+        """What the backward pass adds up for input k: the vjp itself, unless the op can hold it in a
+        form that adds up more cheaply and becomes an array once the sum is complete (MatMul's
+        ``Products``). Everything else (pictures, tests) asks ``vjp``."""
+        return self.vjp(k, grad, out, inputs)
+
     def params(self) -> dict:
         """The op's parameters, for labels and repr."""
         return dict(vars(self))

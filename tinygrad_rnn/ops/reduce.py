@@ -97,6 +97,12 @@ class MatMul(Op):
             return _restore(unbroadcast(grad @ _swap_last(b2), shape_of(a2)), shape_of(a))
         return _restore(unbroadcast(_swap_last(a2) @ grad, shape_of(b2)), shape_of(b))
 
+    def vjp_term(self, k, grad, out, inputs):
+        a = inputs[0]
+        if k == 1 and type(a) is np.ndarray and type(grad) is np.ndarray and a.ndim == 2 and grad.ndim == 2:
+            return Products(a, grad)  # a^T g, kept as its factors: see Products
+        return self.vjp(k, grad, out, inputs)
+
     def jacobian_norm(self, k, out, inputs):
         a, b = inputs
         # d(a @ b)/da maps g to g @ b^T, so J^T J multiplies by b b^T (summed over the batches an
@@ -108,6 +114,38 @@ class MatMul(Op):
         batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
         gram = unbroadcast(np.broadcast_to(gram, batch + gram.shape[-2:]), mine)
         return float(np.sqrt(max(np.max(np.linalg.eigvalsh(gram)), 0.0)))
+
+
+class Products:
+    """A sum of matrix products a_1^T g_1 + ... + a_n^T g_n, kept as its factors until it is complete.
+
+    A weight used at every time step (W_hh^T in h_{t-1} W_hh^T) gets one product h_{t-1}^T delta_t
+    from each step's matmul. Stacked, they are one product, [h_0; ...; h_{T-1}]^T [delta_1; ...;
+    delta_T], which is how a hand-written BPTT computes dW_hh: one large matmul instead of T small ones
+    and T - 1 additions of a whole weight matrix. The backward pass adds terms with ``+`` and calls
+    ``total()`` when the node's gradient is complete.
+    """
+
+    __slots__ = ("lefts", "rights")
+    __array_ufunc__ = None  # array + Products comes here (__radd__), not to numpy
+
+    def __init__(self, left, right):
+        self.lefts, self.rights = [left], [right]
+
+    def __add__(self, other):
+        if type(other) is Products:
+            self.lefts += other.lefts  # in place: only the backward pass's pending sum holds self
+            self.rights += other.rights
+            return self
+        return self.total() + other
+
+    def __radd__(self, other):
+        return other + self.total()
+
+    def total(self):
+        if len(self.lefts) == 1:
+            return self.lefts[0].T @ self.rights[0]
+        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
 
 
 def _as_matrix(x, row: bool):
