@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from tinygrad_rnn.ops import RAW_TYPES, Products, shape_of
+from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
 
 __all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate"]
 
@@ -132,7 +132,7 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         g = pending.pop(node, None)
         if g is None:
             continue
-        if type(g) is Products:  # a shared weight's products from every step, complete: one matmul
+        if isinstance(g, LazySum):  # e.g. a shared weight's products from every step: one matmul now
             g = g.total()
         if hooks and node.hooks:
             g = _run_hooks(node, g)

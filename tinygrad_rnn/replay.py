@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE, _run_hooks
-from tinygrad_rnn.ops import Products
+from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
 
 __all__ = ["replay", "Replay", "Tape"]
@@ -192,7 +192,7 @@ class Tape:
             if g is None:
                 continue
             grads[s] = None
-            if type(g) is Products:
+            if isinstance(g, LazySum):
                 g = g.total()
             if node is not None and node.hooks:
                 if node.op is not None:

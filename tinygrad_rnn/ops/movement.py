@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import Op, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.base import LazySum, Op, raw, shape_of, unbroadcast
 
 
 class _Permutation(Op, abstract=True):
@@ -81,6 +81,12 @@ class GetItem(Op):
     def vjp(self, k, grad, out, inputs):
         return ScatterAdd(self.index, shape_of(inputs[0]))(grad)
 
+    def vjp_term(self, k, grad, out, inputs):
+        x = inputs[0]
+        if type(grad) is np.ndarray and type(x) is np.ndarray:
+            return Scattered(self.index, x.shape, grad)  # see Scattered
+        return self.vjp(k, grad, out, inputs)
+
     def jacobian_norm(self, k, out, inputs):
         return _selection_norm(self.index, shape_of(raw(inputs[0])))
 
@@ -112,6 +118,28 @@ class ScatterAdd(Op):
 
     def params(self):
         return {"index": index_label(self.index), "shape": self.shape}
+
+
+class Scattered(LazySum):
+    """A sum of scatter-adds into arrays of one shape, kept as its pieces until it is complete.
+
+    Step t of an unrolled RNN reads its input's projection as X[t]; the gradient X[t] sends back is
+    zero everywhere but row t. Added up as arrays, T of them cost T whole-size additions (T^2 rows);
+    kept as pieces, one array of zeros and T writes.
+    """
+
+    def joins(self, other) -> bool:
+        return self.terms[0][1] == other.terms[0][1]
+
+    def total(self):
+        shape = self.terms[0][1]
+        out = np.zeros(shape, dtype=np.result_type(*[g for _, _, g in self.terms], np.float32))
+        for index, _, g in self.terms:
+            if _is_basic(index):
+                out[index] += g
+            else:
+                np.add.at(out, index, g)  # integer arrays may repeat an entry: contributions add up
+        return out
 
 
 def _is_basic(index) -> bool:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.base import LazySum, Op, mask, raw, shape_of, unbroadcast
 from tinygrad_rnn.ops.movement import BroadcastTo, Reshape, Transpose
 
 # ---- reductions --------------------------------------------------------------------------------
@@ -116,36 +116,20 @@ class MatMul(Op):
         return float(np.sqrt(max(np.max(np.linalg.eigvalsh(gram)), 0.0)))
 
 
-class Products:
+class Products(LazySum):
     """A sum of matrix products a_1^T g_1 + ... + a_n^T g_n, kept as its factors until it is complete.
 
     A weight used at every time step (W_hh^T in h_{t-1} W_hh^T) gets one product h_{t-1}^T delta_t
     from each step's matmul. Stacked, they are one product, [h_0; ...; h_{T-1}]^T [delta_1; ...;
     delta_T], which is how a hand-written BPTT computes dW_hh: one large matmul instead of T small ones
-    and T - 1 additions of a whole weight matrix. The backward pass adds terms with ``+`` and calls
-    ``total()`` when the node's gradient is complete.
+    and T - 1 additions of a whole weight matrix.
     """
 
-    __slots__ = ("lefts", "rights")
-    __array_ufunc__ = None  # array + Products comes here (__radd__), not to numpy
-
-    def __init__(self, left, right):
-        self.lefts, self.rights = [left], [right]
-
-    def __add__(self, other):
-        if type(other) is Products:
-            self.lefts += other.lefts  # in place: only the backward pass's pending sum holds self
-            self.rights += other.rights
-            return self
-        return self.total() + other
-
-    def __radd__(self, other):
-        return other + self.total()
-
     def total(self):
-        if len(self.lefts) == 1:
-            return self.lefts[0].T @ self.rights[0]
-        return np.concatenate(self.lefts).T @ np.concatenate(self.rights)
+        if len(self.terms) == 1:
+            a, g = self.terms[0]
+            return a.T @ g
+        return np.concatenate([a for a, _ in self.terms]).T @ np.concatenate([g for _, g in self.terms])
 
 
 def _as_matrix(x, row: bool):
