@@ -191,9 +191,10 @@ def test_every_value_made_in_step_t_has_scope_t(cell):
     per_step = {f"t={t}": 0 for t in range(1, seq + 1)}
     for v in made:
         if v.scope == "":
-            # Made once before step 1 (a transposed weight): it depends on parameters only.
+            # Made once before step 1 (a transposed weight, or the projection of all the inputs,
+            # x W_ih^T + b): it depends on parameters and the input sequence only.
             leaves = [u for u in walk(v).nodes if u.op is None and u.requires_grad]
-            assert leaves and set(leaves) <= parameters, v
+            assert leaves and set(leaves) <= parameters | {x}, v
             continue
         assert v.scope in per_step, v
         per_step[v.scope] += 1

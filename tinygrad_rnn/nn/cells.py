@@ -18,7 +18,7 @@ import numpy as np
 from tinygrad_rnn.nn.init import generator
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
-from tinygrad_rnn.value import Value
+from tinygrad_rnn.value import Value, as_value
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "hidden_of"]
 
@@ -51,19 +51,37 @@ class RNNCellBase(Module):
     def dtype(self):
         return self.weight_hh.dtype
 
-    # A step is split in two: ``shared_terms()`` computes what is the same at every time step (the
-    # transposed weights, the summed biases), ``step(shared, x, state)`` the rest. Calling the cell
-    # does both; ``RNN`` calls ``shared_terms()`` once per sequence, so the unrolled graph transposes
-    # W_hh once and every step's matmul uses that one node, which is also how the picture shows
-    # weight sharing: one W_hh^T feeding all T steps, its gradient summed over them.
+    # A step is split in three. ``shared_terms()`` computes what is the same at every time step (the
+    # transposed weights, the summed biases); ``project(shared, x)`` the input's part of the gates,
+    # x W_ih^T + b, which does not depend on the state; ``recur(shared, projected, state)`` the rest.
+    # Calling the cell does all three; ``RNN`` calls ``shared_terms()`` once per sequence, so the
+    # unrolled graph transposes W_hh once and every step's matmul uses that one node (which is also
+    # how the picture shows weight sharing: one W_hh^T feeding all T steps, its gradient summed over
+    # them), and projects all T inputs with one matmul before step 1, as hand-written BPTT does.
 
     def shared_terms(self) -> tuple:
-        """(W_ih^T, W_hh^T, b_ih + b_hh), or None for the bias sum when there are no biases."""
+        """(W_ih^T, W_hh^T, the bias added to the input's projection, the bias added to h W_hh^T);
+        here b_ih + b_hh and None (a bias left out is None)."""
         bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
-        return self.weight_ih.T, self.weight_hh.T, bias
+        return self.weight_ih.T, self.weight_hh.T, bias, None
+
+    def project(self, shared: tuple, x) -> Value:
+        """x W_ih^T + b for inputs of any leading shape: (B, I), (I,), or every step at once (T, B, I)
+        (as one (T B, I) matrix, so one matmul serves all steps)."""
+        weight_ih_t, _, bias, _ = shared
+        x = as_value(x)
+        lead = x.shape[:-1]
+        projected = (x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x) @ weight_ih_t
+        projected = projected if bias is None else projected + bias
+        return projected.reshape(*lead, -1) if len(lead) > 1 else projected
+
+    def recur(self, shared: tuple, projected, state):
+        raise NotImplementedError(f"{type(self).__name__}: a cell defines recur(shared, projected, state)")
 
     def step(self, shared: tuple, x, state):
-        raise NotImplementedError(f"{type(self).__name__}: a cell defines step(shared, x, state)")
+        """One time step from the raw input x_t."""
+        self._check(x, hidden_of(state))
+        return self.recur(shared, self.project(shared, x), state)
 
     def forward(self, x, state=None):
         """One time step: the new state from x_t and the previous state (zeros if None)."""
@@ -105,11 +123,9 @@ class RNNCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, rng, dtype)
         self.nonlinearity = nonlinearity
 
-    def step(self, shared: tuple, x, h) -> Value:
-        self._check(x, h)
-        weight_ih_t, weight_hh_t, bias = shared
-        pre = x @ weight_ih_t + h @ weight_hh_t
-        return getattr(pre if bias is None else pre + bias, self.nonlinearity)()
+    def recur(self, shared: tuple, projected, h) -> Value:
+        _, weight_hh_t, _, _ = shared
+        return getattr(projected + h @ weight_hh_t, self.nonlinearity)()
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -136,13 +152,11 @@ class LSTMCell(RNNCellBase):
         c0.name = "c0"
         return h0, c0
 
-    def step(self, shared: tuple, x, state) -> tuple[Value, Value]:
+    def recur(self, shared: tuple, projected, state) -> tuple[Value, Value]:
         h, c = state
-        self._check(x, h)
         H = self.hidden_size
-        weight_ih_t, weight_hh_t, bias = shared
-        gates = x @ weight_ih_t + h @ weight_hh_t
-        gates = gates if bias is None else gates + bias
+        _, weight_hh_t, _, _ = shared
+        gates = projected + h @ weight_hh_t
         i = gates[..., :H].sigmoid()
         f = gates[..., H : 2 * H].sigmoid()
         g = gates[..., 2 * H : 3 * H].tanh()
@@ -165,15 +179,14 @@ class GRUCell(RNNCellBase):
     gates = 3
 
     def shared_terms(self) -> tuple:
-        """(W_ih^T, W_hh^T): the biases cannot be summed, b_hn sits inside r * (...)."""
-        return self.weight_ih.T, self.weight_hh.T
+        """(W_ih^T, W_hh^T, b_ih, b_hh): the biases cannot be summed, b_hn sits inside r * (...)."""
+        return self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh
 
-    def step(self, shared: tuple, x, h) -> Value:
-        self._check(x, h)
+    def recur(self, shared: tuple, projected, h) -> Value:
         H = self.hidden_size
-        weight_ih_t, weight_hh_t = shared
-        from_input = x @ weight_ih_t if self.bias_ih is None else x @ weight_ih_t + self.bias_ih
-        from_hidden = h @ weight_hh_t if self.bias_hh is None else h @ weight_hh_t + self.bias_hh
+        _, weight_hh_t, _, bias_hh = shared
+        from_input = projected
+        from_hidden = h @ weight_hh_t if bias_hh is None else h @ weight_hh_t + bias_hh
         r = (from_input[..., :H] + from_hidden[..., :H]).sigmoid()
         z = (from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid()
         n = (from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh()

@@ -42,7 +42,8 @@ class RNN(Module):
     ``cell``: any Module or plain callable ``(x_t, state) -> state`` made of Values.
 
     For the built-in cells the terms that are the same at every step (transposed weights, summed
-    biases) are made once before step 1, outside the step scopes (see ``RNNCellBase.shared_terms``).
+    biases) are made once before step 1, outside the step scopes, and so is the input's projection
+    x_t W_ih^T + b for all steps at once; step t reads its row (see ``RNNCellBase.shared_terms``).
     """
 
     def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None):
@@ -66,7 +67,7 @@ class RNN(Module):
         # Only the first step's shape is needed: read it from the data, recording nothing.
         first = steps[0] if isinstance(steps, list) else steps.data[0] if isinstance(steps, Value) else steps[0]
         state = self._initial_state(first) if h0 is None else h0
-        step = self._step_function()
+        step, steps = self._step_function(steps, first, state)
         outputs = []
         for t in range(1, length + 1):
             with scope(f"t={t}"):
@@ -79,14 +80,19 @@ class RNN(Module):
                     state = detach_state(state, truncated=True)
         return outputs, state
 
-    def _step_function(self) -> Callable:
-        """The cell's own step with its per-sequence terms (transposed weights) made once, before
-        step 1, when the cell offers that split and has not replaced ``forward``; else the cell."""
+    def _step_function(self, steps, first, state) -> tuple[Callable, object]:
+        """(step, what it reads at each step). A built-in cell that has not replaced ``forward``
+        gets its per-sequence terms (transposed weights) made once, before step 1; given the whole
+        sequence as one array, it also projects every step's input at once, x W_ih^T + b as one
+        (T B, I) matmul, and step t reads row t of that. Any other cell is called as it is."""
         cell = self.cell
-        if isinstance(cell, RNNCellBase) and type(cell).forward is RNNCellBase.forward:
-            shared = cell.shared_terms()
-            return lambda x, state: cell.step(shared, x, state)
-        return cell
+        if not (isinstance(cell, RNNCellBase) and type(cell).forward is RNNCellBase.forward):
+            return cell, steps
+        shared = cell.shared_terms()
+        if isinstance(steps, list):
+            return (lambda x, state: cell.step(shared, x, state)), steps
+        cell._check(first, hidden_of(state))
+        return (lambda projected, state: cell.recur(shared, projected, state)), cell.project(shared, steps)
 
     def _initial_state(self, first_step):
         initial_state = getattr(self.cell, "initial_state", None)
