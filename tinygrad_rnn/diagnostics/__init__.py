@@ -13,3 +13,7 @@ __all__ = [
     "step_jacobian", "step_jacobian_norms", "gradient_norms", "clip_events", "trace_nonfinite",
     "NonfiniteOrigin", "NonfiniteReport", "verdict", "plot_gradient_norms",
 ]
+
+from tinygrad_rnn.diagnostics.monitor import Monitor  # noqa: E402
+
+__all__ += ["Monitor"]
