@@ -225,3 +225,33 @@ def test_summary_names_the_first_nonfinite_iteration_and_op():
         loss.backward()
     monitor.after_backward(loss)
     assert "iteration 0" in monitor.summary() and "'log'" in monitor.summary()
+
+
+def test_plot_labels_the_heatmap_by_layer_when_the_states_are_layers(tmp_path):
+    pytest.importorskip("matplotlib")
+    layers = [nn.Linear(2, 2, rng=k) for k in range(3)]
+    monitor = Monitor({f"layer{k}.weight": layer.weight for k, layer in enumerate(layers)}, state_axis="layer")
+    a = tg.Value(np.ones((4, 2)))
+    outputs = [a]
+    for layer in layers:
+        outputs.append(layer(outputs[-1]).sigmoid())
+    loss = outputs[-1].sum()
+    loss.backward()
+    monitor.after_backward(loss, outputs)
+    figure = monitor.plot(tmp_path / "layers.png")
+    assert any("each layer" in axes.get_title() for axes in figure.axes)
+    with pytest.raises(ValueError, match="state_axis"):
+        Monitor([a], state_axis="depth")
+
+
+def test_nonfinite_text_keeps_the_numbers_of_the_iteration_it_was_found_in():
+    a = tg.Value(np.array([-1.0, 2.0]), name="a")
+    monitor = Monitor([a])
+    with np.errstate(all="ignore"):
+        loss = a.log().sum()
+        loss.backward()
+    monitor.after_backward(loss)
+    text = monitor.nonfinite_text
+    assert "log" in text and "range [-1, 2]" in text
+    a.data[:] = 5.0  # an optimiser writing in place afterwards
+    assert monitor.nonfinite_text == text

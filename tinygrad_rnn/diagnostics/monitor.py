@@ -91,10 +91,18 @@ class Monitor:
     - ``step_grad_norms``: list of [||dL/ds_0||, ..., ||dL/ds_T||] when states were given, else None;
     - ``first_nonfinite``: the first iteration whose loss or parameter gradients held NaN or Inf
       (None while there is none), ``nonfinite_report`` the ``trace_nonfinite`` report of that
-      iteration's graph (``nonfinite_op`` the name of the op it blames).
+      iteration's graph (``nonfinite_op`` the name of the op it blames, ``nonfinite_text`` the
+      report as text, written when it was found: an optimiser updating weights in place afterwards
+      would change the numbers the live report prints).
+
+    ``state_axis`` names what the states are steps of, for the plot: "time step" (an unrolled RNN's
+    [s_0, ..., s_T]) or "layer" (a deep net's layer outputs [a_0, ..., a_L]).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, state_axis: str = "time step"):
+        if state_axis not in ("time step", "layer"):
+            raise ValueError(f"Monitor: state_axis must be 'time step' or 'layer', got {state_axis!r}")
+        self.state_axis = state_axis
         self.parameters = _named_parameters(model)
         self.losses: list[float] = []
         self.grad_norms: dict[str, list] = {name: [] for name in self.parameters}
@@ -102,6 +110,7 @@ class Monitor:
         self.step_grad_norms: list[list | None] = []
         self.first_nonfinite: int | None = None
         self.nonfinite_report: NonfiniteReport | None = None
+        self.nonfinite_text: str | None = None
         self._before: dict[str, np.ndarray] | None = None
 
     @property
@@ -137,6 +146,8 @@ class Monitor:
         if not finite and self.first_nonfinite is None:
             self.first_nonfinite = iteration
             self.nonfinite_report = trace_nonfinite(loss)
+            with np.errstate(all="ignore"):
+                self.nonfinite_text = str(self.nonfinite_report)
         # A copy: optimisers update parameters in place, and the ratio needs the weights before.
         self._before = {name: np.array(p.data, dtype=np.float64) for name, p in self.parameters.items()}
 
@@ -204,6 +215,12 @@ def _positive_series(values: Sequence) -> tuple[list[int], list[float]]:
     return [i for i, _ in pairs], [v for _, v in pairs]
 
 
+def _widen_if_flat(axes, values: list) -> None:
+    """A log axis over a single value (one iteration) gets a decade either side instead of a warning."""
+    if values and min(values) == max(values):
+        axes.set_ylim(values[0] / 10, values[0] * 10)
+
+
 def _plot(monitor: Monitor, path, title):
     Figure = _import_figure()
     from matplotlib import colormaps
@@ -216,7 +233,8 @@ def _plot(monitor: Monitor, path, title):
 
     # The loss, with the first non-finite iteration marked.
     iterations, losses = _positive_series(monitor.losses)
-    loss_axes.semilogy(iterations, losses, color="black", lw=1.2, label="loss")
+    loss_axes.semilogy(iterations, losses, ".-" if len(losses) < 30 else "-", color="black", lw=1.2, label="loss")
+    _widen_if_flat(loss_axes, losses)
     loss_axes.set_xlabel("iteration")
     loss_axes.set_ylabel("loss (log scale)")
     loss_axes.set_title("loss per iteration")
@@ -234,6 +252,8 @@ def _plot(monitor: Monitor, path, title):
     for k, name in enumerate(names):
         xs, ys = _positive_series(monitor.update_ratios[name])
         ratio_axes.semilogy(xs, ys, color=colours(norm(k)) if len(names) > 1 else "tab:blue", lw=1.1, label=name)
+    ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name])[1]]
+    _widen_if_flat(ratio_axes, ratios or [HEALTHY_RATIO])
     ratio_axes.axhline(HEALTHY_RATIO, color="grey", ls=":", lw=1, label="1e-3, the usual healthy size")
     ratio_axes.set_xlabel("iteration")
     ratio_axes.set_ylabel("||update|| / ||parameter||")
@@ -249,9 +269,10 @@ def _plot(monitor: Monitor, path, title):
     # Gradient norm per time step and iteration.
     rows = monitor.step_grad_norms
     length = max((len(r) for r in rows if r is not None), default=0)
-    heat_axes.set_title("||dL/ds_t||, the gradient reaching each time step, per iteration")
+    symbol = "s_t" if monitor.state_axis == "time step" else "a_l"
+    heat_axes.set_title(f"||dL/d{symbol}||, the gradient reaching each {monitor.state_axis}, per iteration")
     if length == 0:
-        heat_axes.text(0.5, 0.5, "no states given to after_backward", ha="center", va="center",
+        heat_axes.text(0.5, 0.5, "no states given to after_backward(loss, states)", ha="center", va="center",
                        transform=heat_axes.transAxes, color="grey")
         heat_axes.set_axis_off()
     else:
@@ -262,10 +283,12 @@ def _plot(monitor: Monitor, path, title):
                     grid[i, t] = math.log10(value)
         image = heat_axes.imshow(grid, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
                                  extent=(-0.5, length - 0.5, -0.5, len(rows) - 0.5))
-        heat_axes.set_xlabel("time step t (s_0 is the initial state)")
+        heat_axes.set_xlabel("time step t (s_0 is the initial state)" if monitor.state_axis == "time step"
+                             else "layer l (a_0 is the input)")
         heat_axes.set_ylabel("iteration")
+        heat_axes.grid(False)
         bar = figure.colorbar(image, ax=heat_axes, pad=0.01)
-        bar.set_label("log10 ||dL/ds_t|| (blank: zero, none or NaN/Inf)", fontsize=8)
+        bar.set_label(f"log10 ||dL/d{symbol}|| (blank: zero, none or NaN/Inf)", fontsize=8)
     if path is not None:
         figure.savefig(path, dpi=110)
     return figure
