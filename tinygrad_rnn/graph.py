@@ -42,10 +42,6 @@ class Edge:
     def _inputs(self) -> list:
         return [p.data for p in self.child.parents]
 
-    def local_gradient(self):
-        """The op's local derivative for this input, in its compact form (see tinygrad_rnn/ops)."""
-        return self.child.op.local(self.child.data, *self._inputs())[self.position]
-
     def derivative(self) -> float:
         """The exact d(child)/d(parent) of a scalar edge (both ends single numbers)."""
         if self.child.size != 1 or self.parent.size != 1:
@@ -57,7 +53,7 @@ class Edge:
 
     def jacobian_norm(self) -> float:
         """Spectral norm of d(child)/d(parent): the most this edge can stretch a gradient."""
-        return self.child.op.jacobian_norm(self.position, self.child.data, *self._inputs())
+        return self.child.op.jacobian_norm(self.position, self.child.data, self._inputs())
 
     def contribution(self, grad=None):
         """The gradient this edge passes to its parent when the child's gradient is ``grad``:
@@ -67,7 +63,7 @@ class Edge:
             if self.child.grad is None:
                 return None
             grad = raw(self.child.grad)
-        return self.child.op.vjp(self.position, grad, self.child.data, *self._inputs())
+        return self.child.op.vjp(self.position, grad, self.child.data, self._inputs())
 
     def observed_gain(self) -> float | None:
         """||contribution to parent|| / ||gradient of child||, after a backward pass; along a chain
