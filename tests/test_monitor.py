@@ -114,7 +114,8 @@ def test_first_nonfinite_keeps_the_first_iteration_not_the_latest():
 
 
 def test_step_grad_norms_are_the_hand_derived_bptt_of_a_linear_scalar_rnn():
-    # h_t = w h_{t-1} + x_t, L = h_T: dL/dh_t = w^(T - t), so the norms are w^T, ..., w, 1.
+    # h_t = w h_{t-1} + x_t, L = h_T: dL/dh_t = w^(T - t), so the norms are w^T, ..., w, 1 (for the
+    # constant h_0, what step 1 sends it).
     w, T = tg.Value(0.7, name="w"), 6
     monitor = Monitor([w])
     h = h0 = tg.Value(0.0, requires_grad=False)
@@ -124,12 +125,10 @@ def test_step_grad_norms_are_the_hand_derived_bptt_of_a_linear_scalar_rnn():
         states.append(h)
     h.backward()
     monitor.after_backward(h, states)
-    expected = [None] + [0.7 ** (T - t) for t in range(1, T + 1)]  # h_0 is a constant: no gradient
-    assert monitor.step_grad_norms[0][0] is None
-    np.testing.assert_allclose(monitor.step_grad_norms[0][1:], expected[1:], rtol=1e-12)
+    np.testing.assert_allclose(monitor.step_grad_norms[0], [0.7 ** (T - t) for t in range(T + 1)], rtol=1e-12)
 
 
-def test_step_grad_norms_join_an_lstm_state_pair_into_one_vector():
+def test_step_grad_norms_of_an_lstm_are_the_gradient_from_outside_each_step_over_h_and_c():
     cell = nn.LSTMCell(2, 3, rng=0)
     state = cell.initial_state(2)
     states = [state]
@@ -141,7 +140,10 @@ def test_step_grad_norms_join_an_lstm_state_pair_into_one_vector():
     monitor = Monitor(cell)
     monitor.after_backward(loss, states)
     for (h, c), norm in zip(states[1:], monitor.step_grad_norms[0][1:]):
-        assert norm == pytest.approx(math.sqrt(np.sum(h.grad**2) + np.sum(c.grad**2)), rel=1e-12)
+        # Step t itself sends c_t the part h_t = o tanh(c_t) passes back: dL/dh_t o (1 - tanh^2 c_t).
+        o = h.data / np.tanh(c.data)
+        from_outside_c = c.grad - h.grad * o * (1 - np.tanh(c.data) ** 2)
+        assert norm == pytest.approx(math.sqrt(np.sum(h.grad**2) + np.sum(from_outside_c**2)), rel=1e-9)
 
 
 def test_monitor_names_a_modules_parameters_in_model_order():
@@ -255,3 +257,17 @@ def test_nonfinite_text_keeps_the_numbers_of_the_iteration_it_was_found_in():
     assert "log" in text and "range [-1, 2]" in text
     a.data[:] = 5.0  # an optimiser writing in place afterwards
     assert monitor.nonfinite_text == text
+
+
+@pytest.mark.parametrize("make_cell", [lambda: nn.RNNCell(2, 3, rng=0), lambda: nn.LSTMCell(2, 3, rng=0),
+                                       lambda: nn.GRUCell(2, 3, rng=0)], ids=["rnn", "lstm", "gru"])
+def test_step_grad_norms_are_the_grad_norms_of_diagnostics_steps(make_cell):
+    cell = make_cell()
+    xs = np.random.default_rng(2).normal(size=(5, 2, 2))
+    outputs, states = nn.RNN(cell)(xs, return_states=True)
+    loss = sum((h * h).sum() for h in outputs[2:])  # losses at several steps
+    loss.backward()
+    monitor = Monitor(cell)
+    monitor.after_backward(loss, states)
+    expected = [row.grad_norm for row in diagnostics.steps(loss, states)]
+    np.testing.assert_allclose(monitor.step_grad_norms[0], expected, rtol=1e-12)
