@@ -32,11 +32,19 @@ def lesson_files():
 
 
 def test_every_lesson_file_is_tested_here():
-    tested = {"01_bptt_sum", "02_saturation", "03_cells_and_inits", "04_cliff", "05_clipping",
-              "06_spectral_radius", "07_batch_norm", "08_depth", "09_monitor"}
-    assert set(lesson_files()) <= tested
-    assert {"02_saturation", "04_cliff", "05_clipping", "06_spectral_radius", "08_depth",
-            "09_monitor"} <= set(lesson_files())
+    assert lesson_files() == ["01_bptt_sum", "02_saturation", "03_cells_and_inits", "04_cliff", "05_clipping",
+                              "06_spectral_radius", "07_batch_norm", "08_depth", "09_monitor"]
+
+
+def test_lesson_1_per_step_contributions_add_up_to_the_shared_gradient(tmp_path):
+    result = run("01_bptt_sum", tmp_path)
+    untrained, near = result["runs"].values()
+    for r in (untrained, near):
+        np.testing.assert_allclose(sum(r["contributions"]), r["grad"], rtol=1e-10, atol=1e-15)
+    first, last = (np.linalg.norm(untrained["contributions"][k]) for k in (0, -1))
+    assert first < 1e-2 * last  # untrained: the early steps barely count
+    assert near["loss"] < 1e-3 * untrained["loss"]
+    assert max(np.linalg.norm(c) for c in near["contributions"]) < 0.1 * last
 
 
 def test_lesson_2_saturation_gradient_is_the_product_of_local_derivatives(tmp_path):
@@ -47,6 +55,13 @@ def test_lesson_2_saturation_gradient_is_the_product_of_local_derivatives(tmp_pa
     assert runs[("tanh", "small inputs")]["dL/dh_0"] > 0.5
     assert runs[("tanh", "large inputs")]["dL/dh_0"] < 1e-6
     assert runs[("sigmoid", "small inputs")]["dL/dh_0"] <= 0.25**3
+
+
+def test_lesson_3_irnn_keeps_the_gradient_that_the_default_tanh_rnn_loses(tmp_path):
+    result = run("03_cells_and_inits", tmp_path)
+    factors = result["factors"]
+    assert factors["tanh RNN"] < 1e-3 * factors["IRNN (ReLU, W_hh = I)"]
+    assert factors["LSTM, state (h, c)"] < factors["LSTM, forget-gate bias 2, state (h, c)"]
 
 
 def test_lesson_4_cliff_throws_plain_sgd_and_not_the_clipped_run(tmp_path, capsys):
@@ -77,6 +92,14 @@ def test_lesson_6_crossing_interpolates_in_log_space():
     lesson = importlib.import_module("06_spectral_radius")
     assert lesson.crossing(np.array([1.0, 2.0]), np.array([0.1, 10.0])) == pytest.approx(1.5)
     assert lesson.crossing(np.array([1.0, 2.0]), np.array([2.0, 10.0])) is None
+
+
+def test_lesson_7_batch_norm_gains_do_not_depend_on_the_scale_of_w_hh(tmp_path):
+    numbers = run("07_batch_norm", tmp_path)["numbers"]
+    bn = [n["gain"] for (kind, _), n in numbers.items() if kind == "batch norm"]
+    plain = [n["gain"] for (kind, _), n in numbers.items() if kind == "plain"]
+    assert max(bn) - min(bn) < 0.02 and max(plain) / min(plain) > 3
+    assert all(n["methods"] == (["full"] if kind == "batch norm" else ["rows"]) for (kind, _), n in numbers.items())
 
 
 def test_lesson_8_deeper_sigmoid_nets_lose_more_of_the_gradient(tmp_path):
