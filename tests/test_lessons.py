@@ -120,6 +120,7 @@ def test_lesson_9_monitor_sees_vanishing_and_exploding(tmp_path):
     assert vanishing.first_nonfinite is None
     assert exploding.first_nonfinite is not None and exploding.nonfinite_op is not None
     assert all(math.isfinite(x) for x in exploding.losses[: exploding.first_nonfinite])
+    assert result["clipped"].first_nonfinite is None
 
 
 @pytest.mark.parametrize("args", [["--quick", "--bogus"], ["--out"]])
