@@ -288,20 +288,62 @@ def test_path_view_flags_products_beyond_the_thresholds(factor, flag):
     assert source.count(f"<B>{flag}</B>") == 2
 
 
-def test_path_view_tensor_bound_is_at_least_the_true_gradient_norm():
+def test_path_view_shows_the_exact_norm_on_the_output_and_a_true_bound_on_every_tensor_node():
     rng = np.random.default_rng(3)
     W = Value(rng.normal(size=(5, 5)) * 0.5, name="W")
     h0 = Value(rng.normal(size=(1, 5)), name="h0")
-    h = h0
+    hs = [h0]
     for t in range(1, 4):
         with tg.scope(f"t={t}"):
-            h = (h @ W).tanh()
-    loss = h.sum()
+            hs.append((hs[-1] @ W).tanh())
+    loss = hs[-1].sum()
     loss.backward()
     graph = walk(loss)
-    source = draw_path(loss, h0).source
-    bound = float(re.search(r"∏‖J‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
-    assert bound >= np.linalg.norm(h0.grad) * (1 - 1e-2)  # 3 significant digits shown
+    source = draw_path(loss, h0, digits=17).source
+    exact = float(re.search(r"‖∂/∂h0‖ = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
+    assert exact == pytest.approx(np.linalg.norm(h0.grad), rel=1e-12)
+
+    def forward(h):  # numpy, for the true Jacobian of each h_t with respect to h_0
+        out = [h]
+        for _ in range(3):
+            out.append(np.tanh(out[-1] @ W.data))
+        return out
+
+    eps = 1e-6
+    for t in range(1, 4):
+        columns = []
+        for k in range(5):
+            up, down = h0.data.copy(), h0.data.copy()
+            up[0, k] += eps
+            down[0, k] -= eps
+            columns.append((forward(up)[t] - forward(down)[t]).ravel() / (2 * eps))
+        true_norm = np.linalg.norm(np.stack(columns, axis=1), 2)
+        bound = float(re.search(r"‖∂/∂h0‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(hs[t]))).group(1))
+        assert bound >= true_norm * (1 - 1e-2)  # 3 significant digits shown
+
+
+def test_path_view_adds_parallel_paths_so_its_figure_is_a_true_bound():
+    x = Value(np.array([1.0, -2.0]), name="x")
+    total = x * 2.0 + x * 3.0
+    y = total.sum()
+    y.backward()
+    graph = walk(y)
+    source = draw_path(y, x).source
+    assert "‖∂/∂x‖ = 7.071" in _annotation(source, graph.nodes.index(y))  # ||dy/dx|| = ||(5, 5)||
+    assert np.linalg.norm(x.grad) == pytest.approx(7.0710678)
+    assert "‖∂/∂x‖ ≤ 5<" in _annotation(source, graph.nodes.index(total))  # 2 + 3 over the two paths
+
+
+def test_path_view_shows_an_exact_zero_as_zero_never_as_vanishing():
+    x = Value(np.array([1.0, 2.0]), name="x")
+    y = (x * 0.0).sum()
+    y.backward()
+    source = draw_path(y, x).source
+    assert "‖∂/∂x‖ = 0<" in source and "∂/∂x = 0<" in source and "vanishing</B>" not in source
+    a = Value(1.5, name="a")
+    z = a * 0.0 + 1.0
+    source = draw_path(z, a).source
+    assert "∂/∂a = 0<" in source and "vanishing</B>" not in source
 
 
 def test_path_view_rejects_a_source_the_output_does_not_depend_on():
