@@ -21,7 +21,7 @@ from picture_helpers import HAS_DOT, attribute_lists, cluster_members, dot_token
 import tinygrad_rnn as tg
 from tinygrad_rnn import Value, nn
 from tinygrad_rnn.clip import clip_norm
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import time_step, walk
 from visualize import GraphTooLarge, draw_graph, draw_path, draw_steps, render, style, to_json
 from visualize.cli import main as cli_main
 
@@ -85,7 +85,7 @@ def test_compact_op_view_puts_each_op_in_its_output_box_with_the_same_edge_label
     graph = walk(loss)
     source = draw_graph(loss, compact=True, digits=17).source
     assert not re.search(r"^\s*o\d+ \[", source, flags=re.M)  # no separate op nodes
-    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*v(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
+    found = re.findall(r"^\s*v(\d+)(?:_[tr]\d+)?\s*->\s*v(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
     assert len(found) == len(graph.edges)
     for parent_index, child_index, label in found:
         child, parent = graph.nodes[int(child_index)], graph.nodes[int(parent_index)]
@@ -110,19 +110,27 @@ def test_tensor_edges_show_jacobian_norm_and_observed_gain():
 # ---- op view: structure -------------------------------------------------------------------------
 
 
-def test_one_cluster_per_time_step_in_time_order():
+def _step_clusters(source: str) -> list[set]:
+    """The node ids of each time-step cluster, in time order (t = 1 first)."""
+    found = {int(re.search(r"t = (\d+)", label).group(1)): ids for label, ids in cluster_members(source)
+             if "t = " in label}
+    assert sorted(found) == list(range(1, len(found) + 1))
+    return [found[t] for t in sorted(found)]
+
+
+def test_one_cluster_per_time_step():
     loss, states, _ = scalar_rnn(steps=5)
     source = draw_graph(loss).source
     graph = walk(loss)
-    steps = [(label, ids) for label, ids in cluster_members(source) if "t = " in label]
-    assert [re.search(r"t = (\d+)", label).group(1) for label, _ in steps] == ["1", "2", "3", "4", "5"]
+    steps = _step_clusters(source)
+    assert len(steps) == 5
     for index, node in enumerate(graph.nodes):
         if node.scope:
-            t = int(node.scope.split("=")[1])
-            assert f"v{index}" in steps[t - 1][1], (node, t)
+            t = time_step(node).t
+            assert f"v{index}" in steps[t - 1], (node, t)
     for t in range(1, 6):  # each input x_t sits in the step that reads it
         x = next(i for i, n in enumerate(graph.nodes) if n.name == f"x_{t}")
-        assert f"v{x}" in steps[t - 1][1]
+        assert f"v{x}" in steps[t - 1]
 
 
 def test_shared_parameter_drawn_once_with_a_use_in_every_step():
@@ -134,8 +142,7 @@ def test_shared_parameter_drawn_once_with_a_use_in_every_step():
     shared = [ids for label, ids in cluster_members(source) if "shared parameters" in label]
     assert len(shared) == 1 and f"v{index}" in shared[0]
     assert len(re.findall(rf"^\s*v{index} \[", source, flags=re.M)) == 1  # drawn once
-    steps = [ids for label, ids in cluster_members(source) if "t = " in label]
-    assert all(f"v{index}_t{t}" in ids for t, ids in enumerate(steps, 1))
+    assert all(f"v{index}_t{t}" in ids for t, ids in enumerate(_step_clusters(source), 1))
     assert "shared by 3 steps" in source
     # Each step's share of the gradient, shown on its copy, adds up to the total w.grad.
     shares = [float(x) for x in re.findall(rf'v{index}_t\d+ \[label=<.*?grad ([-\d.e]+)<', source)]
