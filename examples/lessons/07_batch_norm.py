@@ -59,7 +59,7 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
                      "methods": sorted({r.bound_method for r in rows[1:]})} for key, (_, _, rows) in runs.items()}
     shown = {f"{kind}, W_hh scale {scale:g}": runs[(kind, scale)][:2] for kind in ("plain", "batch norm")
              for scale in (SCALES[0], SCALES[-1])}
-    picture = compare_steps(shown, per_row=steps, title="Plain tanh cell against the recurrent batch-norm cell, "
+    picture = compare_steps(shown, per_row=15, title="Plain tanh cell against the recurrent batch-norm cell, "
                             "W_hh small and large; batch-norm bounds over the whole batch state")
     paths = lc.save_graph(picture, out, "07_batch_norm_steps") + _plot(runs, numbers, out)
 

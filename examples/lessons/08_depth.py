@@ -5,7 +5,7 @@ Each net is ``depth`` Linear(32, 32) layers with PyTorch's default initialisatio
 one, and a linear read-out; the loss is the mean squared error to random targets on a batch of 64. After
 one backward pass we read ||dL/dW_l|| for each layer's weight and ||dL/da_l|| for each layer's output
 a_l: the same chain rule as backpropagation through time, with layers in place of time steps (and a
-different weight at each layer).
+different weight at each layer). The step view draws it so, ``compare_steps(..., axis="layer")``.
 
 Run: python examples/lessons/08_depth.py [--quick] [--out DIR]
 """
@@ -16,6 +16,7 @@ import lessons_common as lc
 import numpy as np
 
 from tinygrad_rnn import Value, nn
+from visualize import compare_steps
 
 WIDTH, BATCH = 32, 64
 
@@ -56,6 +57,11 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     relu = gradients_per_layer(depths[-1], "relu")
     relu_he = gradients_per_layer(depths[-1], "relu", he_init=True)
     paths = _plot(runs, {"tanh": tanh, "ReLU": relu, "ReLU, He init": relu_he}, out)
+    # The step view with layers in place of time steps: each edge is what one layer did to the gradient.
+    picture = compare_steps({f"{depth} sigmoid layers": (run["loss"], run["outputs"]) for depth, run in runs.items()},
+                            axis="layer", per_row=max(depths),
+                            title="The step view over layers: the gradient on its way back through each net")
+    paths += lc.save_graph(picture, out, "08_depth_layers")
 
     sentences = []
     for depth, run in runs.items():
