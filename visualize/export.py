@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import time_step, walk
 from tinygrad_rnn.value import Value
 from visualize.labels import measure
-from visualize.layout import time_step
 
 __all__ = ["to_json", "graph_dict", "FORMAT"]
 
@@ -71,7 +70,7 @@ def graph_dict(root, data_limit: int = 64) -> dict:
     ids = {node: i for i, node in enumerate(graph.nodes)}
     nodes = []
     for node in graph.nodes:
-        step = time_step(node.scope)
+        step = time_step(node)
         nodes.append({
             "id": ids[node], "name": node.name, "op": node.op.name if node.op is not None else None,
             "op_repr": repr(node.op) if node.op is not None else None, "scope": node.scope,

@@ -1,5 +1,7 @@
 """What the op view writes on its nodes: data summaries, gradients, op symbols, names, notes.
 
+Everything returned here is plain text; the caller escapes it for the label it lands in.
+
 Also ``measure``, which asks an edge for a number without letting one singular edge (log at 0)
 stop the whole picture.
 """
@@ -8,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_rnn import graph
 from tinygrad_rnn.value import Value
 from visualize import style
 
 __all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
-           "is_truncated"]
+           "is_truncated", "op_symbol", "index_text"]
 
 # How ops are written on their node; anything else shows its name.
 SYMBOLS = {
@@ -27,7 +30,7 @@ def summary(data, digits: int) -> str:
     array = np.asarray(data)
     if array.size == 1:
         return style.number(array.reshape(()).item(), digits)
-    if array.size <= 3:
+    if array.size <= 2:  # wider vectors: their range (the full data is in the tooltip)
         return "[" + ", ".join(style.number(v, 2) for v in array.ravel()) + "]"
     if array.size == 0:
         return "empty"
@@ -56,10 +59,65 @@ def measure(method) -> float | None:
             return float("nan")
 
 
+def index_text(index) -> str:
+    """An index as a reader writes it: ``[..., 3:6]``, ``[2]``; an integer or boolean array (fancy
+    indexing, as cross-entropy picks each row's target) reads ``⟨4 indices⟩`` or ``⟨4×3 mask⟩``,
+    never numpy's repr of the array."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return "[" + ", ".join(_index_part(p) for p in parts) + "]"
+
+
+def _index_part(part) -> str:
+    if part is Ellipsis:
+        return "…"
+    if part is None:
+        return "new axis"
+    if isinstance(part, slice):
+        text = f"{'' if part.start is None else part.start}:{'' if part.stop is None else part.stop}"
+        return text + (f":{part.step}" if part.step is not None else "")
+    if isinstance(part, (int, np.integer)):
+        return str(int(part))
+    array = np.asarray(part)
+    if array.dtype == bool:
+        return f"⟨{shape_text(array.shape) or 1} mask⟩"
+    return f"⟨{array.size} {'index' if array.size == 1 else 'indices'}⟩"
+
+
+def _param_text(value) -> str:
+    """An op parameter for a tooltip: arrays summarised by shape, never printed whole."""
+    if isinstance(value, np.ndarray):
+        return f"⟨{shape_text(value.shape) or 'scalar'} array⟩"
+    if isinstance(value, float):
+        return style.number(value, 4)
+    return repr(value)
+
+
+def op_symbol(op) -> str:
+    """How an op is written on its node (plain text)."""
+    symbol = SYMBOLS.get(op.name, op.name)
+    if op.name == "pow":
+        return "x^y" if op.exponent is None else f"x^{style.number(op.exponent, 3)}"
+    if op.name in ("sum", "max") and getattr(op, "axis", None) is not None:
+        return f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
+    if op.name == "sum":
+        return "Σ"
+    if op.name in ("getitem", "scatter_add"):
+        return ("scatter + " if op.name == "scatter_add" else "") + index_text(op.index)
+    if op.name in ("reshape", "broadcast_to"):
+        return f"{symbol} {shape_text(op.shape)}"
+    return symbol
+
+
 def formula(op) -> str:
-    """The op's forward and derivative, from the first line of its docstring (``tanh: y = ...``)."""
+    """The op and its parameters, then its forward and derivative from the first line of its
+    docstring (``tanh: y = ...``): the tooltip of an op node."""
+    if op.name in ("getitem", "scatter_add"):
+        head = f"{op.name}{index_text(op.index)}"
+    else:
+        params = {k: v for k, v in vars(op).items() if not k.startswith("_")}
+        head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
     lines = (type(op).__doc__ or "").strip().splitlines()
-    return f"{op!r} · {lines[0]}" if lines else repr(op)
+    return f"{head} · {lines[0]}" if lines else head
 
 
 def display_name(node) -> str | None:
@@ -77,12 +135,12 @@ def display_name(node) -> str | None:
     return None
 
 
-def clip_note(node) -> dict | None:
-    """The clipping record a hook left on ``node.notes``, when it fired."""
-    notes = node.notes if isinstance(node.notes, dict) else {}
-    clip = notes.get("clip")
-    return clip if isinstance(clip, dict) and clip.get("fired") else None
+def clip_note(node) -> graph.ClipRecord | None:
+    """The record of a clipping hook on ``node``, when it fired."""
+    record = graph.clip_record(node)
+    return record if record is not None and record.fired else None
 
 
 def is_truncated(node) -> bool:
-    return isinstance(node.notes, dict) and bool(node.notes.get("truncated"))
+    """Whether ``node`` is a state detached on purpose (truncated BPTT)."""
+    return graph.is_cut(node)

@@ -7,6 +7,9 @@ Every weight starts as U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's default).
 
 There is no backward code here: a cell is a few primitives, and backpropagation through time is the
 backward pass over the chain of cells that ``RNN`` unrolls.
+
+Gates are computed inside a scope named after them (``scope("forget gate")``) and their outputs are
+named as in the equations (``f``, ``c``, ``h``), so pictures can show which edge is the forget gate's.
 """
 
 from __future__ import annotations
@@ -15,12 +18,27 @@ import math
 
 import numpy as np
 
+from tinygrad_rnn.autograd import scope
 from tinygrad_rnn.nn.init import generator
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value, as_value
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "hidden_of"]
+
+
+def _named(value: Value, name: str) -> Value:
+    value.name = name
+    return value
+
+
+def _rows_times(x, weight_t: Value, bias) -> Value:
+    """x weight_t + bias over the last axis of x, with any leading axes flattened into one."""
+    x = as_value(x)
+    lead = x.shape[:-1]
+    product = (x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x) @ weight_t
+    product = product if bias is None else product + bias
+    return product.reshape(*lead, -1) if len(lead) > 1 else product
 
 
 def hidden_of(state):
@@ -60,20 +78,14 @@ class RNNCellBase(Module):
     # them), and projects all T inputs with one matmul before step 1, as hand-written BPTT does.
 
     def shared_terms(self) -> tuple:
-        """(W_ih^T, W_hh^T, the bias added to the input's projection, the bias added to h W_hh^T);
-        here b_ih + b_hh and None (a bias left out is None)."""
+        """(W_ih^T, W_hh^T, b_ih + b_hh), or None for the bias sum when there are no biases."""
         bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
-        return self.weight_ih.T, self.weight_hh.T, bias, None
+        return self.weight_ih.T, self.weight_hh.T, bias
 
     def project(self, shared: tuple, x) -> Value:
-        """x W_ih^T + b for inputs of any leading shape: (B, I), (I,), or every step at once (T, B, I)
-        (as one (T B, I) matrix, so one matmul serves all steps)."""
-        weight_ih_t, _, bias, _ = shared
-        x = as_value(x)
-        lead = x.shape[:-1]
-        projected = (x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x) @ weight_ih_t
-        projected = projected if bias is None else projected + bias
-        return projected.reshape(*lead, -1) if len(lead) > 1 else projected
+        """x W_ih^T + (b_ih + b_hh), the input's part of the gates, for inputs of any leading shape:
+        (B, I), (I,), or every step at once, (T, B, I) (as one (T B, I) matrix: one matmul)."""
+        return _rows_times(x, shared[0], shared[2])
 
     def recur(self, shared: tuple, projected, state):
         raise NotImplementedError(f"{type(self).__name__}: a cell defines recur(shared, projected, state)")
@@ -111,24 +123,48 @@ class RNNCellBase(Module):
 
 
 class RNNCell(RNNCellBase):
-    """Elman's cell: h' = f(x W_ih^T + b_ih + h W_hh^T + b_hh), f = tanh, relu or sigmoid.
+    """Elman's cell: h' = f(x W_ih^T + b_ih + h W_hh^T + b_hh), with f chosen by ``nonlinearity``:
+
+        "tanh"        f(a) = tanh(a)                      f'(a) = 1 - f(a)^2, at most 1, near 0 once |a| > 3
+        "relu"        f(a) = max(a, 0)                    f'(a) = [a > 0]
+        "sigmoid"     f(a) = 1 / (1 + e^-a)               f'(a) = f(a) (1 - f(a)), at most 1/4
+        "leaky_relu"  f(a) = a if a > 0 else s a          f'(a) = 1 if a > 0 else s  (s = ``negative_slope``)
+        "identity"    f(a) = a                            f'(a) = 1  (a linear RNN)
+
+    PyTorch's RNNCell offers "tanh" and "relu"; the others use PyTorch's function names.
 
     Backpropagating one step multiplies the gradient by diag(f'(pre)) W_hh: through T steps, by a
-    product of T such matrices, which shrinks or grows geometrically (Bengio et al. 1994)."""
+    product of T such matrices, which shrinks or grows geometrically (Bengio et al. 1994). A
+    saturating f (tanh, sigmoid) makes the diagonal small; a non-saturating one (relu, leaky_relu,
+    identity) leaves W_hh alone to decide, which is why those go with a careful W_hh (IRNN: relu with
+    W_hh = I)."""
+
+    NONLINEARITIES = ("tanh", "relu", "sigmoid", "leaky_relu", "identity")
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
-                 rng=None, dtype=np.float64):
-        if nonlinearity not in ("tanh", "relu", "sigmoid"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh', 'relu' or 'sigmoid', got {nonlinearity!r}")
+                 rng=None, dtype=np.float64, negative_slope: float = 0.01):
+        if nonlinearity not in self.NONLINEARITIES:
+            names = ", ".join(repr(n) for n in self.NONLINEARITIES)
+            raise ValueError(f"RNNCell: nonlinearity must be one of {names}, got {nonlinearity!r}")
+        if nonlinearity == "leaky_relu" and not (isinstance(negative_slope, (int, float)) and negative_slope >= 0):
+            raise ValueError(f"RNNCell: negative_slope must be a number >= 0, got {negative_slope!r}")
         super().__init__(input_size, hidden_size, bias, rng, dtype)
-        self.nonlinearity = nonlinearity
+        self.nonlinearity, self.negative_slope = nonlinearity, float(negative_slope)
 
     def recur(self, shared: tuple, projected, h) -> Value:
-        _, weight_hh_t, _, _ = shared
-        return getattr(projected + h @ weight_hh_t, self.nonlinearity)()
+        return self.activation(projected + h @ shared[1])
+
+    def activation(self, pre: Value) -> Value:
+        """f(pre), the cell's nonlinearity, as one primitive op (none for "identity")."""
+        if self.nonlinearity == "identity":
+            return pre
+        if self.nonlinearity == "leaky_relu":
+            return pre.leaky_relu(self.negative_slope)
+        return getattr(pre, self.nonlinearity)()
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+        text = super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+        return text + (f", negative_slope={self.negative_slope:g}" if self.nonlinearity == "leaky_relu" else "")
 
 
 class LSTMCell(RNNCellBase):
@@ -155,14 +191,17 @@ class LSTMCell(RNNCellBase):
     def recur(self, shared: tuple, projected, state) -> tuple[Value, Value]:
         h, c = state
         H = self.hidden_size
-        _, weight_hh_t, _, _ = shared
-        gates = projected + h @ weight_hh_t
-        i = gates[..., :H].sigmoid()
-        f = gates[..., H : 2 * H].sigmoid()
-        g = gates[..., 2 * H : 3 * H].tanh()
-        o = gates[..., 3 * H :].sigmoid()
-        c_next = f * c + i * g
-        return o * c_next.tanh(), c_next
+        gates = projected + h @ shared[1]
+        with scope("input gate"):
+            i = _named(gates[..., :H].sigmoid(), "i")
+        with scope("forget gate"):
+            f = _named(gates[..., H : 2 * H].sigmoid(), "f")
+        with scope("cell candidate"):
+            g = _named(gates[..., 2 * H : 3 * H].tanh(), "g")
+        with scope("output gate"):
+            o = _named(gates[..., 3 * H :].sigmoid(), "o")
+        c_next = _named(f * c + i * g, "c")
+        return _named(o * c_next.tanh(), "h"), c_next
 
 
 class GRUCell(RNNCellBase):
@@ -179,15 +218,22 @@ class GRUCell(RNNCellBase):
     gates = 3
 
     def shared_terms(self) -> tuple:
-        """(W_ih^T, W_hh^T, b_ih, b_hh): the biases cannot be summed, b_hn sits inside r * (...)."""
-        return self.weight_ih.T, self.weight_hh.T, self.bias_ih, self.bias_hh
+        """(W_ih^T, W_hh^T): the biases cannot be summed, b_hn sits inside r * (...)."""
+        return self.weight_ih.T, self.weight_hh.T
+
+    def project(self, shared: tuple, x) -> Value:
+        """x W_ih^T + b_ih, the input's part of the gates (see RNNCellBase.project)."""
+        return _rows_times(x, shared[0], self.bias_ih)
 
     def recur(self, shared: tuple, projected, h) -> Value:
         H = self.hidden_size
-        _, weight_hh_t, _, bias_hh = shared
+        weight_hh_t, bias_hh = shared[1], self.bias_hh
         from_input = projected
         from_hidden = h @ weight_hh_t if bias_hh is None else h @ weight_hh_t + bias_hh
-        r = (from_input[..., :H] + from_hidden[..., :H]).sigmoid()
-        z = (from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid()
-        n = (from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh()
-        return (1.0 - z) * n + z * h
+        with scope("reset gate"):
+            r = _named((from_input[..., :H] + from_hidden[..., :H]).sigmoid(), "r")
+        with scope("update gate"):
+            z = _named((from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid(), "z")
+        with scope("new gate"):
+            n = _named((from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh(), "n")
+        return _named((1.0 - z) * n + z * h, "h")
