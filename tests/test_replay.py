@@ -11,6 +11,7 @@ from op_table import OPS
 import tinygrad_rnn as tg
 from tinygrad_rnn import nn, optim
 from tinygrad_rnn.clip import clip_norm
+from tinygrad_rnn.nn.batchnorm_rnn import BNRNNCell
 
 
 def assert_same_gradients(eager_params, replay_params):
@@ -72,6 +73,9 @@ class MinimalGatedCell(nn.Module):
 CELLS = {
     "rnn_tanh": lambda i, h, dtype: nn.RNNCell(i, h, rng=1, dtype=dtype),
     "rnn_relu": lambda i, h, dtype: nn.RNNCell(i, h, nonlinearity="relu", rng=1, dtype=dtype),
+    "rnn_leaky_relu": lambda i, h, dtype: nn.RNNCell(i, h, nonlinearity="leaky_relu", rng=1, dtype=dtype),
+    # Batch statistics per step (its running averages are a side effect, not replayed).
+    "batchnorm": lambda i, h, dtype: BNRNNCell(i, h, rng=1, dtype=dtype),
     "lstm": lambda i, h, dtype: nn.LSTMCell(i, h, rng=1, dtype=dtype),
     "gru": lambda i, h, dtype: nn.GRUCell(i, h, rng=1, dtype=dtype),
     "custom": lambda i, h, dtype: MinimalGatedCell(i, h, dtype),
