@@ -201,7 +201,7 @@ class Tape:
             if type(g) is np.ndarray:
                 # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
                 if entry is not None:
-                    g.flags.writeable = False
+                    g.setflags(write=False)
                 else:
                     if id(g) in handed_out or g.base is not None or not g.flags.writeable:
                         g = g.copy()

@@ -156,9 +156,12 @@ class Elementwise(Op, abstract=True):
 
     def vjp(self, k, grad, out, inputs):
         d = self.derivative(k, out, *inputs)
-        if type(d) is float and d == 1.0:  # add, and sub's first input: pass the gradient through
-            return unbroadcast(grad, shape_of(inputs[k]))
-        return unbroadcast(grad * d, shape_of(inputs[k]))
+        if not (type(d) is float and d == 1.0):  # add, and sub's first input: pass the gradient through
+            grad = grad * d
+        x = inputs[k]
+        if type(x) is float and type(grad) is float:  # a scalar graph has nothing to unbroadcast (-35%)
+            return grad
+        return unbroadcast(grad, shape_of(x))
 
     def jacobian_norm(self, k, out, inputs) -> float:
         # J = diag(d) B, where B copies each input element to its broadcast positions. J^T J is
