@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE, _run_hooks
-from tinygrad_rnn.ops import LazySum
+from tinygrad_rnn.ops import LazySum, Op
 from tinygrad_rnn.value import Value, _as_data, as_value
 
 __all__ = ["replay", "Replay", "Tape"]
@@ -65,59 +65,73 @@ class _Argument:
 class Tape:
     """One recording: slots 0..size-1 hold the data of every Value the loss depends on.
 
-    ``leaves``: (slot, Value, signature) read afresh per call; ``arguments``: (slot, position) of
-    the float arguments; ``ops``: the op instances by entry; ``forward``: (entry, input slots,
-    output slot) in the order they ran (entry -1 marks a ``detach``: the output is the input's data,
-    with no gradient); ``backward``: per node needing a gradient, in eager backward's order,
-    (slot, entry or None for a leaf, input slots, (input position, input slot) pairs that get a
-    gradient, the Value whose hooks run or None).
+    ``arguments``: (slot, position) of the float arguments; ``leaves``: (slot, Value, version,
+    signature), read afresh per call; ``ops``: the op instances by entry (None for a ``detach``,
+    whose output is its input's data, with no gradient); ``forward``: (entry, input slots, output
+    slot) in the order they ran. The backward pass is a list too: per node that needs a gradient,
+    in eager backward's order, (slot, vjp or None for a leaf, input slots, the (input position,
+    input slot) pairs that get a gradient, the Value whose hooks run or None, whether a LazySum may
+    arrive).
     """
 
     def __init__(self, records: list, loss: Value, arguments: list):
-        self.size, slot_of = 0, {}
-        self.leaves, self.arguments, self.ops, made = [], [], [], {}
+        self.size, slot_of, made = 0, {}, {}
 
         def slot(value) -> int:
             if id(value) not in slot_of:
                 slot_of[id(value)], self.size = self.size, self.size + 1
             return slot_of[id(value)]
 
-        positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
-        forward = []
+        recorded = []
         for op, inputs, output in records:
             ins = tuple(slot(v) for v in inputs)
-            made[slot(output)] = len(forward)
-            forward.append((op, ins, slot_of[id(output)]))
-        root = slot(loss)
+            made[slot(output)] = len(recorded)
+            recorded.append((op, ins, slot_of[id(output)]))
+        self.root = slot(loss)
         # Keep only what the loss depends on: walk the list backwards from it.
-        needed = {root}
-        for _, ins, out in reversed(forward):
+        needed = {self.root}
+        for _, ins, out in reversed(recorded):
             if out in needed:
                 needed.update(ins)
+        self.ops = [op for op, _, _ in recorded]
+        self.forward = [(entry, ins, out) for entry, (_, ins, out) in enumerate(recorded) if out in needed]
         values = {slot_of[id(v)]: v for _, inputs, _ in records for v in inputs}
-        values[root] = loss
-        self.forward = []
-        for entry, (op, ins, out) in enumerate(forward):
-            if out in needed:
-                self.forward.append((-1 if op is None else entry, ins, out))
-        self.ops = [op for op, _, _ in forward]
+        values[self.root] = loss
+        positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
+        self.arguments, self.leaves = [], []
         for s in sorted(needed - set(made)):
             if id(values[s]) in positions:
                 self.arguments.append((s, positions[id(values[s])]))
             else:
-                self.leaves.append((s, values[s], _signature(values[s])))
-        self.bindings = _bindings(self.ops, [entry for entry, _, _ in self.forward if entry >= 0], arguments)
+                self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
+        self.bindings = _bindings(self.ops, [entry for entry, _, _ in self.forward if self.ops[entry]], arguments)
         self._check_reached(arguments)
-        self.root = root
-        self.backward = []
+        inputs_of = {entry: ins for entry, ins, _ in self.forward}
+        self._backward = []  # (slot, entry or None for a leaf, input slots, flows, node with hooks)
         for node in reversed(autograd.topological_order([loss])):
             s = slot_of[id(node)]
-            hooked = node if node.hooks or node.op is None else None  # a leaf may get hooks later
-            if node.op is None:
-                self.backward.append((s, None, (), (), hooked))
+            if node.op is None:  # a leaf: kept, for its .grad and its hooks (read at each call)
+                self._backward.append((s, None, (), (), node))
                 continue
             flows = tuple((k, slot_of[id(p)]) for k, p in enumerate(node.parents) if p.requires_grad)
-            self.backward.append((s, made[s], forward[made[s]][1], flows, hooked))
+            self._backward.append((s, made[s], inputs_of[made[s]], flows, node if node.hooks else None))
+        self._calls = self._bound(self.ops)
+
+    def _bound(self, ops: list) -> tuple:
+        """The forward and backward lists with each op's methods looked up once (a replay's loops
+        then only index and call), and with each slot that may receive a LazySum marked."""
+        forward = [(_same if ops[entry] is None else ops[entry].forward, ins, out) for entry, ins, out in self.forward]
+        vjps, lazy = {}, set()
+        for _, entry, _, flows, _ in self._backward:
+            if entry is not None:
+                op = ops[entry]
+                # An op that adds up its vjp as it is: call vjp itself (one call fewer per gradient).
+                plain = type(op).vjp_term is Op.vjp_term
+                vjps[entry] = op.vjp if plain else op.vjp_term
+                if not plain:
+                    lazy.update(p for _, p in flows)
+        backward = [(s, vjps.get(entry), ins, flows, node, s in lazy) for s, entry, ins, flows, node in self._backward]
+        return forward, backward
 
     def _check_reached(self, arguments: list) -> None:
         """Every argument must reach a recorded op directly, or replaying with new data would
@@ -142,12 +156,12 @@ class Tape:
         """The Wengert list: one line per op, ``v14 = tanh(v13)``, after the arguments and the leaves
         (a leaf needs a gradient; a constant does not)."""
         lines = [f"v{s} = argument {p}" for s, p in self.arguments]
-        for s, leaf, _ in self.leaves:
+        for s, leaf, _, _ in self.leaves:
             kind = "leaf" if leaf.requires_grad else "constant"
             what = repr(leaf.data) if type(leaf.data) is float else f"{leaf.name or ''} {leaf.data.shape}".lstrip()
             lines.append(f"v{s} = {kind} {what}")
         for entry, ins, out in self.forward:
-            op = self.ops[entry] if entry >= 0 else None
+            op = self.ops[entry]
             call = f"{op.name if op else 'detach'}({', '.join(f'v{s}' for s in ins)})"
             params = ", ".join(f"{k}={v}" for k, v in op.params().items()) if op else ""
             lines.append(f"v{out} = {call}" + (f"    {params}" if params else ""))
@@ -156,63 +170,79 @@ class Tape:
     def run(self, arrays: tuple) -> float | None:
         """Forward and backward along the tape; None when a leaf changed its kind (record again)."""
         data = [None] * self.size
-        for s, leaf, signature in self.leaves:
-            if _signature(leaf) != signature:
-                return None
-            data[s] = leaf.data
+        for i, (s, leaf, version, signature) in enumerate(self.leaves):
+            if leaf._version != version or leaf.requires_grad is not signature[0]:  # assigned since
+                if _signature(leaf) != signature:
+                    return None
+                self.leaves[i] = (s, leaf, leaf._version, signature)
+            data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
-        ops = self.ops
-        if self.bindings:
-            ops = list(ops)
-            for entry, name, template in self.bindings:
-                ops[entry] = copy.copy(ops[entry])
-                setattr(ops[entry], name, _fill(template, arrays))
-        for entry, ins, out in self.forward:
-            if entry < 0:
-                data[out] = data[ins[0]]  # a detach: the same data, cut from the gradient
-                continue
-            try:
-                data[out] = ops[entry].forward(*[data[s] for s in ins])
-            except (ValueError, IndexError, TypeError) as error:
-                raise type(error)(f"replay: {ops[entry].name}, op {entry} of the tape: {error}") from None
-        loss = data[self.root]
-        self._backward(data, ops, loss)
-        return float(np.asarray(loss).reshape(()))
-
-    def _backward(self, data: list, ops: list, loss) -> None:
-        """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order,
-        the same hooks, the same additions, so the same floats."""
-        grads = [None] * self.size
-        seed = 1.0 if type(loss) is float else np.ones_like(loss)
-        grads[self.root] = seed
-        handed_out = {id(seed)}
-        for s, entry, ins, flows, node in self.backward:
-            g = grads[s]
-            if g is None:
-                continue
-            grads[s] = None
-            if isinstance(g, LazySum):
-                g = g.total()
-            if node is not None and node.hooks:
-                if node.op is not None:
-                    node.data = data[s]  # the hook's node shows this call's value
-                g = _run_hooks(node, g)
-            if type(g) is np.ndarray:
-                # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
-                if entry is not None:
-                    g.setflags(write=False)
+        forward, backward = self._calls if not self.bindings else self._bound(self._rebound(arrays))
+        try:
+            for call, ins, out in forward:
+                # One and two inputs spelled out: no list to build (as in value.apply).
+                if len(ins) == 2:
+                    data[out] = call(data[ins[0]], data[ins[1]])
+                elif len(ins) == 1:
+                    data[out] = call(data[ins[0]])
                 else:
-                    if id(g) in handed_out or g.base is not None or not g.flags.writeable:
-                        g = g.copy()
-                    handed_out.add(id(g))
-            if entry is None:  # a leaf
-                node.grad = g if node.grad is None else node.grad + g
-                continue
-            op, out, inputs = ops[entry], data[s], [data[i] for i in ins]
-            for k, parent in flows:
-                contribution = op.vjp_term(k, g, out, inputs)
-                grads[parent] = contribution if grads[parent] is None else grads[parent] + contribution
+                    data[out] = call(*[data[i] for i in ins])
+        except (ValueError, IndexError, TypeError) as error:
+            entry = next(e for e, _, o in self.forward if o == out)
+            raise type(error)(f"replay: {self.ops[entry].name}, op {entry} of the tape: {error}") from None
+        loss = data[self.root]
+        _backward(backward, data, self.size, self.root, loss)
+        return loss if type(loss) is float else loss.item()
+
+    def _rebound(self, arrays: tuple) -> list:
+        """The ops, with the parameters that hold integer arguments given this call's arrays."""
+        ops = list(self.ops)
+        for entry, name, template in self.bindings:
+            ops[entry] = copy.copy(ops[entry])
+            setattr(ops[entry], name, _fill(template, arrays))
+        return ops
+
+
+def _same(x):
+    return x  # a detach: the same data, cut from the gradient
+
+
+def _backward(backward: list, data: list, size: int, root: int, loss) -> None:
+    """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order, the
+    same hooks, the same additions, so the same floats."""
+    grads = [None] * size
+    seed = 1.0 if type(loss) is float else np.ones_like(loss)
+    grads[root] = seed
+    handed_out = {id(seed)}
+    for s, vjp, ins, flows, node, lazy in backward:
+        g = grads[s]
+        if g is None:
+            continue
+        grads[s] = None
+        if lazy and isinstance(g, LazySum):
+            g = g.total()
+        if node is not None and node.hooks:
+            if vjp is not None:
+                node.data = data[s]  # the hook's node shows this call's value
+            g = _run_hooks(node, g)
+        if type(g) is np.ndarray:
+            # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
+            if vjp is not None:
+                g.setflags(write=False)
+            else:
+                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
+                    g = g.copy()
+                handed_out.add(id(g))
+        if vjp is None:  # a leaf
+            node.grad = g if node.grad is None else node.grad + g
+            continue
+        out = data[s]
+        inputs = [data[ins[0]], data[ins[1]]] if len(ins) == 2 else [data[i] for i in ins]
+        for k, parent in flows:
+            contribution = vjp(k, g, out, inputs)
+            previous = grads[parent]
+            grads[parent] = contribution if previous is None else previous + contribution
 
 
 class Replay:
@@ -226,7 +256,7 @@ class Replay:
 
     def __call__(self, *arrays) -> float:
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
-        key = tuple((np.shape(a), np.result_type(a).str) for a in arrays)
+        key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
         tape = self.tapes.get(key)
         if tape is not None:
             loss = tape.run(arrays)
@@ -236,7 +266,7 @@ class Replay:
 
     def _record(self, key: tuple, arrays: tuple) -> float:
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
-        arguments = [as_value(a) if np.result_type(a).kind == "f" else a for a in arrays]
+        arguments = [as_value(a) if type(a) is float or a.dtype.kind == "f" else a for a in arrays]
         previous, STATE.tape = STATE.tape, []
         try:
             loss = self.fn(*arguments)
