@@ -116,6 +116,10 @@ class Tape:
             flows = tuple((k, slot_of[id(p)]) for k, p in enumerate(node.parents) if p.requires_grad)
             self._backward.append((s, made[s], inputs_of[made[s]], flows, node if node.hooks else None))
         self._calls = self._bound(self.ops)
+        # Where in those lists each op whose parameters hold an integer argument is called.
+        self._uses = {entry: ([i for i, (e, _, _) in enumerate(self.forward) if e == entry],
+                              [i for i, b in enumerate(self._backward) if b[1] == entry])
+                      for entry, _, _ in self.bindings}
 
     def _bound(self, ops: list) -> tuple:
         """The forward and backward lists with each op's methods looked up once (a replay's loops
@@ -178,7 +182,7 @@ class Tape:
             data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
-        forward, backward = self._calls if not self.bindings else self._bound(self._rebound(arrays))
+        forward, backward = self._calls if not self.bindings else self._rebound(arrays)
         try:
             for call, ins, out in forward:
                 # One and two inputs spelled out: no list to build (as in value.apply).
@@ -195,13 +199,19 @@ class Tape:
         _backward(backward, data, self.size, self.root, loss)
         return loss if type(loss) is float else loss.item()
 
-    def _rebound(self, arrays: tuple) -> list:
-        """The ops, with the parameters that hold integer arguments given this call's arrays."""
-        ops = list(self.ops)
+    def _rebound(self, arrays: tuple) -> tuple:
+        """The forward and backward lists, with the ops whose parameters hold integer arguments
+        given this call's arrays (a copy of each such op: the recorded one is left as it was)."""
+        forward, backward = (list(calls) for calls in self._calls)
         for entry, name, template in self.bindings:
-            ops[entry] = copy.copy(ops[entry])
-            setattr(ops[entry], name, _fill(template, arrays))
-        return ops
+            op = copy.copy(self.ops[entry])
+            setattr(op, name, _fill(template, arrays))
+            for i in self._uses[entry][0]:
+                forward[i] = (op.forward,) + forward[i][1:]
+            for i in self._uses[entry][1]:
+                vjp = op.vjp if backward[i][1] == self.ops[entry].vjp else op.vjp_term
+                backward[i] = backward[i][:1] + (vjp,) + backward[i][2:]
+        return forward, backward
 
 
 def _same(x):

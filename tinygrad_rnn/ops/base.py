@@ -161,7 +161,7 @@ class Elementwise(Op, abstract=True):
         x = inputs[k]
         if type(x) is float and type(grad) is float:  # a scalar graph has nothing to unbroadcast (-35%)
             return grad
-        return unbroadcast(grad, shape_of(x))
+        return unbroadcast(grad, () if type(x) is float else x.shape)  # shape_of, inlined: a hot path
 
     def jacobian_norm(self, k, out, inputs) -> float:
         # J = diag(d) B, where B copies each input element to its broadcast positions. J^T J is

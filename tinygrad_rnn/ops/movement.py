@@ -45,7 +45,8 @@ class Transpose(_Permutation):
         return np.transpose(x, self.axes)
 
     def vjp(self, k, grad, out, inputs):
-        return Transpose(tuple(np.argsort(self.axes)))(grad)
+        inverse = tuple(sorted(range(len(self.axes)), key=self.axes.__getitem__))  # np.argsort: 7x slower
+        return Transpose(inverse)(grad)
 
 
 class BroadcastTo(Op):

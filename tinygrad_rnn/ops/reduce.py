@@ -76,17 +76,20 @@ class MatMul(Op):
     name = "matmul"
 
     def forward(self, a, b):
-        sa, sb = shape_of(a), shape_of(b)
-        if len(sa) == 0 or len(sb) == 0:
-            raise ValueError(f"matmul: needs arrays of at least one dimension, got shapes {sa} and {sb}")
-        inner_a, inner_b = sa[-1], sb[0] if len(sb) == 1 else sb[-2]
-        if inner_a != inner_b:
-            raise ValueError(f"matmul: shapes {sa} and {sb} do not align ({inner_a} != {inner_b})")
-        return a @ b
+        try:
+            return a @ b
+        except (ValueError, TypeError):  # numpy refused: say why in the op's words (shapes checked only now)
+            sa, sb = shape_of(a), shape_of(b)
+            if len(sa) == 0 or len(sb) == 0:
+                raise ValueError(f"matmul: needs arrays of at least one dimension, got shapes {sa} and {sb}") from None
+            inner_a, inner_b = sa[-1], sb[0] if len(sb) == 1 else sb[-2]
+            if inner_a != inner_b:
+                raise ValueError(f"matmul: shapes {sa} and {sb} do not align ({inner_a} != {inner_b})") from None
+            raise
 
     def vjp(self, k, grad, out, inputs):
         a, b = inputs
-        if len(shape_of(a)) == 2 and len(shape_of(b)) == 2:  # the common case, said plainly
+        if a.ndim == 2 and b.ndim == 2:  # the common case, said plainly
             return grad @ b.T if k == 0 else a.T @ grad
         # A vector operand acts as a one-row (a) or one-column (b) matrix, as in numpy; the
         # gradient of a batch-broadcast operand is summed over the batches it was copied to.
