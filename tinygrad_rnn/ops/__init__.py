@@ -45,6 +45,7 @@ from tinygrad_rnn.ops.movement import (
     GetItem,
     Reshape,
     ScatterAdd,
+    Scattered,
     Stack,
     Transpose,
     index_label,
