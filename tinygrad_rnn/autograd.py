@@ -155,7 +155,11 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         parents = node.parents
         # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
         # (``_data`` is the slot behind the ``data`` property: no property call on the hot path.)
-        out, inputs = (node, parents) if create_graph else (node._data, [p._data for p in parents])
+        if create_graph:
+            out, inputs = node, parents
+        else:  # two parents spelled out: the common case builds its list without a loop
+            out = node._data
+            inputs = [parents[0]._data, parents[1]._data] if len(parents) == 2 else [p._data for p in parents]
         k = 0
         for parent in parents:
             if parent.requires_grad if on_path is None else parent in on_path:

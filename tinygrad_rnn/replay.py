@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE, _run_hooks
-from tinygrad_rnn.ops import LazySum, Op
+from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
 
 __all__ = ["replay", "Replay", "Tape"]
@@ -125,16 +125,12 @@ class Tape:
         """The forward and backward lists with each op's methods looked up once (a replay's loops
         then only index and call), and with each slot that may receive a LazySum marked."""
         forward = [(_same if ops[entry] is None else ops[entry].forward, ins, out) for entry, ins, out in self.forward]
-        vjps, lazy = {}, set()
+        lazy = set()
         for _, entry, _, flows, _ in self._backward:
-            if entry is not None:
-                op = ops[entry]
-                # An op that adds up its vjp as it is: call vjp itself (one call fewer per gradient).
-                plain = type(op).vjp_term is Op.vjp_term
-                vjps[entry] = op.vjp if plain else op.vjp_term
-                if not plain:
-                    lazy.update(p for _, p in flows)
-        backward = [(s, vjps.get(entry), ins, flows, node, s in lazy) for s, entry, ins, flows, node in self._backward]
+            if entry is not None and type(ops[entry]).vjp_term is not type(ops[entry]).vjp:
+                lazy.update(p for _, p in flows)
+        backward = [(s, None if entry is None else ops[entry].vjp_term, ins, flows, node, s in lazy)
+                    for s, entry, ins, flows, node in self._backward]
         return forward, backward
 
     def _check_reached(self, arguments: list) -> None:
@@ -209,8 +205,7 @@ class Tape:
             for i in self._uses[entry][0]:
                 forward[i] = (op.forward,) + forward[i][1:]
             for i in self._uses[entry][1]:
-                vjp = op.vjp if backward[i][1] == self.ops[entry].vjp else op.vjp_term
-                backward[i] = backward[i][:1] + (vjp,) + backward[i][2:]
+                backward[i] = backward[i][:1] + (op.vjp_term,) + backward[i][2:]
         return forward, backward
 
 

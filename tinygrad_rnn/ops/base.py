@@ -76,6 +76,8 @@ class Op:
         missing = [name for name in dir(cls) if getattr(getattr(cls, name), "required", False)]
         if missing and not abstract:
             raise TypeError(f"op {cls.__name__} must define {', '.join(missing)}")
+        if "vjp_term" not in vars(cls) and not getattr(cls.vjp, "required", False):
+            cls.vjp_term = cls.vjp  # the vjp itself (see Op.vjp_term), without a call in between
 
     def __call__(self, *args):
         for a in args:
