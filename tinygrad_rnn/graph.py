@@ -26,7 +26,7 @@ from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
 
 __all__ = [
-    "Edge", "Graph", "walk", "TimeStep", "time_step", "inner_scope", "is_cut", "mark_cut", "ClipRecord",
+    "Edge", "Graph", "walk", "count_nodes", "TimeStep", "time_step", "inner_scope", "is_cut", "mark_cut", "ClipRecord",
     "clip_record", "state_parts", "StepGraph", "step_graph", "step_graphs",
 ]
 
@@ -110,6 +110,20 @@ class Graph:
 
     def edges_from(self, node: Value) -> list:
         return list(self._by_parent.get(id(node), ()))
+
+
+def count_nodes(roots, limit: int) -> int:
+    """Nodes reachable from ``roots`` (through ``parents``), counting no further than ``limit + 1``,
+    so refusing a huge graph costs as little as drawing a small one."""
+    stack = [roots] if isinstance(roots, Value) else list(roots)
+    seen = set()
+    while stack and len(seen) <= limit:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(node.parents)
+    return len(seen)
 
 
 def walk(roots: Value | Iterable[Value]) -> Graph:

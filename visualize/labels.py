@@ -15,7 +15,7 @@ from tinygrad_rnn.value import Value
 from visualize import style
 
 __all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
-           "is_truncated", "op_symbol", "index_text"]
+           "is_truncated", "op_symbol", "index_text", "op_legend"]
 
 # How ops are written on their node; anything else shows its name.
 SYMBOLS = {
@@ -144,3 +144,42 @@ def clip_note(node) -> graph.ClipRecord | None:
 def is_truncated(node) -> bool:
     """Whether ``node`` is a state detached on purpose (truncated BPTT)."""
     return graph.is_cut(node)
+
+
+def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) -> str:
+    """The op view's legend: a colour row and one line for each kind of mark the picture holds
+    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost")."""
+    rows, notes = [], []
+    if kinds & {"scalar", "tensor"}:
+        rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
+    if "scalar" in kinds:
+        notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
+    if "tensor" in kinds:
+        notes.append("edge label (tensors): ‖J‖ = spectral norm of the local Jacobian, the most it can stretch "
+                     "a gradient;")
+        notes.append("gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward, what it did (sets the "
+                     "colour)")
+    keys = []
+    if "parameter" in kinds:
+        keys.append("yellow: parameter")
+    if "shared" in kinds:
+        keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
+                    "in one step, with that step's share of the gradient")
+    keys.append("dashed: constant (no gradient)")
+    if "clip" in kinds:
+        keys.append("✂ red border: gradient clipped there")
+    if "gates" in kinds:
+        keys.append("green small caption: the gate (a scope the cell names) a value belongs to")
+    if "ghost" in kinds:
+        keys.append("dashed ↩: a value from an earlier row (or the shared box), repeated where it is used")
+    if step_count:
+        keys.append(f"{step_count} time steps, left to right")
+    line = ""
+    for key in keys:  # short lines: the legend must not be what makes a picture wide
+        if line and len(line) + len(key) > 120:
+            notes.append(line)
+            line = ""
+        line = f"{line} · {key}" if line else key
+    notes.append(line)
+    notes.extend(style.text(note, 200) for note in extra_notes)
+    return style.legend(title, rows, notes)
