@@ -16,6 +16,7 @@ from tinygrad_rnn.diagnostics import (
     trace_nonfinite,
     verdict,
 )
+from tinygrad_rnn.graph import mark_cut
 
 
 def _tanh_rnn(W, U, xs, h0, detach_after=None):
@@ -26,8 +27,7 @@ def _tanh_rnn(W, U, xs, h0, detach_after=None):
             h = (x_t @ U + h @ W).tanh()
         states.append(h)
         if detach_after == t:
-            h = h.detach()
-            h.notes = {"truncated": True}
+            h = mark_cut(h.detach())
     return states
 
 

@@ -277,6 +277,16 @@ def test_to_json_holds_every_node_and_edge_with_its_local_gradient():
     assert by_id[graph.nodes.index(a)]["grad"] == pytest.approx(3 * (1 - np.tanh(1.5) ** 2))
 
 
+def test_to_json_says_where_the_graph_was_cut_and_what_a_clip_did():
+    cell = nn.RNNCell(2, 3, rng=0)
+    outputs, _ = nn.RNN(cell, truncate=1, hidden_hook=clip_norm(1e-3))(np.ones((2, 1, 2)))
+    outputs[-1].sum().backward()
+    nodes = json.loads(to_json(outputs[-1]))["nodes"]
+    assert sum(n["cut"] for n in nodes) == 1
+    (clipped,) = [n for n in nodes if n["clip"] is not None]
+    assert clipped["clip"]["fired"] is True and clipped["clip"]["norm_after"] == pytest.approx(1e-3)
+
+
 def test_to_json_writes_non_finite_numbers_as_null():
     x = Value(0.0, name="x")
     with np.errstate(divide="ignore"):

@@ -26,8 +26,8 @@ from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
 
 __all__ = [
-    "Edge", "Graph", "walk", "count_nodes", "TimeStep", "time_step", "inner_scope", "is_cut", "mark_cut", "ClipRecord",
-    "clip_record", "state_parts", "StepGraph", "step_graph", "step_graphs",
+    "Edge", "Graph", "walk", "count_nodes", "TimeStep", "step_scope", "time_step", "inner_scope", "is_cut",
+    "mark_cut", "ClipRecord", "clip_record", "state_parts", "StepGraph", "step_graph", "step_graphs",
 ]
 
 
@@ -160,6 +160,11 @@ def _parse_scope(scope: str) -> tuple[TimeStep | None, str]:
         if match:
             return TimeStep("/".join(parts[:i]), int(match.group(1))), "/".join(parts[i + 1 :])
     return None, ""
+
+
+def step_scope(t: int) -> str:
+    """The scope name of time step t, as an unroll writes it: ``with scope(step_scope(3))``."""
+    return f"t={t}"
 
 
 def time_step(node: Value) -> TimeStep | None:
