@@ -340,3 +340,10 @@ def test_scalar_states_step_numbers_are_the_local_derivatives():
     for t in range(1, 4):
         assert rows[t].bound == pytest.approx(abs(0.9 * (1 - states[t].data ** 2)), rel=1e-14)
         assert rows[t].gain == pytest.approx(rows[t].bound, rel=1e-14)  # 1 x 1: the gain is the derivative
+
+
+def test_states_that_are_not_values_are_refused_with_their_position():
+    with pytest.raises(TypeError, match=r"states\[1\].*ndarray"):
+        diagnostics.steps(None, [Value(np.zeros(2)), np.zeros(2)])
+    with pytest.raises(ValueError, match="same number of parts"):
+        diagnostics.steps(None, [Value(np.zeros(2)), (Value(np.zeros(2)), Value(np.zeros(2)))])

@@ -176,6 +176,11 @@ def steps(loss, states: Sequence) -> list[StepRow]:
         raise ValueError("steps: needs the states [s_0, ..., s_T], got an empty list")
     if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
         raise ValueError("steps: the loss has no gradient yet; call loss.backward() first")
+    for t, state in enumerate(states):
+        try:
+            state_parts(state)
+        except TypeError as error:
+            raise TypeError(f"steps: states[{t}]: {error} (pass rnn(inputs, return_states=True)[1])") from None
     widths = {len(state_parts(s)) for s in states}
     if len(widths) > 1:
         raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
