@@ -81,6 +81,6 @@ def test_no_label_shows_a_numpy_repr_and_fancy_indices_read_as_indices():
     mask = (logits * 1.0)[np.array([[True, False, True]] * 4)]
     source = draw_graph([loss, mask.sum()]).source
     assert "array(" not in source and "Ellipsis" not in source
-    assert "⟨4 indices⟩" in source and "⟨4×3 mask⟩" in source
+    assert "[int array (4,), int array (4,)]" in source and "[bool mask (4, 3)]" in source
     rnn = draw_graph(_lstm(steps=1)[0]).source
     assert "[…, 3:6]" in rnn

@@ -93,23 +93,25 @@ class Graph:
 
     @functools.cached_property
     def _by_child(self) -> dict:
-        index: dict = {}
-        for edge in self.edges:
-            index.setdefault(id(edge.child), []).append(edge)
-        return index
+        return _group(self.edges, lambda edge: edge.child)
 
     @functools.cached_property
     def _by_parent(self) -> dict:
-        index: dict = {}
-        for edge in self.edges:
-            index.setdefault(id(edge.parent), []).append(edge)
-        return index
+        return _group(self.edges, lambda edge: edge.parent)
 
     def edges_into(self, node: Value) -> list:
         return list(self._by_child.get(id(node), ()))
 
     def edges_from(self, node: Value) -> list:
         return list(self._by_parent.get(id(node), ()))
+
+
+def _group(edges, end) -> dict:
+    """id(node) -> the edges whose ``end`` (parent or child) is that node, in order."""
+    index: dict = {}
+    for edge in edges:
+        index.setdefault(id(end(edge)), []).append(edge)
+    return index
 
 
 def count_nodes(roots, limit: int) -> int:
@@ -247,10 +249,9 @@ class StepGraph:
     def _program(self) -> tuple:
         """The backward walk through the step, made once: children first, each node with the edges
         into it (and their parents' ids)."""
-        into: dict = {}
-        for edge in self.edges:
-            into.setdefault(id(edge.child), []).append((edge, id(edge.parent)))
-        return tuple((id(node), tuple(into[id(node)])) for node in reversed(self.nodes) if id(node) in into)
+        into = _group(self.edges, lambda edge: edge.child)
+        return tuple((id(node), tuple((e, id(e.parent)) for e in into[id(node)]))
+                     for node in reversed(self.nodes) if id(node) in into)
 
     def vjp(self, seeds: Sequence) -> list:
         """J^T seeds, with J = dF/d(inputs): given one gradient per output (None for zero), the

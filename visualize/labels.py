@@ -15,7 +15,7 @@ from tinygrad_rnn.value import Value
 from visualize import style
 
 __all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
-           "is_truncated", "op_symbol", "index_text", "op_legend"]
+           "is_truncated", "op_symbol", "op_legend"]
 
 # How ops are written on their node; anything else shows its name.
 SYMBOLS = {
@@ -59,37 +59,13 @@ def measure(method) -> float | None:
             return float("nan")
 
 
-def index_text(index) -> str:
-    """An index as a reader writes it: ``[..., 3:6]``, ``[2]``; an integer or boolean array (fancy
-    indexing, as cross-entropy picks each row's target) reads ``⟨4 indices⟩`` or ``⟨4×3 mask⟩``,
-    never numpy's repr of the array."""
-    parts = index if isinstance(index, tuple) else (index,)
-    return "[" + ", ".join(_index_part(p) for p in parts) + "]"
-
-
-def _index_part(part) -> str:
-    if part is Ellipsis:
-        return "…"
-    if part is None:
-        return "new axis"
-    if isinstance(part, slice):
-        text = f"{'' if part.start is None else part.start}:{'' if part.stop is None else part.stop}"
-        return text + (f":{part.step}" if part.step is not None else "")
-    if isinstance(part, (int, np.integer)):
-        return str(int(part))
-    array = np.asarray(part)
-    if array.dtype == bool:
-        return f"⟨{shape_text(array.shape) or 1} mask⟩"
-    return f"⟨{array.size} {'index' if array.size == 1 else 'indices'}⟩"
-
-
 def _param_text(value) -> str:
     """An op parameter for a tooltip: arrays summarised by shape, never printed whole."""
     if isinstance(value, np.ndarray):
         return f"⟨{shape_text(value.shape) or 'scalar'} array⟩"
     if isinstance(value, float):
         return style.number(value, 4)
-    return repr(value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def op_symbol(op) -> str:
@@ -101,8 +77,8 @@ def op_symbol(op) -> str:
         return f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
     if op.name == "sum":
         return "Σ"
-    if op.name in ("getitem", "scatter_add"):
-        return ("scatter + " if op.name == "scatter_add" else "") + index_text(op.index)
+    if op.name in ("getitem", "scatter_add"):  # the op's own label for its index: never numpy's repr
+        return ("scatter + " if op.name == "scatter_add" else "") + op.params()["index"].replace("...", "…")
     if op.name in ("reshape", "broadcast_to"):
         return f"{symbol} {shape_text(op.shape)}"
     return symbol
@@ -111,11 +87,8 @@ def op_symbol(op) -> str:
 def formula(op) -> str:
     """The op and its parameters, then its forward and derivative from the first line of its
     docstring (``tanh: y = ...``): the tooltip of an op node."""
-    if op.name in ("getitem", "scatter_add"):
-        head = f"{op.name}{index_text(op.index)}"
-    else:
-        params = {k: v for k, v in vars(op).items() if not k.startswith("_")}
-        head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
+    params = op.params()
+    head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
     lines = (type(op).__doc__ or "").strip().splitlines()
     return f"{head} · {lines[0]}" if lines else head
 
