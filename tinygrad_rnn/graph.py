@@ -206,6 +206,13 @@ class ClipRecord:
     fired: bool
 
 
+def record_clip(node: Value, norm_before: float, norm_after: float, fired: bool) -> None:
+    """Note on ``node`` what a clipping hook did to its gradient (tinygrad_rnn.clip writes through
+    this; ``clip_record`` reads it back)."""
+    node.notes = {**(node.notes or {}), _CLIP: {"norm_before": norm_before, "norm_after": norm_after,
+                                                "fired": bool(fired)}}
+
+
 def clip_record(node: Value) -> ClipRecord | None:
     """The record a clipping hook (tinygrad_rnn.clip) left on ``node``, or None."""
     record = node.notes.get(_CLIP) if isinstance(node.notes, dict) else None

@@ -154,6 +154,8 @@ def _mixes_rows(step: StepGraph, jacobian: np.ndarray, batch: int) -> bool:
 def _spectral_norm(jacobian: np.ndarray) -> float:
     if jacobian.size == 0:
         return 0.0
+    if not np.isfinite(jacobian).all():  # an SVD of NaN or inf cannot converge: the bound is unknown
+        return math.nan
     return float(np.max(np.linalg.norm(jacobian, ord=2, axis=(1, 2))))
 
 
