@@ -15,7 +15,7 @@ from tinygrad_rnn.value import Value
 from visualize import style
 
 __all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
-           "is_truncated", "op_symbol", "index_text"]
+           "is_truncated", "op_symbol", "op_legend"]
 
 # How ops are written on their node; anything else shows its name.
 SYMBOLS = {
@@ -59,37 +59,13 @@ def measure(method) -> float | None:
             return float("nan")
 
 
-def index_text(index) -> str:
-    """An index as a reader writes it: ``[..., 3:6]``, ``[2]``; an integer or boolean array (fancy
-    indexing, as cross-entropy picks each row's target) reads ``⟨4 indices⟩`` or ``⟨4×3 mask⟩``,
-    never numpy's repr of the array."""
-    parts = index if isinstance(index, tuple) else (index,)
-    return "[" + ", ".join(_index_part(p) for p in parts) + "]"
-
-
-def _index_part(part) -> str:
-    if part is Ellipsis:
-        return "…"
-    if part is None:
-        return "new axis"
-    if isinstance(part, slice):
-        text = f"{'' if part.start is None else part.start}:{'' if part.stop is None else part.stop}"
-        return text + (f":{part.step}" if part.step is not None else "")
-    if isinstance(part, (int, np.integer)):
-        return str(int(part))
-    array = np.asarray(part)
-    if array.dtype == bool:
-        return f"⟨{shape_text(array.shape) or 1} mask⟩"
-    return f"⟨{array.size} {'index' if array.size == 1 else 'indices'}⟩"
-
-
 def _param_text(value) -> str:
     """An op parameter for a tooltip: arrays summarised by shape, never printed whole."""
     if isinstance(value, np.ndarray):
         return f"⟨{shape_text(value.shape) or 'scalar'} array⟩"
     if isinstance(value, float):
         return style.number(value, 4)
-    return repr(value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def op_symbol(op) -> str:
@@ -101,8 +77,8 @@ def op_symbol(op) -> str:
         return f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
     if op.name == "sum":
         return "Σ"
-    if op.name in ("getitem", "scatter_add"):
-        return ("scatter + " if op.name == "scatter_add" else "") + index_text(op.index)
+    if op.name in ("getitem", "scatter_add"):  # the op's own label for its index: never numpy's repr
+        return ("scatter + " if op.name == "scatter_add" else "") + op.params()["index"].replace("...", "…")
     if op.name in ("reshape", "broadcast_to"):
         return f"{symbol} {shape_text(op.shape)}"
     return symbol
@@ -111,11 +87,8 @@ def op_symbol(op) -> str:
 def formula(op) -> str:
     """The op and its parameters, then its forward and derivative from the first line of its
     docstring (``tanh: y = ...``): the tooltip of an op node."""
-    if op.name in ("getitem", "scatter_add"):
-        head = f"{op.name}{index_text(op.index)}"
-    else:
-        params = {k: v for k, v in vars(op).items() if not k.startswith("_")}
-        head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
+    params = op.params()
+    head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
     lines = (type(op).__doc__ or "").strip().splitlines()
     return f"{head} · {lines[0]}" if lines else head
 
@@ -144,3 +117,42 @@ def clip_note(node) -> graph.ClipRecord | None:
 def is_truncated(node) -> bool:
     """Whether ``node`` is a state detached on purpose (truncated BPTT)."""
     return graph.is_cut(node)
+
+
+def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) -> str:
+    """The op view's legend: a colour row and one line for each kind of mark the picture holds
+    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost")."""
+    rows, notes = [], []
+    if kinds & {"scalar", "tensor"}:
+        rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
+    if "scalar" in kinds:
+        notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
+    if "tensor" in kinds:
+        notes.append("edge label (tensors): ‖J‖ = spectral norm of the local Jacobian, the most it can stretch "
+                     "a gradient;")
+        notes.append("gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward, what it did (sets the "
+                     "colour)")
+    keys = []
+    if "parameter" in kinds:
+        keys.append("yellow: parameter")
+    if "shared" in kinds:
+        keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
+                    "in one step, with that step's share of the gradient")
+    keys.append("dashed: constant (no gradient)")
+    if "clip" in kinds:
+        keys.append("✂ red border: gradient clipped there")
+    if "gates" in kinds:
+        keys.append("green small caption: the gate (a scope the cell names) a value belongs to")
+    if "ghost" in kinds:
+        keys.append("dashed ↩: a value from an earlier row (or the shared box), repeated where it is used")
+    if step_count:
+        keys.append(f"{step_count} time steps, left to right")
+    line = ""
+    for key in keys:  # short lines: the legend must not be what makes a picture wide
+        if line and len(line) + len(key) > 120:
+            notes.append(line)
+            line = ""
+        line = f"{line} · {key}" if line else key
+    notes.append(line)
+    notes.extend(style.text(note, 200) for note in extra_notes)
+    return style.legend(title, rows, notes)

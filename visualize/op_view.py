@@ -23,7 +23,6 @@ from graphviz import Digraph
 
 from tinygrad_rnn import graph
 from tinygrad_rnn.graph import Graph, walk
-from tinygrad_rnn.value import Value
 from visualize import style
 from visualize.labels import (
     clip_note,
@@ -32,13 +31,14 @@ from visualize.labels import (
     grad_line,
     is_truncated,
     measure,
+    op_legend,
     op_symbol,
     shape_text,
     summary,
 )
 from visualize.layout import SHARED, Placement, Rows, place, step_depth, wrap
 
-__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "MAX_NODES"]
+__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "MAX_NODES"]
 
 MAX_NODES = 2000
 # Ops in a chain that fit in a row about 2,000 px wide: a column takes about 250 px with its own op
@@ -54,23 +54,9 @@ class GraphTooLarge(ValueError):
     """The op view was asked to draw more nodes than anyone can read."""
 
 
-def count_nodes(roots, limit: int) -> int:
-    """Nodes reachable from ``roots`` (through ``parents``), counting no further than ``limit + 1``,
-    so refusing a huge graph costs as little as drawing a small one."""
-    stack = [roots] if isinstance(roots, Value) else list(roots)
-    seen = set()
-    while stack and len(seen) <= limit:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.extend(node.parents)
-    return len(seen)
-
-
 def checked_walk(root, max_nodes: int, caller: str) -> Graph:
     """``walk(root)``, or GraphTooLarge pointing to the step view when the graph is too big."""
-    count = count_nodes(root, max_nodes)
+    count = graph.count_nodes(root, max_nodes)
     if count > max_nodes:
         raise GraphTooLarge(
             f"{caller}: the graph has more than {max_nodes:,} nodes (max_nodes={max_nodes:,}); an op "
@@ -299,7 +285,7 @@ class OpPicture:
         for edge in edges:
             dot.edge(self._tail(edge, rows, step_index), self._head(edge), **self.edge_attrs(edge))
         self._order_steps(dot, clusters, rows, step_index)
-        dot.attr("graph", label=self.legend(len(steps)))
+        dot.attr("graph", label=op_legend(self.title, self.kinds, len(steps), self.extra_notes))
         return dot
 
     def _tail(self, edge, rows: Rows, step_index: dict) -> str:
@@ -404,43 +390,6 @@ class OpPicture:
                 weight = "8" if node in self.carried else "4"
                 target.edge(oid, vid, color=colour, arrowsize="0.5", penwidth="1", weight=weight)
             target.node(vid, **self.value_attrs(node))
-
-    def legend(self, step_count: int) -> str:
-        rows, notes = [], []
-        if self.kinds & {"scalar", "tensor"}:
-            rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
-        if "scalar" in self.kinds:
-            notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
-        if "tensor" in self.kinds:
-            notes.append("edge label (tensors): ‖J‖ = spectral norm of the local Jacobian, the most it can stretch "
-                         "a gradient;")
-            notes.append("gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward, what it did (sets the "
-                         "colour)")
-        keys = []
-        if "parameter" in self.kinds:
-            keys.append("yellow: parameter")
-        if "shared" in self.kinds:
-            keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
-                        "in one step, with that step's share of the gradient")
-        keys.append("dashed: constant (no gradient)")
-        if "clip" in self.kinds:
-            keys.append("✂ red border: gradient clipped there")
-        if "gates" in self.kinds:
-            keys.append("green small caption: the gate (a scope the cell names) a value belongs to")
-        if "ghost" in self.kinds:
-            keys.append("dashed ↩: a value from an earlier row (or the shared box), repeated where it is used")
-        if step_count:
-            keys.append(f"{step_count} time steps, left to right")
-        line = ""
-        for key in keys:  # short lines: the legend must not be what makes a picture wide
-            if line and len(line) + len(key) > 120:
-                notes.append(line)
-                line = ""
-            line = f"{line} · {key}" if line else key
-        notes.append(line)
-        notes.extend(style.text(note, 200) for note in self.extra_notes)
-        return style.legend(self.title, rows, notes)
-
 
 def draw_graph(root, *, max_nodes: int = MAX_NODES, digits: int = 3, title: str | None = None,
                constants: bool = True, compact: bool | None = None, per_row: int | None = None) -> Digraph:
