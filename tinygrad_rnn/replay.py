@@ -66,12 +66,13 @@ class Tape:
     """One recording: slots 0..size-1 hold the data of every Value the loss depends on.
 
     ``arguments``: (slot, position) of the float arguments; ``leaves``: (slot, Value, version,
-    signature), read afresh per call; ``ops``: the op instances by entry (None for a ``detach``,
-    whose output is its input's data, with no gradient); ``forward``: (entry, input slots, output
-    slot) in the order they ran. The backward pass is a list too: per node that needs a gradient,
-    in eager backward's order, (slot, vjp or None for a leaf, input slots, the (input position,
-    input slot) pairs that get a gradient, the Value whose hooks run or None, whether a LazySum may
-    arrive).
+    signature), read afresh per call; ``ops``: the op instances in the order they ran (``DETACH``
+    for a ``detach``). The forward pass, one entry per op the loss depends on, and the backward
+    pass, one entry per node that needs a gradient in eager backward's order, are kept as columns
+    (lists of numbers and of tuples of numbers, which the garbage collector does not scan): forward
+    (op, input slots, output slot); backward (slot, op or None for a leaf, input slots, the (input
+    position, input slot) pairs that get a gradient, the Value whose hooks run or None, whether a
+    LazySum may arrive).
     """
 
     def __init__(self, records: list, loss: Value, arguments: list):
@@ -82,19 +83,21 @@ class Tape:
                 slot_of[id(value)], self.size = self.size, self.size + 1
             return slot_of[id(value)]
 
-        recorded = []
+        self.ops, recorded = [], []
         for op, inputs, output in records:
             ins = tuple(slot(v) for v in inputs)
-            made[slot(output)] = len(recorded)
-            recorded.append((op, ins, slot_of[id(output)]))
+            made[slot(output)] = len(self.ops)
+            self.ops.append(DETACH if op is None else op)
+            recorded.append((ins, slot_of[id(output)]))
         self.root = slot(loss)
         # Keep only what the loss depends on: walk the list backwards from it.
         needed = {self.root}
-        for _, ins, out in reversed(recorded):
+        for ins, out in reversed(recorded):
             if out in needed:
                 needed.update(ins)
-        self.ops = [op for op, _, _ in recorded]
-        self.forward = [(entry, ins, out) for entry, (_, ins, out) in enumerate(recorded) if out in needed]
+        kept = [entry for entry, (_, out) in enumerate(recorded) if out in needed]
+        self.forward_columns = ([self.ops[e] for e in kept], [recorded[e][0] for e in kept],
+                                [recorded[e][1] for e in kept])
         values = {slot_of[id(v)]: v for _, inputs, _ in records for v in inputs}
         values[self.root] = loss
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
@@ -104,34 +107,24 @@ class Tape:
                 self.arguments.append((s, positions[id(values[s])]))
             else:
                 self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
-        self.bindings = _bindings(self.ops, [entry for entry, _, _ in self.forward if self.ops[entry]], arguments)
+        self.bindings = _bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
         self._check_reached(arguments)
-        inputs_of = {entry: ins for entry, ins, _ in self.forward}
-        self._backward = []  # (slot, entry or None for a leaf, input slots, flows, node with hooks)
+        columns = ([], [], [], [], [], [])
+        lazy = set()
         for node in reversed(autograd.topological_order([loss])):
             s = slot_of[id(node)]
-            if node.op is None:  # a leaf: kept, for its .grad and its hooks (read at each call)
-                self._backward.append((s, None, (), (), node))
-                continue
+            op = None if node.op is None else self.ops[made[s]]
             flows = tuple((k, slot_of[id(p)]) for k, p in enumerate(node.parents) if p.requires_grad)
-            self._backward.append((s, made[s], inputs_of[made[s]], flows, node if node.hooks else None))
-        self._calls = self._bound(self.ops)
-        # Where in those lists each op whose parameters hold an integer argument is called.
-        self._uses = {entry: ([i for i, (e, _, _) in enumerate(self.forward) if e == entry],
-                              [i for i, b in enumerate(self._backward) if b[1] == entry])
-                      for entry, _, _ in self.bindings}
-
-    def _bound(self, ops: list) -> tuple:
-        """The forward and backward lists with each op's methods looked up once (a replay's loops
-        then only index and call), and with each slot that may receive a LazySum marked."""
-        forward = [(_same if ops[entry] is None else ops[entry].forward, ins, out) for entry, ins, out in self.forward]
-        lazy = set()
-        for _, entry, _, flows, _ in self._backward:
-            if entry is not None and type(ops[entry]).vjp_term is not type(ops[entry]).vjp:
+            if op is not None and type(op).vjp_term is not type(op).vjp:
                 lazy.update(p for _, p in flows)
-        backward = [(s, None if entry is None else ops[entry].vjp_term, ins, flows, node, s in lazy)
-                    for s, entry, ins, flows, node in self._backward]
-        return forward, backward
+            # A leaf is always kept, for its .grad and its hooks (read at each call).
+            row = (s, op, () if op is None else recorded[made[s]][0], flows, node if node.hooks or op is None else None)
+            for column, value in zip(columns, row):
+                column.append(value)
+        columns[5].extend(s in lazy for s in columns[0])
+        self.backward_columns = columns
+        # Where in the columns each op whose parameters hold an integer argument is called.
+        self._uses = {entry: [i for i, e in enumerate(kept) if e == entry] for entry, _, _ in self.bindings}
 
     def _check_reached(self, arguments: list) -> None:
         """Every argument must reach a recorded op directly, or replaying with new data would
@@ -150,7 +143,7 @@ class Tape:
                 )
 
     def __len__(self) -> int:
-        return len(self.forward)
+        return len(self.forward_columns[0])
 
     def __str__(self) -> str:
         """The Wengert list: one line per op, ``v14 = tanh(v13)``, after the arguments and the leaves
@@ -160,11 +153,9 @@ class Tape:
             kind = "leaf" if leaf.requires_grad else "constant"
             what = repr(leaf.data) if type(leaf.data) is float else f"{leaf.name or ''} {leaf.data.shape}".lstrip()
             lines.append(f"v{s} = {kind} {what}")
-        for entry, ins, out in self.forward:
-            op = self.ops[entry]
-            call = f"{op.name if op else 'detach'}({', '.join(f'v{s}' for s in ins)})"
-            params = ", ".join(f"{k}={v}" for k, v in op.params().items()) if op else ""
-            lines.append(f"v{out} = {call}" + (f"    {params}" if params else ""))
+        for op, ins, out in zip(*self.forward_columns):
+            params = ", ".join(f"{k}={v}" for k, v in op.params().items())
+            lines.append(f"v{out} = {op.name}({', '.join(f'v{s}' for s in ins)})" + (f"    {params}" if params else ""))
         return "\n".join(lines + [f"loss = v{self.root}"])
 
     def run(self, arrays: tuple) -> float | None:
@@ -178,49 +169,61 @@ class Tape:
             data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
-        forward, backward = self._calls if not self.bindings else self._rebound(arrays)
+        forward_ops, inputs, outputs = self.forward_columns
+        backward = self.backward_columns
+        if self.bindings:
+            forward_ops, backward = self._rebound(arrays)
         try:
-            for call, ins, out in forward:
+            for op, ins, out in zip(forward_ops, inputs, outputs):
                 # One and two inputs spelled out: no list to build (as in value.apply).
                 if len(ins) == 2:
-                    data[out] = call(data[ins[0]], data[ins[1]])
+                    data[out] = op.forward(data[ins[0]], data[ins[1]])
                 elif len(ins) == 1:
-                    data[out] = call(data[ins[0]])
+                    data[out] = op.forward(data[ins[0]])
                 else:
-                    data[out] = call(*[data[i] for i in ins])
+                    data[out] = op.forward(*[data[i] for i in ins])
         except (ValueError, IndexError, TypeError) as error:
-            entry = next(e for e, _, o in self.forward if o == out)
-            raise type(error)(f"replay: {self.ops[entry].name}, op {entry} of the tape: {error}") from None
+            raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
         loss = data[self.root]
         _backward(backward, data, self.size, self.root, loss)
         return loss if type(loss) is float else loss.item()
 
     def _rebound(self, arrays: tuple) -> tuple:
-        """The forward and backward lists, with the ops whose parameters hold integer arguments
-        given this call's arrays (a copy of each such op: the recorded one is left as it was)."""
-        forward, backward = (list(calls) for calls in self._calls)
+        """The forward ops and the backward columns, with the ops whose parameters hold integer
+        arguments given this call's arrays (a copy of each such op: the recorded one stays as it was)."""
+        forward_ops, backward_ops = list(self.forward_columns[0]), list(self.backward_columns[1])
         for entry, name, template in self.bindings:
-            op = copy.copy(self.ops[entry])
+            original, op = self.ops[entry], copy.copy(self.ops[entry])
             setattr(op, name, _fill(template, arrays))
-            for i in self._uses[entry][0]:
-                forward[i] = (op.forward,) + forward[i][1:]
-            for i in self._uses[entry][1]:
-                backward[i] = backward[i][:1] + (op.vjp_term,) + backward[i][2:]
-        return forward, backward
+            for i in self._uses[entry]:
+                forward_ops[i] = op
+            backward_ops = [op if b is original else b for b in backward_ops]
+        return forward_ops, self.backward_columns[:1] + (backward_ops,) + self.backward_columns[2:]
 
 
-def _same(x):
-    return x  # a detach: the same data, cut from the gradient
+class _Detach:
+    """The stand-in a tape keeps for ``detach``: the same data, through which no gradient flows."""
+
+    name = "detach"
+
+    def forward(self, x):
+        return x
+
+    def params(self) -> dict:
+        return {}
 
 
-def _backward(backward: list, data: list, size: int, root: int, loss) -> None:
+DETACH = _Detach()
+
+
+def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
     """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order, the
     same hooks, the same additions, so the same floats."""
     grads = [None] * size
     seed = 1.0 if type(loss) is float else np.ones_like(loss)
     grads[root] = seed
     handed_out = {id(seed)}
-    for s, vjp, ins, flows, node, lazy in backward:
+    for s, op, ins, flows, node, lazy in zip(*columns):
         g = grads[s]
         if g is None:
             continue
@@ -228,22 +231,23 @@ def _backward(backward: list, data: list, size: int, root: int, loss) -> None:
         if lazy and isinstance(g, LazySum):
             g = g.total()
         if node is not None and node.hooks:
-            if vjp is not None:
+            if op is not None:
                 node.data = data[s]  # the hook's node shows this call's value
             g = _run_hooks(node, g)
         if type(g) is np.ndarray:
             # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
-            if vjp is not None:
+            if op is not None:
                 g.setflags(write=False)
             else:
                 if id(g) in handed_out or g.base is not None or not g.flags.writeable:
                     g = g.copy()
                 handed_out.add(id(g))
-        if vjp is None:  # a leaf
+        if op is None:  # a leaf
             node.grad = g if node.grad is None else node.grad + g
             continue
         out = data[s]
         inputs = [data[ins[0]], data[ins[1]]] if len(ins) == 2 else [data[i] for i in ins]
+        vjp = op.vjp_term
         for k, parent in flows:
             contribution = vjp(k, g, out, inputs)
             previous = grads[parent]
