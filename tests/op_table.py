@@ -129,6 +129,8 @@ OPS = [
     Case("neg", lambda x: -x, np.negative),
     Case("pow", lambda x: x**3, lambda x: x**3),
     Case("pow_fractional", lambda x: x**1.5, lambda x: x**1.5, domain=_positive),
+    Case("pow_of_values", lambda a, b: a**b, np.power, PAIR,
+         inputs=lambda rng, s: [_positive(rng, s[0]), _any(rng, s[1])]),
     Case("exp", lambda x: x.exp(), np.exp),
     Case("log", lambda x: x.log(), np.log, domain=_positive),
     Case("tanh", lambda x: x.tanh(), np.tanh),

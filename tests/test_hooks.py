@@ -108,7 +108,7 @@ def test_non_gradient_replacement_is_an_error_naming_the_hook():
         return "not a gradient"
 
     y.register_hook(returns_text)
-    with pytest.raises(ValueError, match="returns_text"):
+    with pytest.raises(TypeError, match="returns_text"):
         y.sum().backward()
 
 
@@ -120,7 +120,7 @@ def test_non_numeric_replacement_of_a_scalar_gradient_is_an_error_naming_the_hoo
         return "oops"
 
     y.register_hook(returns_text)
-    with pytest.raises(ValueError, match="returns_text"):
+    with pytest.raises(TypeError, match="returns_text"):
         y.backward()
 
 

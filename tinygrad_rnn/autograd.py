@@ -1,33 +1,46 @@
-"""Reverse-mode autodiff over a recorded graph: topological order, backward, grad, no_grad, scopes.
+"""Reverse-mode autodiff over a recorded graph: topological order, the backward pass, no_grad, scopes.
 
 A node is anything with ``data``, ``op``, ``parents``, ``requires_grad``, ``grad`` and ``hooks``
-(a Value). The walk never recurses, so a 100,000-step recurrence backpropagates under Python's default
-recursion limit.
+(a Value). The walk never recurses, so a 1,000,000-step recurrence backpropagates under Python's
+default recursion limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import threading
 from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 from tinygrad_rnn.ops import RAW_TYPES, shape_of
 
-__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backward", "grad"]
+__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate"]
 
 
-class STATE:
-    """Process-wide recording state: whether ops record, the scope new nodes are tagged with, and
-    the node whose hooks are running (a hook gets only the gradient, as in PyTorch; one that
-    wants to leave a note on its node, as clipping does, finds it here)."""
+class _State(threading.local):
+    """Recording state, one copy per thread (as PyTorch's grad mode): whether ops record, the scope
+    new nodes are tagged with, and the node whose hooks are running (a hook gets only the gradient,
+    as in PyTorch; one that leaves a note on its node, as clipping does, finds the node here)."""
 
     grad_enabled = True
     scope = ""
     hook_node = None
 
 
+STATE = _State()
+
+# A clock for the version check: every write of a Value's data is stamped with the next tick, and a
+# node remembers the tick it was made at. A parent stamped later than its child was changed after
+# the child used it (PyTorch's version counter); next() on a count is atomic, so threads may share it.
+CLOCK = itertools.count(1)
+
+
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
-    """Inside, ops compute values but record no graph (for evaluation and optimiser steps)."""
+    """Inside, ops compute values but record no graph (for evaluation and optimiser steps).
+    Per thread: other threads go on recording."""
     previous, STATE.grad_enabled = STATE.grad_enabled, False
     try:
         yield
@@ -49,8 +62,8 @@ def enable_grad() -> Iterator[None]:
 def scope(name: str) -> Iterator[str]:
     """Tag every Value created inside with ``name``; scopes nest as paths, ``"encoder/t=3"``.
 
-    The RNN unroll wraps each time step in ``scope(f"t={t}")``, which is how pictures cluster a step
-    and diagnostics find h_t, for any cell, with no help from the cell.
+    The RNN unroll wraps each time step in a scope, which is how pictures cluster a step and
+    diagnostics find h_t, for any cell, with no help from the cell.
     """
     previous = STATE.scope
     STATE.scope = f"{previous}/{name}" if previous else str(name)
@@ -98,8 +111,57 @@ def subgraph(outputs: Sequence, inputs: Sequence) -> list:
     return order
 
 
+def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = False, into_grad: bool = True,
+                  order: Sequence | None = None, hooks: bool = True, wanted: Sequence = ()) -> dict:
+    """The backward pass: the one loop that computes gradients.
+
+    Walks the nodes children-first (only those in ``order``, from ``subgraph``, when given); a
+    node's gradient is complete when it comes up, so its hooks run then, before it flows to the
+    parents through each op's vector-Jacobian product. With ``into_grad`` each gradient is added to
+    its node's ``.grad`` (PyTorch's rule: they add up across calls until ``zero_grad``). Returns the
+    complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it).
+    """
+    on_path = None if order is None else set(order)
+    keep = set(wanted)
+    pending, found = {}, {}
+    for root, g in zip(roots, root_grads):
+        pending[root] = pending[root] + g if root in pending else g
+    handed_out = {id(g) for g in root_grads}
+    for node in reversed(topological_order(roots) if order is None else order):
+        g = pending.pop(node, None)
+        if g is None:
+            continue
+        if hooks and node.hooks:
+            g = _run_hooks(node, g)
+        if into_grad or node in keep:
+            # Never alias: a pass-through op (add) hands one array to several nodes, a view
+            # (reshape, broadcast) shares another's memory; whoever gets it second gets a copy.
+            if type(g) is np.ndarray and (id(g) in handed_out or g.base is not None or not g.flags.writeable):
+                g = g.copy()
+            handed_out.add(id(g))
+            if into_grad:
+                node.grad = g if node.grad is None else node.grad + g
+            if node in keep:
+                found[node] = g
+        op = node.op
+        if op is None:
+            continue
+        parents = node.parents
+        # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
+        out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
+        k = 0
+        for parent in parents:
+            if parent.requires_grad if on_path is None else parent in on_path:
+                if parent._version > node._made:
+                    _changed_after_use(parent, node)
+                contribution = op.vjp(k, g, out, inputs)
+                pending[parent] = pending[parent] + contribution if parent in pending else contribution
+            k += 1
+    return found
+
+
 def _run_hooks(node, grad):
-    """Each hook sees the gradient left by the one before; a replacement must keep the shape."""
+    """Each hook sees the gradient left by the one before; a replacement must be one like it."""
     previous, STATE.hook_node = STATE.hook_node, node
     try:
         for hook in list(node.hooks):
@@ -110,66 +172,28 @@ def _run_hooks(node, grad):
 
 
 def _replacement(hook, node, grad, result):
-    """What a hook returned, checked: None keeps the gradient; anything else must be one like it."""
+    """What a hook returned, checked: None keeps the gradient; anything else must match it in kind
+    (a Python float for a float, an array or Value of the same shape and dtype otherwise)."""
     if result is None:
         return grad
-    numeric = isinstance(result, RAW_TYPES) or type(result) is type(grad)  # a Value if recording
-    if not numeric or shape_of(result) != shape_of(grad):
-        hook_name = getattr(hook, "__name__", None) or repr(hook)
-        got = f"{type(result).__name__} of shape {shape_of(result)}" if numeric else repr(result)[:40]
-        raise ValueError(f"hook {hook_name} on {node!r}: returned {got}, expected a gradient of shape {shape_of(grad)}")
+    if type(grad) is float:
+        ok = type(result) is float or (isinstance(result, np.floating) and result.dtype == np.float64)
+        result = float(result) if ok else result
+    else:
+        ok = type(result) is type(grad) and shape_of(result) == shape_of(grad) and result.dtype == grad.dtype
+    if not ok:
+        name = getattr(hook, "__name__", None) or repr(hook)
+        kind = (f"{type(result).__name__} of dtype {np.result_type(result)} and shape {shape_of(result)}"
+                if isinstance(result, RAW_TYPES) else type(result).__name__)
+        expected = "a float" if type(grad) is float else f"shape {shape_of(grad)} and dtype {grad.dtype}"
+        error = ValueError if type(result) is type(grad) and shape_of(result) != shape_of(grad) else TypeError
+        raise error(f"hook {name} on {node!r}: returned {kind}, expected a gradient of {expected}")
     return result
 
 
-def _propagate(roots, root_grads, create_graph: bool, on_complete=None, order=None, hooks: bool = True) -> None:
-    """The backward pass. Walks nodes children-first; a node's gradient is complete when it comes
-    up, so its hooks run then, it is accumulated into ``.grad`` (or handed to ``on_complete``
-    instead), and it flows on to the parents through each op's vector-Jacobian product.
-    Given an ``order`` (from ``subgraph``), gradients flow only along the nodes in it."""
-    on_path = None if order is None else set(order)
-    pending = {}
-    for root, g in zip(roots, root_grads):
-        pending[root] = pending[root] + g if root in pending else g
-    for node in reversed(topological_order(roots) if order is None else order):
-        g = pending.pop(node, None)
-        if g is None:
-            continue
-        if hooks and node.hooks:
-            g = _run_hooks(node, g)
-        if on_complete is None:
-            node.grad = g if node.grad is None else node.grad + g
-        else:
-            on_complete(node, g)
-        op = node.op
-        if op is None:
-            continue
-        parents = node.parents
-        # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
-        out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
-        k = 0
-        for parent in parents:
-            if parent.requires_grad if on_path is None else parent in on_path:
-                contribution = op.vjp(k, g, out, *inputs)
-                pending[parent] = pending[parent] + contribution if parent in pending else contribution
-            k += 1
-
-
-def backward(roots: Sequence, root_grads: Sequence, create_graph: bool = False) -> None:
-    """Accumulate d(roots)/d(node), weighted by ``root_grads``, into ``.grad`` of every node
-    (PyTorch's rule: gradients add up across calls until ``zero_grad``)."""
-    _propagate(roots, root_grads, create_graph)
-
-
-def grad(outputs: Sequence, inputs: Sequence, grad_outputs: Sequence, create_graph: bool = False,
-         order=None, hooks: bool = True) -> list:
-    """The gradients of ``outputs`` with respect to ``inputs``, leaving every ``.grad`` untouched.
-    The walk covers ``order`` when given (from ``subgraph``), else everything behind the outputs;
-    ``hooks=False`` leaves hooks out (a Jacobian's unit seeds are not gradients to clip)."""
-    wanted = {id(x): None for x in inputs}
-
-    def capture(node, g):
-        if id(node) in wanted:
-            wanted[id(node)] = g
-
-    _propagate(outputs, grad_outputs, create_graph, capture, order, hooks)
-    return [wanted[id(x)] for x in inputs]
+def _changed_after_use(parent, node):
+    raise RuntimeError(
+        f"backward: {parent!r} was changed after {node.op.name} used it (its data was replaced or "
+        f"updated in place, e.g. by an optimiser step), so the gradient through {node!r} would be "
+        "wrong. Run the forward pass again after changing it."
+    )

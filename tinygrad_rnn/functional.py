@@ -17,7 +17,14 @@ def concat(values: Sequence, axis: int = 0) -> Value:
     """Join Values along an existing axis (numpy's concatenate)."""
     if not values:
         raise ValueError("concat: needs at least one Value")
-    return apply(ops.Concat(axis), *values)
+    shapes = [np.shape(ops.raw(v)) for v in values]
+    if any(len(shape) == 0 for shape in shapes):
+        raise ValueError(f"concat: zero-dimensional inputs cannot be joined, got shapes {shapes}")
+    try:
+        sizes = [shape[axis] for shape in shapes]
+    except IndexError:
+        raise ValueError(f"concat: axis {axis} is out of range for shapes {shapes}") from None
+    return apply(ops.Concat(axis, sizes), *values)
 
 
 def stack(values: Sequence, axis: int = 0) -> Value:
@@ -60,8 +67,9 @@ def softmax(x: Value, axis: int = -1) -> Value:
 def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None, hooks: bool = True) -> list:
     """d(outputs)/d(inputs), weighted by ``grad_outputs``, returned without touching any ``.grad``.
 
-    Accepts one Value or a sequence for ``outputs`` and ``inputs``; returns a list with one gradient
-    per input (zeros for an input the outputs do not depend on). Pass ``order=subgraph(outputs,
+    The one public gradient function. Accepts one Value or a sequence for ``outputs`` and ``inputs``;
+    returns a list with one gradient per input (zeros for an input the outputs do not depend on).
+    Pass ``order=subgraph(outputs,
     inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for many seeds, as Jacobians do; there
     an input may also be a constant, such as a zero initial state. ``hooks=False`` skips hooks.
     """
@@ -72,8 +80,9 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=N
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
     seeds = [_seed(out, g, "grad", create_graph) for out, g in zip(outputs, grad_outputs)]
-    found = autograd.grad(outputs, inputs, seeds, create_graph, order, hooks)
-    return [(np.zeros(x.shape, x.dtype) if x.shape else 0.0) if g is None else g for g, x in zip(found, inputs)]
+    found = autograd.backpropagate(outputs, seeds, create_graph, into_grad=False, order=order, hooks=hooks,
+                                   wanted=inputs)
+    return [found[x] if x in found else np.zeros(x.shape, x.dtype) if x.shape else 0.0 for x in inputs]
 
 
 def zero_grad(values) -> None:

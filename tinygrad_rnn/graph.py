@@ -1,7 +1,7 @@
 """A read-only walk of a recorded graph: its nodes, its edges with their local gradients, its scopes.
 
 This is the only door through which pictures and diagnostics see a graph. Every number an edge
-reports comes from its op (``local``, ``vjp``, ``jacobian_norm``): the same definitions the backward
+reports comes from its op (``vjp``, ``jacobian_norm``): the same definitions the backward
 pass uses, so a picture cannot disagree with the gradients it explains.
 """
 
@@ -30,10 +30,6 @@ class Edge:
     def _inputs(self) -> list:
         return [p.data for p in self.child.parents]
 
-    def local_gradient(self):
-        """The op's local derivative for this input, in its compact form (see tinygrad_rnn/ops)."""
-        return self.child.op.local(self.child.data, *self._inputs())[self.position]
-
     def derivative(self) -> float:
         """The exact d(child)/d(parent) of a scalar edge (both ends single numbers)."""
         if self.child.size != 1 or self.parent.size != 1:
@@ -41,17 +37,17 @@ class Edge:
                 f"derivative: edge {self.child.op.name} -> input {self.position} is not scalar; use jacobian_norm"
             )
         one = np.ones_like(self.child.data) if self.child.shape else 1.0
-        return float(np.sum(self.child.op.vjp(self.position, one, self.child.data, *self._inputs())))
+        return float(np.sum(self.child.op.vjp(self.position, one, self.child.data, self._inputs())))
 
     def jacobian_norm(self) -> float:
         """Spectral norm of d(child)/d(parent): the most this edge can stretch a gradient."""
-        return self.child.op.jacobian_norm(self.position, self.child.data, *self._inputs())
+        return self.child.op.jacobian_norm(self.position, self.child.data, self._inputs())
 
     def contribution(self):
         """The gradient this edge passed to its parent in the last backward pass (None before)."""
         if self.child.grad is None:
             return None
-        return self.child.op.vjp(self.position, raw(self.child.grad), self.child.data, *self._inputs())
+        return self.child.op.vjp(self.position, raw(self.child.grad), self.child.data, self._inputs())
 
     def observed_gain(self) -> float | None:
         """||contribution to parent|| / ||gradient of child||, after a backward pass; along a chain

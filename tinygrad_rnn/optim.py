@@ -135,7 +135,7 @@ class Optimizer:
 def _subtract(p: Value, update: np.ndarray) -> None:
     """theta <- theta - update, in place when theta is a writable array."""
     if isinstance(p.data, np.ndarray) and p.data.flags.writeable and p.data.ndim:
-        np.subtract(p.data, update, out=p.data, casting="same_kind")
+        p.data = np.subtract(p.data, update, out=p.data, casting="same_kind")  # assigned: the Value sees it
     else:  # a Python float (scalar Value) or a read-only view: rebind instead
         p.data = type(p.data)(p.data - update) if isinstance(p.data, float) else p.data - update
 

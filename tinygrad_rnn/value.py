@@ -14,18 +14,19 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn import autograd, ops
-from tinygrad_rnn.autograd import STATE
+from tinygrad_rnn.autograd import CLOCK, STATE
 from tinygrad_rnn.ops import shape_of
 
 __all__ = ["Value", "apply", "as_value", "HookHandle"]
 
 
-def _as_data(x, where: str = "Value"):
-    """Check and normalise data: a Python float, or a float array (float32 kept, others float64)."""
+def _as_data(x, where: str = "Value", copy: bool = False):
+    """Check and normalise data: a Python float, or a float array (float32 kept, others float64).
+    ``copy`` makes sure the array is the Value's own, so no one else's array changes with it."""
     if isinstance(x, (int, float)) and not isinstance(x, np.generic):
         return float(x)
     try:
-        array = np.asarray(x)
+        array = np.array(x) if copy else np.asarray(x)
     except Exception as error:  # ragged lists and other things numpy cannot hold
         raise TypeError(f"{where}: data must be a number or a numeric array, got {type(x).__name__}") from error
     if array.dtype.kind in "iub":
@@ -47,14 +48,15 @@ def as_value(x) -> Value:
     """A Value as it is; raw data becomes a constant (no gradient)."""
     if isinstance(x, Value):
         return x
-    return _node(x, None, (), False) if type(x) is float else Value(x, requires_grad=False)
+    return _node(x if type(x) is float else _as_data(x), None, (), False)
 
 
 def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
     """Make a Value without checking its data: for results of ops, whose data numpy made."""
     node = Value.__new__(Value)
-    node.data, node.grad, node.op, node.parents, node.requires_grad = data, None, op, parents, requires_grad
+    node._data, node.grad, node.op, node.parents, node.requires_grad = data, None, op, parents, requires_grad
     node.name, node.scope, node.hooks, node.notes = None, STATE.scope, (), None
+    node._version = node._made = next(CLOCK)
     return node
 
 
@@ -66,7 +68,7 @@ def apply(op: ops.Op, *inputs) -> Value:
             values = tuple([as_value(x) for x in inputs])
             break
     try:
-        data = op.forward(*[v.data for v in values])
+        data = op.forward(*[v._data for v in values])
     except (ValueError, IndexError, TypeError) as error:
         raise type(error)(_explain(op, values, error)) from None
     if STATE.grad_enabled:
@@ -98,9 +100,11 @@ class HookHandle:
             self._hooks.remove(self._hook)
 
 
+ops.Op.record = apply  # an op called on Values records a node; the ops themselves never import Value
+
 _ADD, _SUB, _MUL, _DIV, _NEG = ops.Add(), ops.Sub(), ops.Mul(), ops.Div(), ops.Neg()
 _EXP, _LOG, _TANH, _SIGMOID, _RELU = ops.Exp(), ops.Log(), ops.Tanh(), ops.Sigmoid(), ops.Relu()
-_ABS, _MATMUL = ops.Abs(), ops.MatMul()
+_ABS, _MATMUL, _POW = ops.Abs(), ops.MatMul(), ops.Pow()
 
 
 class Value:
@@ -110,17 +114,35 @@ class Value:
     that made it, None for leaves and constants); ``parents`` (ordered inputs); ``requires_grad``;
     ``name``; ``scope`` (the path of ``scope(...)`` contexts it was made in); ``hooks`` (run on its
     gradient in backward); ``notes`` (a dict that hooks and diagnostics may annotate, else None).
+
+    ``Value(array)`` keeps a copy of the array: an optimiser step on the Value leaves the caller's
+    array alone. Assigning ``.data`` (``w.data = ...``, ``w.data -= lr * w.grad``) is seen by the
+    engine: a backward pass through an op that used the old data raises instead of computing a
+    gradient for data that is gone. (Writing into the array behind the Value's back, ``w.data[0] = 1``,
+    is not seen, as PyTorch's ``.data`` is not.)
     """
 
-    __slots__ = ("data", "grad", "op", "parents", "requires_grad", "name", "scope", "hooks", "notes", "__weakref__")
+    __slots__ = ("_data", "grad", "op", "parents", "requires_grad", "name", "scope", "hooks", "notes",
+                 "_version", "_made", "__weakref__")
     __array_ufunc__ = None  # numpy defers to Value's reflected operators: array * Value records
 
     def __init__(self, data, requires_grad: bool = True, name: str | None = None):
-        self.data = _as_data(data.data if isinstance(data, Value) else data)
+        self._data = _as_data(data.data if isinstance(data, Value) else data, copy=True)
         self.grad = None
         self.op, self.parents = None, ()
         self.requires_grad = bool(requires_grad)
         self.name, self.scope, self.hooks, self.notes = name, STATE.scope, (), None
+        self._version = self._made = next(CLOCK)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, data):
+        fast = type(data) is float or (type(data) is np.ndarray and data.dtype.kind == "f")
+        self._data = data if fast else _as_data(data, "Value.data")
+        self._version = next(CLOCK)
 
     # ---- description ---------------------------------------------------------------------------
 
@@ -201,12 +223,12 @@ class Value:
         return apply(_NEG, self)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Value):  # a^b = exp(b ln a), for a > 0
-            return (exponent * self.log()).exp()
-        return apply(ops.Pow(exponent), self)
+        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+            return apply(ops.Pow(exponent), self)  # a constant exponent is the op's parameter: x^2
+        return apply(_POW, self, exponent)
 
     def __rpow__(self, base):
-        return (self * np.log(base)).exp()
+        return apply(_POW, base, self)
 
     def __getitem__(self, index):
         if isinstance(index, list):
@@ -228,6 +250,13 @@ class Value:
         return self.data >= ops.raw(other)
 
     __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError(
+                f"the truth value of a Value of shape {self.shape} is ambiguous; use (v > 0).any() or .all()"
+            )
+        return bool(np.asarray(self.data).reshape(()))
 
     # ---- elementwise functions ----------------------------------------------------------------
 
@@ -261,8 +290,11 @@ class Value:
         return apply(ops.Sum(_axis(axis), keepdims), self)
 
     def mean(self, axis=None, keepdims: bool = False):
-        total = self.sum(axis, keepdims)
-        return total / (self.size // max(total.size, 1) if self.size else 1)
+        """sum / count; the mean of nothing is nan (0/0), as in numpy and PyTorch."""
+        axes = range(self.ndim) if axis is None else _axis(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        count = math.prod(self.shape[a] for a in axes)
+        with np.errstate(invalid="ignore"):
+            return self.sum(axis, keepdims) / float(count)
 
     def max(self, axis=None, keepdims: bool = False):
         return apply(ops.Max(_axis(axis), keepdims), self)
@@ -282,8 +314,10 @@ class Value:
     # ---- gradients ----------------------------------------------------------------------------
 
     def detach(self) -> Value:
-        """The same data, cut from the graph: no gradient flows through it."""
-        return Value(self.data, requires_grad=False, name=self.name)
+        """The same data (shared, as in PyTorch), cut from the graph: no gradient flows through it."""
+        cut = _node(self.data, None, (), False)
+        cut.name = self.name
+        return cut
 
     def backward(self, grad=None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(node) into ``.grad`` of every node that needs one.
@@ -291,7 +325,12 @@ class Value:
         ``grad`` is dL/d(self); it may be left out only when self holds a single number (it is 1).
         With ``create_graph=True`` the backward pass is recorded, so gradients can be differentiated.
         """
-        autograd.backward([self], [_seed(self, grad, "backward", create_graph)], create_graph)
+        if not self.requires_grad:
+            raise RuntimeError(
+                f"backward: {self!r} does not require a gradient (it is a constant, was detached, or was "
+                "made under no_grad), so no graph leads back from it"
+            )
+        autograd.backpropagate([self], [_seed(self, grad, "backward", create_graph)], create_graph)
 
     def zero_grad(self) -> None:
         self.grad = None

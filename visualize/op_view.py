@@ -187,7 +187,7 @@ class OpPicture:
         op = node.op
         symbol = SYMBOLS.get(op.name, op.name)
         if op.name == "pow":
-            symbol = f"x^{style.number(op.exponent, 3)}"
+            symbol = "x^y" if op.exponent is None else f"x^{style.number(op.exponent, 3)}"
         elif op.name in ("sum", "max") and getattr(op, "axis", None) is not None:
             symbol = f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
         elif op.name == "sum":

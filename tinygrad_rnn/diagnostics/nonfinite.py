@@ -50,7 +50,7 @@ class NonfiniteOrigin:
                              f"(output {_describe(node.data)})")
         else:
             with np.errstate(all="ignore"):
-                contribution = node.op.vjp(self.position, raw(node.grad), node.data, *[p.data for p in node.parents])
+                contribution = node.op.vjp(self.position, raw(node.grad), node.data, [p.data for p in node.parents])
             lines.append(f"backward: {where} turned a finite gradient ({_describe(node.grad)}) into "
                          f"{_kind(contribution)} for its input {self.position}")
         lines += [f"  input {k}: {_describe(p.data)}" for k, p in enumerate(node.parents)]
@@ -101,7 +101,7 @@ def trace_nonfinite(root: Value) -> NonfiniteReport:
                 continue
             inputs = [p.data for p in node.parents]
             for k, parent in enumerate(node.parents):
-                if parent.requires_grad and not _finite(node.op.vjp(k, raw(node.grad), node.data, *inputs)):
+                if parent.requires_grad and not _finite(node.op.vjp(k, raw(node.grad), node.data, inputs)):
                     backward = NonfiniteOrigin("backward", node, k)
                     break
             if backward is not None:

@@ -1,4 +1,5 @@
-"""The Op base class and the helpers every op shares: shapes, raw data, masks, unbroadcast."""
+"""The Op contract, the Elementwise base, and the helpers every op shares: shapes, raw data, masks,
+unbroadcast. Nothing here knows what a Value is."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def raw(x):
 
 def mask(condition, like):
     """A condition as 0/1 numbers of ``like``'s float type (so float32 gradients stay float32)."""
-    if type(condition) is bool:
+    if type(condition) is bool or (type(like) is float and np.ndim(condition) == 0):
         return float(condition)
     return np.asarray(condition, dtype=np.result_type(like))
 
@@ -43,42 +44,88 @@ def unbroadcast(grad, shape: tuple):
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
+def required(method):
+    """Marks a method every concrete op must define for itself."""
+    method.required = True
+    return method
+
+
 class Op:
-    """Base class of the primitives. Subclasses define ``forward`` and ``local`` (and ``vjp`` where
-    the default elementwise rule does not hold)."""
+    """A primitive: ``forward`` and ``vjp`` side by side, and the norm of each edge's Jacobian.
+
+    - ``forward(*inputs)`` computes the output from the inputs' data.
+    - ``vjp(k, grad, out, inputs)`` is the gradient flowing to input k: grad^T d(out)/d(input k).
+      ``inputs`` is the sequence of inputs, never unpacked, so an op with n inputs (stack, concat)
+      backpropagates in O(n).
+    - ``jacobian_norm(k, out, inputs)`` is the spectral norm of d(out)/d(input k): the most this
+      edge can stretch a gradient.
+
+    Every concrete op must define all three itself (or inherit them from ``Elementwise``): a
+    missing one is an error when the class is defined, never a silently wrong default.
+
+    Calling an op, ``Tanh()(x)``, runs ``forward`` on raw data; when an argument is not raw data (a
+    Value), it hands the call to ``Op.record``, which the engine installs. That one rule lets a
+    derivative formula call ops on arrays (fast) or on Values (recorded, for higher derivatives).
+    """
 
     name = "op"
+    record = None  # set by tinygrad_rnn.value: record(op, *inputs) -> Value
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in dir(cls) if getattr(getattr(cls, name), "required", False)]
+        if missing and not abstract:
+            raise TypeError(f"op {cls.__name__} must define {', '.join(missing)}")
 
     def __call__(self, *args):
         for a in args:
             if not isinstance(a, RAW_TYPES):
-                from tinygrad_rnn.value import apply  # value.py imports this module
-
-                return apply(self, *args)
+                return Op.record(self, *args)
         return self.forward(*args)
 
+    @required
     def forward(self, *inputs):
-        raise NotImplementedError
+        ...
 
-    def local(self, out, *inputs) -> tuple:
-        raise NotImplementedError
+    @required
+    def vjp(self, k: int, grad, out, inputs):
+        ...
 
-    def vjp(self, k: int, grad, out, *inputs):
-        return unbroadcast(grad * self.local(out, *inputs)[k], shape_of(inputs[k]))
-
-    def jacobian_norm(self, k: int, out, *inputs) -> float:
-        # Elementwise: J = diag(local) B, where B copies each input element to its broadcast
-        # positions. J^T J is diagonal, holding per input element the sum of local^2 over its
-        # copies; so the spectral norm is the square root of the largest such sum (without
-        # broadcasting: the largest |local derivative|).
-        out_shape = shape_of(raw(out))
-        squares = np.broadcast_to(np.square(raw(self.local(out, *inputs)[k])), out_shape)
-        return float(np.sqrt(np.max(unbroadcast(squares, shape_of(raw(inputs[k]))), initial=0.0)))
+    @required
+    def jacobian_norm(self, k: int, out, inputs) -> float:
+        ...
 
     def params(self) -> dict:
         """The op's parameters, for labels and repr."""
-        return {k: v for k, v in vars(self).items()}
+        return dict(vars(self))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{self.name}({args})" if args else self.name
+
+
+class Elementwise(Op, abstract=True):
+    """An op whose output element i depends only on element i of each (broadcast) input.
+
+    Its Jacobian with respect to each input is diagonal (before broadcasting), so a subclass states
+    its derivative once, ``derivative(k, out, *inputs)``: the diagonal of d(out)/d(input k), an array
+    of the output's shape or a number standing for a constant diagonal. The vector-Jacobian product
+    and the edge norm follow from it here.
+    """
+
+    @required
+    def derivative(self, k: int, out, *inputs):
+        ...
+
+    def vjp(self, k, grad, out, inputs):
+        d = self.derivative(k, out, *inputs)
+        if type(d) is float and d == 1.0:  # add, and sub's first input: pass the gradient through
+            return unbroadcast(grad, shape_of(inputs[k]))
+        return unbroadcast(grad * d, shape_of(inputs[k]))
+
+    def jacobian_norm(self, k, out, inputs) -> float:
+        # J = diag(d) B, where B copies each input element to its broadcast positions. J^T J is
+        # diagonal, holding per input element the sum of d^2 over its copies; so the spectral norm
+        # is the square root of the largest such sum (without broadcasting: the largest |d|).
+        squares = np.broadcast_to(np.square(raw(self.derivative(k, out, *inputs))), shape_of(raw(out)))
+        return float(np.sqrt(np.max(unbroadcast(squares, shape_of(raw(inputs[k]))), initial=0.0)))

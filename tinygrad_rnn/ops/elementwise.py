@@ -1,4 +1,5 @@
-"""Elementwise primitives: the local derivative of each is the diagonal of its Jacobian."""
+"""Elementwise primitives. Each states its derivative once, as the diagonal of its Jacobian
+(``Elementwise`` in base.py turns that into the vector-Jacobian product and the edge norm)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,24 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.base import Elementwise, mask, raw
 
-# ---- elementwise, two inputs -------------------------------------------------------------------
+# ---- two inputs --------------------------------------------------------------------------------
 
-class Add(Op):
-    """add: y = a + b;  dy/da = 1, dy/db = 1"""
+
+class Add(Elementwise):
+    """add: y = a + b;  dy/da = dy/db = 1"""
 
     name = "add"
 
     def forward(self, a, b):
         return a + b
 
-    def local(self, out, a, b):
-        return (1.0, 1.0)
-
-    def vjp(self, k, grad, out, a, b):
-        return unbroadcast(grad, shape_of((a, b)[k]))
+    def derivative(self, k, out, a, b):
+        return 1.0
 
 
-class Sub(Op):
+class Sub(Elementwise):
     """sub: y = a - b;  dy/da = 1, dy/db = -1"""
 
     name = "sub"
@@ -33,14 +32,11 @@ class Sub(Op):
     def forward(self, a, b):
         return a - b
 
-    def local(self, out, a, b):
-        return (1.0, -1.0)
-
-    def vjp(self, k, grad, out, a, b):
-        return unbroadcast(grad if k == 0 else -grad, shape_of((a, b)[k]))
+    def derivative(self, k, out, a, b):
+        return (1.0, -1.0)[k]
 
 
-class Mul(Op):
+class Mul(Elementwise):
     """mul: y = a * b;  dy/da = b, dy/db = a"""
 
     name = "mul"
@@ -48,44 +44,83 @@ class Mul(Op):
     def forward(self, a, b):
         return a * b
 
-    def local(self, out, a, b):
-        return (b, a)
+    def derivative(self, k, out, a, b):
+        return (b, a)[k]
 
 
-class Div(Op):
+class Div(Elementwise):
     """div: y = a / b;  dy/da = 1/b, dy/db = -a/b^2 = -y/b"""
 
     name = "div"
 
     def forward(self, a, b):
-        return np.divide(a, b)  # numpy's rules for Python floats too: 1/0 is inf, not an exception
+        if type(a) is float and type(b) is float:
+            return float(np.divide(a, b))  # numpy's rules, not Python's: 1/0 is inf, not an exception
+        return np.divide(a, b)
 
-    def local(self, out, a, b):
-        return (reciprocal(b), -out / b)
+    def derivative(self, k, out, a, b):
+        return reciprocal(b) if k == 0 else -out / b
 
 
 def reciprocal(x):
-    """1/x on arrays and Values (recorded) alike, and on Python floats by numpy's rules: 1/0 is inf
-    (with numpy's warning), not a ZeroDivisionError, so scalar graphs behave as arrays do."""
+    """1/x on arrays and Values (recorded) alike, and on Python floats by numpy's rules."""
     return Div()(1.0, x)
 
 
-class Maximum(Op):
-    """maximum: y = max(a, b) elementwise;  dy/da = [a > b], dy/db = [b > a], ties split 1/2 each
-    (PyTorch's rule)."""
+class Pow(Elementwise):
+    """pow: y = a^b;  dy/da = b a^(b-1), dy/db = y ln a.
+
+    ``Pow(2.0)(x)`` holds a constant exponent as a parameter (one input, drawn as x^2); ``Pow()(a, b)``
+    takes the exponent as a second input. PyTorch's conventions where the formulas break down:
+    dy/da = 0 where b = 0 (a^0 = 1 for every a, 0 included), and dy/db = 0 where a = 0 and b >= 0.
+    A negative base to a fractional power is nan, as in numpy, not a complex number.
+    """
+
+    name = "pow"
+
+    def __init__(self, exponent: float | None = None):
+        self.exponent = None if exponent is None else float(exponent)
+
+    def forward(self, a, b=None):
+        b = self.exponent if b is None else b
+        if type(a) is float and type(b) is float:
+            return float(np.power(a, b))
+        return np.power(a, b)
+
+    def derivative(self, k, out, a, b=None):
+        b = self.exponent if b is None else b
+        with np.errstate(divide="ignore", invalid="ignore"):  # the masked-out entries may be inf or nan
+            if k == 0:
+                return _unless(raw(b) == 0, b * Pow()(a, b - 1.0))
+            return _unless((raw(a) == 0) & (raw(b) >= 0), out * Log()(a))
+
+    def params(self):
+        return {} if self.exponent is None else {"exponent": self.exponent}
+
+
+def _unless(condition, value):
+    """``value``, with 0 where ``condition`` holds (a select, not a product: 0 * inf would be nan)."""
+    if not np.any(condition):
+        return value
+    if np.ndim(condition) == 0:
+        return 0.0
+    return Where(condition)(0.0, value)
+
+
+class Maximum(Elementwise):
+    """maximum: y = max(a, b);  dy/da = [a > b], dy/db = [b > a], ties split 1/2 each (PyTorch's rule)"""
 
     name = "maximum"
 
     def forward(self, a, b):
-        return np.maximum(a, b)
+        return float(np.maximum(a, b)) if type(a) is float and type(b) is float else np.maximum(a, b)
 
-    def local(self, out, a, b):
-        a, b = raw(a), raw(b)
-        tie = 0.5 * mask(a == b, a)
-        return (mask(a > b, a) + tie, mask(b > a, a) + tie)
+    def derivative(self, k, out, a, b):
+        mine, other = (raw(a), raw(b)) if k == 0 else (raw(b), raw(a))
+        return mask(mine > other, mine) + 0.5 * mask(mine == other, mine)
 
 
-class Where(Op):
+class Where(Elementwise):
     """where: y = a where cond else b (cond is a constant mask);  dy/da = cond, dy/db = 1 - cond"""
 
     name = "where"
@@ -96,16 +131,17 @@ class Where(Op):
     def forward(self, a, b):
         return np.where(self.cond, a, b)
 
-    def local(self, out, a, b):
-        return (mask(self.cond, raw(a)), mask(~self.cond, raw(a)))
+    def derivative(self, k, out, a, b):
+        return mask(self.cond if k == 0 else ~self.cond, raw(out))
 
     def params(self):
         return {"cond": f"mask{self.cond.shape}"}
 
 
-# ---- elementwise, one input --------------------------------------------------------------------
+# ---- one input ---------------------------------------------------------------------------------
 
-class Neg(Op):
+
+class Neg(Elementwise):
     """neg: y = -x;  dy/dx = -1"""
 
     name = "neg"
@@ -113,53 +149,35 @@ class Neg(Op):
     def forward(self, x):
         return -x
 
-    def local(self, out, x):
-        return (-1.0,)
-
-    def vjp(self, k, grad, out, x):
-        return -grad
+    def derivative(self, k, out, x):
+        return -1.0
 
 
-class Pow(Op):
-    """pow: y = x^p for a constant p;  dy/dx = p x^(p-1)"""
-
-    name = "pow"
-
-    def __init__(self, exponent: float):
-        self.exponent = exponent
-
-    def forward(self, x):
-        return np.power(x, self.exponent)  # a negative base to a fractional power is nan, not complex
-
-    def local(self, out, x):
-        return (self.exponent * Pow(self.exponent - 1)(x),)
-
-
-class Exp(Op):
+class Exp(Elementwise):
     """exp: y = e^x;  dy/dx = y"""
 
     name = "exp"
 
     def forward(self, x):
-        return np.exp(x)
+        return float(np.exp(x)) if type(x) is float else np.exp(x)  # numpy's rules: overflow is inf
 
-    def local(self, out, x):
-        return (out,)
+    def derivative(self, k, out, x):
+        return out
 
 
-class Log(Op):
+class Log(Elementwise):
     """log: y = ln x;  dy/dx = 1/x"""
 
     name = "log"
 
     def forward(self, x):
-        return np.log(x)
+        return float(np.log(x)) if type(x) is float else np.log(x)  # numpy's rules: log 0 is -inf
 
-    def local(self, out, x):
-        return (reciprocal(x),)
+    def derivative(self, k, out, x):
+        return reciprocal(x)
 
 
-class Tanh(Op):
+class Tanh(Elementwise):
     """tanh: y = tanh(x);  dy/dx = 1 - y^2"""
 
     name = "tanh"
@@ -167,11 +185,11 @@ class Tanh(Op):
     def forward(self, x):
         return math.tanh(x) if type(x) is float else np.tanh(x)
 
-    def local(self, out, x):
-        return (1.0 - out * out,)
+    def derivative(self, k, out, x):
+        return 1.0 - out * out
 
 
-class Sigmoid(Op):
+class Sigmoid(Elementwise):
     """sigmoid: y = 1 / (1 + e^-x);  dy/dx = y (1 - y)"""
 
     name = "sigmoid"
@@ -180,11 +198,11 @@ class Sigmoid(Op):
         # 0.5 (1 + tanh(x/2)) is the same function and never overflows.
         return 0.5 + 0.5 * (math.tanh(0.5 * x) if type(x) is float else np.tanh(0.5 * x))
 
-    def local(self, out, x):
-        return (out * (1.0 - out),)
+    def derivative(self, k, out, x):
+        return out * (1.0 - out)
 
 
-class Relu(Op):
+class Relu(Elementwise):
     """relu: y = max(x, 0);  dy/dx = [x > 0]"""
 
     name = "relu"
@@ -192,39 +210,42 @@ class Relu(Op):
     def forward(self, x):
         return (x if x > 0.0 else 0.0) if type(x) is float else np.maximum(x, 0.0)
 
-    def local(self, out, x):
-        return (mask(raw(x) > 0.0, raw(x)),)
+    def derivative(self, k, out, x):
+        return mask(raw(x) > 0.0, raw(x))
 
 
-class LeakyRelu(Op):
+class LeakyRelu(Elementwise):
     """leaky_relu: y = x if x > 0 else slope x;  dy/dx = 1 if x > 0 else slope"""
 
     name = "leaky_relu"
 
     def __init__(self, slope: float):
-        self.slope = slope
+        self.slope = float(slope)
 
     def forward(self, x):
-        return np.where(x > 0.0, x, self.slope * x)
+        if type(x) is float:
+            return x if x > 0.0 else self.slope * x
+        return np.where(x > 0.0, x, x * self.slope)
 
-    def local(self, out, x):
+    def derivative(self, k, out, x):
         x = raw(x)
-        return (self.slope + (1.0 - self.slope) * mask(x > 0.0, x),)
+        return self.slope + (1.0 - self.slope) * mask(x > 0.0, x)
 
 
-class Abs(Op):
+class Abs(Elementwise):
     """abs: y = |x|;  dy/dx = sign(x) (0 at 0)"""
 
     name = "abs"
 
     def forward(self, x):
-        return np.abs(x)
+        return abs(x) if type(x) is float else np.abs(x)
 
-    def local(self, out, x):
-        return (np.sign(raw(x)),)
+    def derivative(self, k, out, x):
+        x = raw(x)
+        return float(np.sign(x)) if type(x) is float else np.sign(x)
 
 
-class Clip(Op):
+class Clip(Elementwise):
     """clip: y = min(max(x, lo), hi);  dy/dx = [lo <= x <= hi]"""
 
     name = "clip"
@@ -233,13 +254,14 @@ class Clip(Op):
         self.lo, self.hi = lo, hi
 
     def forward(self, x):
-        return np.clip(x, self.lo, self.hi)
+        out = np.clip(x, self.lo, self.hi)
+        return float(out) if type(x) is float else out
 
-    def local(self, out, x):
+    def derivative(self, k, out, x):
         x = raw(x)
         inside = np.ones_like(x, dtype=bool)
         if self.lo is not None:
             inside &= x >= self.lo
         if self.hi is not None:
             inside &= x <= self.hi
-        return (mask(inside, x),)
+        return mask(inside, x)

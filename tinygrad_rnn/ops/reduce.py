@@ -35,15 +35,12 @@ class Sum(Op):
     def forward(self, x):
         return np.sum(x, axis=self.axis, keepdims=self.keepdims)
 
-    def local(self, out, x):
-        return (1.0,)
+    def vjp(self, k, grad, out, inputs):
+        return _spread(grad, shape_of(inputs[0]), self.axis)
 
-    def vjp(self, k, grad, out, x):
-        return _spread(grad, shape_of(x), self.axis)
-
-    def jacobian_norm(self, k, out, x):
+    def jacobian_norm(self, k, out, inputs):
         # Each output sums n inputs: a block of n ones per row, singular value sqrt(n).
-        return math.sqrt(max(np.size(raw(x)), 1) / max(np.size(raw(out)), 1))
+        return math.sqrt(max(np.size(raw(inputs[0])), 1) / max(np.size(raw(out)), 1))
 
 
 class Max(Op):
@@ -57,23 +54,24 @@ class Max(Op):
     def forward(self, x):
         return np.max(x, axis=self.axis, keepdims=self.keepdims)
 
-    def local(self, out, x):
+    def share(self, x):
+        """Each input's share of its maximum: 1/m for each of m tied maxima, 0 elsewhere."""
         x = raw(x)
         winners = mask(x == np.max(x, axis=self.axis, keepdims=True), x)
-        return (winners / np.sum(winners, axis=self.axis, keepdims=True),)
+        return winners / np.sum(winners, axis=self.axis, keepdims=True)
 
-    def vjp(self, k, grad, out, x):
-        return _spread(grad, shape_of(x), self.axis) * self.local(out, x)[0]
+    def vjp(self, k, grad, out, inputs):
+        return _spread(grad, shape_of(inputs[0]), self.axis) * self.share(inputs[0])
 
-    def jacobian_norm(self, k, out, x):
+    def jacobian_norm(self, k, out, inputs):
         # Each output row holds weights 1/m on its m maxima: norm 1/sqrt(m) <= 1.
-        return float(np.max(np.sqrt(np.sum(self.local(out, x)[0] ** 2, axis=self.axis))))
+        return float(np.max(np.sqrt(np.sum(self.share(inputs[0]) ** 2, axis=self.axis))))
 
 
 # ---- linear algebra ----------------------------------------------------------------------------
 
 class MatMul(Op):
-    """matmul: y = a @ b;  dL/da = g @ b^T, dL/db = a^T @ g (local derivatives: b and a)"""
+    """matmul: y = a @ b;  dL/da = g @ b^T, dL/db = a^T @ g"""
 
     name = "matmul"
 
@@ -86,10 +84,8 @@ class MatMul(Op):
             raise ValueError(f"matmul: shapes {sa} and {sb} do not align ({inner_a} != {inner_b})")
         return a @ b
 
-    def local(self, out, a, b):
-        return (b, a)
-
-    def vjp(self, k, grad, out, a, b):
+    def vjp(self, k, grad, out, inputs):
+        a, b = inputs
         if len(shape_of(a)) == 2 and len(shape_of(b)) == 2:  # the common case, said plainly
             return grad @ b.T if k == 0 else a.T @ grad
         # A vector operand acts as a one-row (a) or one-column (b) matrix, as in numpy; the
@@ -101,7 +97,8 @@ class MatMul(Op):
             return _restore(unbroadcast(grad @ _swap_last(b2), shape_of(a2)), shape_of(a))
         return _restore(unbroadcast(_swap_last(a2) @ grad, shape_of(b2)), shape_of(b))
 
-    def jacobian_norm(self, k, out, a, b):
+    def jacobian_norm(self, k, out, inputs):
+        a, b = inputs
         # d(a @ b)/da maps g to g @ b^T, so J^T J multiplies by b b^T (summed over the batches an
         # operand was broadcast to); the norm is the square root of its largest eigenvalue:
         # for plain matrices, the largest singular value of the other operand.
@@ -126,7 +123,6 @@ def _restore(x, shape: tuple):
 
 def _matmul_shape(a_shape: tuple, b_shape: tuple) -> tuple:
     return np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
-
 
 
 def _swap_last(x):
