@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import textwrap
 import time
 import zipfile
 from dataclasses import dataclass
@@ -276,7 +277,7 @@ def _train(model, optimizer, windows, config: TrainConfig, step: int, state, ste
                bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
     started = last_shown = time.perf_counter()
     first_step = last_step = step
-    smooth = first = None
+    smooth = first = rate = None
     try:
         while True:
             now = time.perf_counter()
@@ -308,8 +309,7 @@ def _train(model, optimizer, windows, config: TrainConfig, step: int, state, ste
     except KeyboardInterrupt:
         bar.write(f"stopped at step {step} (Ctrl-C); saving the run", file=sys.stderr)
     finally:
-        if smooth is not None and step > last_step:  # the last line shows where the run ended
-            rate = (step - last_step) / max(time.perf_counter() - last_shown, 1e-9)
+        if smooth is not None and rate is not None:  # the last line shows the loss where the run ended
             bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} steps/s", refresh=False)
         bar.close()
     return step, state, (first, smooth)
@@ -355,11 +355,16 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
             print(f"pictures: could not write in {out_dir} ({_one_line(error)})")
             return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
-    (start_reach, start_verdict), (end_reach, end_verdict) = (_reach(states) for _, states in runs.values())
-    print(f"what to look at: each box holds ||dL/dh_t||, how much of the error of the window's last prediction\n"
-          f"  reached step t. From h_{T} back to h_1 it becomes {start_reach} of itself {before}, and {end_reach} "
-          f"after step {step}\n  ({start_verdict}, then {end_verdict}): the smaller, the less the model learns from "
-          f"characters {T} steps back.")
+    (start_reach, _), (end_reach, verdict) = (_reach(states) for _, states in runs.values())
+    conclusion = {
+        "vanishing": f"the gradient vanishes on its way back: the model can hardly learn from characters {T} "
+                     "steps back" + (" (an LSTM is built to do better: --cell lstm)" if config.cell == "rnn" else ""),
+        "exploding": "the gradient grows on its way back (exploding); --clip-norm keeps the updates in check",
+    }.get(verdict, f"the gradient still reaches the characters {T} steps back")
+    print(textwrap.fill(
+        f"what to look at: in the picture each box holds ||dL/dh_t||, how much of the error of the window's last "
+        f"prediction reached step t. From h_{T} back to h_1 it becomes {start_reach} of itself {before} and "
+        f"{end_reach} after step {step}: {conclusion}.", width=110, subsequent_indent="  "))
 
 
 def _reach(states) -> tuple[str, str]:
