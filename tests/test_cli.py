@@ -164,6 +164,19 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path, text_file, cap
     assert_refused(code, err, "--resume:", str(path))
 
 
+@pytest.mark.parametrize("change", [{"hidden": -5}, {"lr": float("nan")}, {"cell": "rnn2"}, {"batch": 3}])
+def test_resume_refuses_a_saved_configuration_that_cannot_work(tmp_path, text_file, capsys, change):
+    """A checkpoint whose settings were edited (or disagree with its own arrays) is refused, not half-run."""
+    assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
+    arrays = checkpoint.load(tmp_path / "run.npz")
+    config = {**json.loads(str(arrays["meta.config"])), **change}
+    arrays["meta.config"] = np.array(json.dumps(config))
+    checkpoint.save(tmp_path / "run.npz", arrays)
+    code, _, err = run_main(["train", "--resume", "--steps", 1, "--checkpoint", tmp_path / "run.npz",
+                             "--out", tmp_path], capsys)
+    assert_refused(code, err, "--resume:", "damaged")
+
+
 def test_ctrl_c_stops_training_and_still_saves_the_run(tmp_path, text_file, capsys, monkeypatch):
     calls = []
     original = train.window_loss

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import textwrap
 import time
@@ -166,7 +167,7 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     optimizer = Adam(model.parameters(), lr=config.lr)
     step, state = 0, None
     if saved is not None:
-        step, state = _load_weights(path, model, optimizer)
+        step, state = _load_weights(path, model, optimizer, config.batch)
     windows = list(sequential_windows(train_ids, T, config.batch))
     print(f"{corpus!r}; {config.cell} with hidden {config.hidden}, T={T}, B={config.batch}, "
           f"{len(windows)} windows a pass" + (f"; resumed from {path} at step {step}" if saved else ""))
@@ -215,6 +216,9 @@ def _restored_config(saved: dict, given: TrainConfig, path: Path) -> TrainConfig
     except TypeError as error:
         raise UsageError(f"--resume: the configuration saved in {path} does not fit this version "
                          f"({_one_line(error)})") from None
+    wrong = _invalid_fields(config)
+    if wrong:
+        raise UsageError(f"--resume: the configuration saved in {path} is damaged ({', '.join(wrong)})")
     for field, value in dataclasses.asdict(given).items():
         if value is None:
             continue
@@ -226,6 +230,23 @@ def _restored_config(saved: dict, given: TrainConfig, path: Path) -> TrainConfig
                              f"{flag(field)} {_shown(kept)}; drop the flag to resume that run, or start a new "
                              "one with --force or another --checkpoint")
     return config
+
+
+def _invalid_fields(config: TrainConfig) -> list[str]:
+    """The fields of a restored configuration the command line would have refused."""
+    def whole(value, least):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    def positive(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    checks = {
+        "cell": config.cell in CELLS, "hidden": whole(config.hidden, 1), "seq": whole(config.seq, 1),
+        "batch": whole(config.batch, 1), "lr": positive(config.lr), "clip_norm": positive(config.clip_norm),
+        "clip_value": config.clip_value is None or positive(config.clip_value), "seed": whole(config.seed, 0),
+        "text": config.text is None or isinstance(config.text, str),
+    }
+    return [f"{flag(field)} {getattr(config, field)!r}" for field, valid in checks.items() if not valid]
 
 
 def _shown(value) -> str:
@@ -250,7 +271,7 @@ def _corpus(config: TrainConfig, vocab: str | None) -> CharCorpus:
         raise UsageError(f"--text {config.text}: {_one_line(error)}") from None
 
 
-def _load_weights(path: Path, model: CharRNN, optimizer) -> tuple[int, object]:
+def _load_weights(path: Path, model: CharRNN, optimizer, batch: int) -> tuple[int, object]:
     """Weights, optimiser state, step count and the carried state from the checkpoint."""
     try:
         meta = checkpoint.load_training(path, model, optimizer)
@@ -259,6 +280,11 @@ def _load_weights(path: Path, model: CharRNN, optimizer) -> tuple[int, object]:
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
         raise UsageError(f"--resume: {path} is damaged or does not fit its configuration ({_one_line(error)})") \
             from None
+    expected = model.rnn.cell.initial_state(batch)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    if parts and (len(parts) != len(expected) or any(np.shape(p) != e.shape for p, e in zip(parts, expected))):
+        raise UsageError(f"--resume: the carried state saved in {path} has shapes {[np.shape(p) for p in parts]}, "
+                         f"not {[e.shape for e in expected]} as its configuration needs: the file is damaged")
     state = nn.detach_state(parts[0] if len(parts) == 1 else tuple(parts)) if parts else None
     return step, state
 
