@@ -1,13 +1,10 @@
-"""Data: character corpus, (T, B) windows, the adding and temporal order problems, checkpoints."""
+"""Data: character corpus, (T, B) windows, the adding and temporal order problems."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 
-from tinygrad_rnn import checkpoint
 from tinygrad_rnn.data import (
     TEMPORAL_ORDER_SYMBOLS,
     CharCorpus,
@@ -207,37 +204,3 @@ def test_temporal_order_relevant_positions_follow_the_paper():
 def test_temporal_order_one_hot_gives_eight_inputs():
     symbols, _ = temporal_order(batch_size=3, seq_len=30, rng=6)
     assert one_hot(symbols, len(TEMPORAL_ORDER_SYMBOLS)).shape == (30, 3, 8)
-
-
-# ---- checkpoints --------------------------------------------------------------------------------
-
-
-def test_checkpoint_round_trip_keeps_arrays_numbers_and_strings(tmp_path):
-    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": 41, "note": "hello"}
-    path = checkpoint.save(tmp_path / "run" / "ckpt.npz", arrays)
-    loaded = checkpoint.load(path)
-    assert loaded["w"].dtype == np.float32 and np.array_equal(loaded["w"], arrays["w"])
-    assert loaded["step"].item() == 41 and loaded["note"].item() == "hello"
-
-
-def test_checkpoint_save_leaves_no_temporary_file_and_replaces_old(tmp_path):
-    path = tmp_path / "ckpt.npz"
-    checkpoint.save(path, {"a": np.zeros(2)})
-    checkpoint.save(path, {"a": np.ones(2)})
-    assert os.listdir(tmp_path) == ["ckpt.npz"]
-    assert np.array_equal(checkpoint.load(path)["a"], np.ones(2))
-
-
-def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
-    path = tmp_path / "ckpt.npz"
-    checkpoint.save(path, {"a": np.ones(3)})
-    with pytest.raises(TypeError, match="object array"):
-        checkpoint.save(path, {"a": np.array([{"x": 1}], dtype=object)})
-    assert np.array_equal(checkpoint.load(path)["a"], np.ones(3)) and os.listdir(tmp_path) == ["ckpt.npz"]
-
-
-def test_checkpoint_load_refuses_pickled_objects(tmp_path):
-    path = tmp_path / "evil.npz"
-    np.savez(path, a=np.array([{"x": 1}], dtype=object))  # written by someone else, with pickle
-    with pytest.raises(ValueError, match="allow_pickle"):
-        checkpoint.load(path)

@@ -174,16 +174,16 @@ def test_gradients_of_a_sum_are_three_separate_arrays():
     np.testing.assert_array_equal(g, [1.0, 2.0, 3.0])
 
 
-def test_gradients_through_views_are_writable_and_unshared():
+def test_leaf_gradients_through_views_are_writable_and_intermediate_ones_read_only():
     x = Value(np.ones((2, 3)))
     y = x.reshape(6)
-    s = y.sum()
+    s = (y + 0.0).sum()
     s.backward()
-    for v in (x, y):
-        assert v.grad.flags.writeable and v.grad.base is None
-    assert not np.shares_memory(x.grad, y.grad)
-    x.grad *= 3.0
+    assert x.grad.flags.writeable and x.grad.base is None and not np.shares_memory(x.grad, y.grad)
+    x.grad *= 3.0  # a leaf's gradient is its own
     np.testing.assert_array_equal(y.grad, np.ones(6))
+    with pytest.raises(ValueError, match="read-only"):
+        y.grad *= 2.0  # an intermediate's may be shared with its neighbours: never silently changed
 
 
 def test_value_keeps_its_own_copy_of_the_callers_array():

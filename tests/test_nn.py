@@ -97,6 +97,22 @@ def test_load_state_dict_mismatch_names_every_problem_and_loads_nothing():
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+def test_load_state_dict_with_a_bad_last_entry_loads_nothing():
+    model = TwoLayer()
+    before = model.state_dict()
+    state = TwoLayer(rng=3).state_dict()
+    last = list(state)[-1]
+    state[last] = np.full(state[last].shape, "x")  # strings do not convert to float64
+    state["head.bias"] = state["head.bias"] + 1j  # nor does complex
+    with pytest.raises(ValueError) as error:
+        model.load_state_dict(state)
+    message = str(error.value)
+    assert f"{last!r} has dtype <U1, which does not convert to float64" in message
+    assert "'head.bias' has dtype complex128" in message and "nothing loaded" in message
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
 def test_load_state_dict_keeps_each_parameters_dtype():
     model = TwoLayer(dtype=np.float32)
     model.load_state_dict(TwoLayer(rng=5).state_dict())  # float64 arrays

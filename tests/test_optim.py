@@ -250,6 +250,144 @@ def test_state_dict_round_trip_continues_identically(optimizer_class, options):
     assert np.array_equal(run_sequence(first, p, grads[3:]), run_sequence(second, q, grads[3:]))
 
 
+def stepped_adam():
+    p, q = Value(THETA0.copy()), Value(THETA0[:2].astype(np.float32))
+    optimizer = Adam([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.01)
+    p.grad, q.grad = C.copy(), C[:2].copy()
+    optimizer.step()
+    return optimizer
+
+
+def edit_group_lr(state):
+    state["group.0.lr"] = np.array("fast")
+
+
+def edit_group_betas(state):
+    state["group.1.betas"] = np.array([0.9, 0.99, 0.5])
+
+
+def edit_group_amsgrad(state):
+    state["group.0.amsgrad"] = np.array(1.0)  # a flag saved as a number
+
+
+def edit_negative_eps(state):
+    state["group.1.eps"] = np.array(-1.0)
+
+
+def edit_missing_hyperparameter(state):
+    del state["group.0.weight_decay"]
+
+
+def edit_buffer_shape(state):
+    state["state.0.exp_avg"] = np.zeros(3)
+
+
+def edit_buffer_dtype(state):
+    state["state.1.exp_avg_sq"] = np.array(["a", "b"])
+
+
+def edit_missing_buffer(state):
+    del state["state.1.exp_avg"]
+
+
+def edit_step(state):
+    state["state.0.step"] = np.array(-2)
+
+
+def edit_unknown_index(state):
+    state["state.5.exp_avg"] = np.zeros(4)
+
+
+def edit_malformed_name(state):
+    state["lr"] = np.array(0.1)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (edit_group_lr, "group.0.lr holds a <U4 array of shape (), expected a float"),
+    (edit_group_betas, "group.1.betas holds a float64 array of shape (3,), expected a tuple"),
+    (edit_group_amsgrad, "group.0.amsgrad holds a float64 array of shape (), expected a bool"),
+    (edit_negative_eps, "group.1: eps must be >= 0, got -1.0"),
+    (edit_missing_hyperparameter, "missing group.0.weight_decay"),
+    (edit_buffer_shape, "state.0.exp_avg has shape (3,), the parameter (4,)"),
+    (edit_buffer_dtype, "state.1.exp_avg_sq has dtype <U1, the parameter float32"),
+    (edit_missing_buffer, "missing state.1.exp_avg"),
+    (edit_step, "state.0.step is array(-2), expected a count"),
+    (edit_unknown_index, "unexpected entry 'state.5.exp_avg' (2 parameters in 2 groups)"),
+    (edit_malformed_name, "unexpected entry 'lr'"),
+])
+def test_load_state_dict_checks_everything_before_changing_anything(edit, message):
+    source, target = stepped_adam(), stepped_adam()
+    target.param_groups[0]["lr"] = 0.123  # so a half load would show
+    target.state[target._all_params()[0]]["exp_avg"][:] = 7.0
+    before = target.state_dict()
+    state = source.state_dict()
+    edit(state)
+    state["group.1.lr"] = np.array(0.25)  # a good entry, listed before or after the bad one
+    with pytest.raises(ValueError) as error:
+        target.load_state_dict(state)
+    assert "Adam.load_state_dict: nothing loaded: " in str(error.value) and message in str(error.value)
+    after = target.state_dict()
+    assert list(after) == list(before) and all(np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_load_state_dict_lists_every_problem_at_once():
+    target, state = stepped_adam(), stepped_adam().state_dict()
+    for edit in (edit_group_lr, edit_buffer_shape, edit_unknown_index):
+        edit(state)
+    with pytest.raises(ValueError) as error:
+        target.load_state_dict(state)
+    assert str(error.value).count(";") == 2
+
+
+def test_an_sgd_state_loaded_into_adam_names_what_differs():
+    p = Value(THETA0.copy())
+    with pytest.raises(ValueError) as error:
+        Adam([p]).load_state_dict(SGD([p], momentum=0.9).state_dict())
+    assert "unexpected entry 'group.0.momentum'" in str(error.value) and "missing group.0.betas" in str(error.value)
+
+
+def test_loaded_buffers_take_their_parameters_dtype():
+    source, p = stepped_adam(), Value(THETA0[:2].astype(np.float32))
+    state = {k: (v.astype(np.float64) if k.startswith("state.1.") and v.ndim else v)
+             for k, v in source.state_dict().items()}
+    target = Adam([{"params": [Value(THETA0.copy())]}, {"params": [p]}])
+    target.load_state_dict(state)
+    assert all(v.dtype == np.float32 for k, v in target.state[p].items() if k != "step")
+    assert target.state[p]["step"] == 1 and type(target.state[p]["step"]) is int
+
+
+class WatchedValue(Value):
+    """A Value that counts assignments to ``data`` (what a version counter sees)."""
+
+    __slots__ = ("assignments",)
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.assignments = 0
+
+    @property
+    def data(self):
+        return Value.data.__get__(self)
+
+    @data.setter
+    def data(self, value):
+        Value.data.__set__(self, value)
+        self.assignments = getattr(self, "assignments", 0) + 1
+
+
+@pytest.mark.parametrize("optimizer_class, options", ALL)
+def test_a_step_assigns_each_parameters_data_in_place(optimizer_class, options):
+    p, q = WatchedValue(THETA0.copy()), WatchedValue(THETA0.astype(np.float32))
+    arrays = p.data, q.data
+    optimizer = optimizer_class([p, q], **options)
+    for step in range(1, 3):
+        p.grad, q.grad = C.copy(), C.astype(np.float32)
+        optimizer.step()
+        assert p.assignments == q.assignments == step
+    assert p.data is arrays[0] and q.data is arrays[1] and q.data.dtype == np.float32  # still in place
+    assert not np.array_equal(p.data, THETA0)
+
+
 def test_zero_grad_forgets_every_gradient():
     a, b = Value(THETA0.copy()), Value(THETA0.copy())
     (a * b).sum().backward()

@@ -133,22 +133,27 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             continue
         if hooks and node.hooks:
             g = _run_hooks(node, g)
-        if into_grad or node in keep:
-            # Never alias: a pass-through op (add) hands one array to several nodes, a view
-            # (reshape, broadcast) shares another's memory; whoever gets it second gets a copy.
-            if type(g) is np.ndarray and (id(g) in handed_out or g.base is not None or not g.flags.writeable):
-                g = g.copy()
-            handed_out.add(id(g))
-            if into_grad:
-                node.grad = g if node.grad is None else node.grad + g
-            if node in keep:
-                found[node] = g
+        if type(g) is np.ndarray:
+            # A pass-through op (add) hands one array to several nodes and a view (reshape) shares
+            # another's memory. Inside the graph that is safe once the array is read-only; a leaf's
+            # gradient (and what grad() returns) is the caller's to scale in place: an own copy.
+            if into_grad and node.op is not None:
+                g.flags.writeable = False
+            elif into_grad or node in keep:
+                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
+                    g = g.copy()
+                handed_out.add(id(g))
+        if into_grad:
+            node.grad = g if node.grad is None else node.grad + g
+        if keep and node in keep:
+            found[node] = g
         op = node.op
         if op is None:
             continue
         parents = node.parents
         # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
-        out, inputs = (node, parents) if create_graph else (node.data, [p.data for p in parents])
+        # (``_data`` is the slot behind the ``data`` property: no property call on the hot path.)
+        out, inputs = (node, parents) if create_graph else (node._data, [p._data for p in parents])
         k = 0
         for parent in parents:
             if parent.requires_grad if on_path is None else parent in on_path:

@@ -15,7 +15,8 @@ Every clip hook writes what it did on its node, ``node.notes["clip"] = {"norm_be
 "fired"}``, so the renderer can mark clipped edges and diagnostics can count clip events per step.
 
 How a hook finds its node: the engine calls ``hook(grad)`` with the gradient only (PyTorch's
-signature) and names the node whose hooks are running in ``autograd.STATE.hook_node``; a clip hook
+signature) and names the node whose hooks are running in ``autograd.STATE.hook_node`` (per thread, and
+cleared when its hooks are done, so it keeps no graph alive); a clip hook
 writes its record there, so one hook object may serve every step (``hidden_hook=``). The latest record
 is also kept on the hook as ``hook.last``.
 """

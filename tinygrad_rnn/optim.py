@@ -10,13 +10,15 @@ Two rules hold everywhere:
 - a ``.grad`` array is never written to: it may be the very array another node holds as its gradient
   (the backward pass passes arrays along without copying). Every formula below builds new arrays from
   it. The parameter's own ``data`` array is updated in place, which keeps views and aliases of the
-  weights (a state_dict, a detached copy) seeing the new values, as in PyTorch.
+  weights (a detached copy) seeing the new values, as in PyTorch; and always by assignment
+  (``p.data = ...``), so the Value's version counter sees the step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -49,15 +51,19 @@ class Optimizer:
                 if id(p) in seen:
                     raise ValueError(f"{type(self).__name__}: a parameter appears twice ({p!r})")
                 seen.add(id(p))
-            self._check(group)
+            problems = self._check(group)
+            if problems:
+                raise ValueError(f"{type(self).__name__}: " + "; ".join(problems))
             self.param_groups.append(group)
         self.state: dict[Value, dict] = {}
 
-    def _check(self, group: dict) -> None:
-        """Reject hyperparameters PyTorch rejects, naming the optimiser and the value."""
-        for key in ("lr", "eps", "weight_decay", "momentum", "lr_decay", "alpha"):
-            if key in group and group[key] < 0:
-                raise ValueError(f"{type(self).__name__}: {key} must be >= 0, got {group[key]}")
+    def _check(self, group: dict) -> list[str]:
+        """The hyperparameters PyTorch rejects, each with its value (an empty list when all are fine)."""
+        return [
+            f"{key} must be >= 0, got {group[key]}"
+            for key in ("lr", "eps", "weight_decay", "momentum", "lr_decay", "alpha", "initial_accumulator_value")
+            if key in group and group[key] < 0
+        ]
 
     def zero_grad(self) -> None:
         """Forget every parameter's gradient (``set_to_none``, PyTorch's default since 2.0)."""
@@ -86,6 +92,11 @@ class Optimizer:
         """The amount to subtract from theta, given the (weight-decayed) gradient g."""
         raise NotImplementedError
 
+    def _state_keys(self, group: dict) -> set[str]:
+        """The names ``state[p]`` holds once ``p`` has been stepped: ``step``, a count, and arrays
+        shaped like ``p``."""
+        raise NotImplementedError
+
     # ---- checkpoints: plain arrays only, so they save to .npz without pickle ----------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -102,41 +113,93 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore buffers and hyperparameters saved by ``state_dict``; shapes must match."""
+        """Restore buffers and hyperparameters saved by ``state_dict``. Everything is checked first
+        (names, shapes, dtypes, hyperparameter types and ranges): on any problem nothing is loaded
+        and the error lists them all."""
+        problems, load = self._prepare_load(state)
+        if problems:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: nothing loaded: " + "; ".join(problems))
+        load()
+
+    def _prepare_load(self, state: dict) -> tuple[list[str], Callable[[], None]]:
+        """Every problem in loading ``state``, and a function that loads it (call it only when there
+        are none). Buffers are cast to their parameter's dtype: a float32 model stays float32."""
         params = self._all_params()
-        new_state: dict[Value, dict] = {}
+        group_of = [j for j, group in enumerate(self.param_groups) for _ in group["params"]]
+        groups = [dict(group) for group in self.param_groups]  # the hyperparameters once loaded
+        problems, found, buffers = [], set(), {}
         for name, value in state.items():
-            kind, index, key = name.split(".", 2)
-            index = int(index)
-            if kind == "state":
-                if index >= len(params):
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: {name} but only {len(params)} parameters")
-                p = params[index]
-                value = np.array(value)
-                if value.ndim and value.shape != p.shape:
-                    raise ValueError(
-                        f"{type(self).__name__}.load_state_dict: {name} has shape {value.shape}, "
-                        f"the parameter has shape {p.shape}"
-                    )
-                new_state.setdefault(p, {})[key] = value if value.ndim else value.item()
-            elif kind != "group" or index >= len(self.param_groups):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: unexpected entry {name}")
-        for name, value in state.items():
-            kind, index, key = name.split(".", 2)
-            if kind == "group":
-                value = np.asarray(value)
-                self.param_groups[int(index)][key] = tuple(value.tolist()) if value.ndim else value.item()
-        self.state = new_state
+            kind, _, rest = name.partition(".")
+            index, _, key = rest.partition(".")
+            i = int(index) if index.isdecimal() else -1
+            value = np.asarray(value)
+            if kind == "state" and 0 <= i < len(params) and key:
+                buffers.setdefault(i, {})[key] = value
+            elif kind == "group" and 0 <= i < len(groups) and key in groups[i] and key != "params":
+                found.add((i, key))
+                restored = _as_type_of(value, groups[i][key])
+                if restored is None:
+                    problems.append(f"{name} holds a {value.dtype} array of shape {value.shape}, "
+                                    f"expected a {type(groups[i][key]).__name__}")
+                else:
+                    groups[i][key] = restored
+            else:
+                problems.append(f"unexpected entry {name!r} ({len(params)} parameters in {len(groups)} groups)")
+        for j, group in enumerate(groups):
+            problems += [f"missing group.{j}.{key}" for key in group if key != "params" and (j, key) not in found]
+            problems += [f"group.{j}: {problem}" for problem in self._check(group)]
+        new_state = {}
+        for i, saved in sorted(buffers.items()):
+            p, expected = params[i], self._state_keys(groups[group_of[i]])
+            problems += [f"missing state.{i}.{key}" for key in sorted(expected - saved.keys())]
+            problems += [f"unexpected entry 'state.{i}.{key}'" for key in saved.keys() - expected]
+            new_state[p] = {}
+            for key, value in saved.items():
+                if key == "step":
+                    if value.ndim or value.dtype.kind not in "iu" or value < 0:
+                        problems.append(f"state.{i}.step is {value!r}, expected a count (an integer >= 0)")
+                    else:
+                        new_state[p][key] = int(value)
+                elif value.shape != np.shape(p.data):
+                    problems.append(f"state.{i}.{key} has shape {value.shape}, the parameter {np.shape(p.data)}")
+                elif not np.can_cast(value.dtype, np.result_type(p.data), casting="same_kind"):
+                    problems.append(f"state.{i}.{key} has dtype {value.dtype}, the parameter {np.result_type(p.data)}")
+                else:
+                    new_state[p][key] = value.astype(np.result_type(p.data))
+
+        def load() -> None:
+            for group, loaded in zip(self.param_groups, groups):
+                group.update(loaded)
+            self.state = new_state
+
+        return problems, load
 
     def _all_params(self) -> list:
         return [p for group in self.param_groups for p in group["params"]]
 
 
+def _as_type_of(value: np.ndarray, current):
+    """``value``, read from a file, as a Python value of ``current``'s type; None when it is not one."""
+    if isinstance(current, tuple):
+        fits = value.ndim == 1 and len(value) == len(current) and value.dtype.kind in "iuf"
+        return tuple(value.tolist()) if fits else None
+    if isinstance(current, (bool, np.bool_)):
+        kinds = "b"
+    elif isinstance(current, numbers.Real):
+        kinds = "iuf"
+    elif isinstance(current, str):
+        kinds = "U"
+    else:
+        return None
+    return value.item() if value.ndim == 0 and value.dtype.kind in kinds else None
+
+
 def _subtract(p: Value, update: np.ndarray) -> None:
-    """theta <- theta - update, in place when theta is a writable array."""
+    """theta <- theta - update: in place when theta is a writable array, and always by assignment,
+    so the Value sees the change (its version counter catches a graph that used the old values)."""
     if isinstance(p.data, np.ndarray) and p.data.flags.writeable and p.data.ndim:
-        p.data = np.subtract(p.data, update, out=p.data, casting="same_kind")  # assigned: the Value sees it
-    else:  # a Python float (scalar Value) or a read-only view: rebind instead
+        p.data = np.subtract(p.data, update, out=p.data, casting="same_kind")
+    else:  # a Python float (scalar Value) or a read-only view: a new object
         p.data = type(p.data)(p.data - update) if isinstance(p.data, float) else p.data - update
 
 
@@ -152,11 +215,18 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum={momentum}, "
-                             f"dampening={dampening}")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check(self, group):
+        problems = super()._check(group)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            problems.append(f"nesterov needs momentum > 0 and dampening 0, got momentum={group['momentum']}, "
+                            f"dampening={group['dampening']}")
+        return problems
+
+    def _state_keys(self, group):
+        return {"momentum_buffer"} if group["momentum"] else set()
 
     def _update(self, g, theta, state, group):
         mu = group["momentum"]
@@ -181,10 +251,11 @@ class Adagrad(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10):
-        if initial_accumulator_value < 0:
-            raise ValueError(f"Adagrad: initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps))
+
+    def _state_keys(self, group):
+        return {"step", "sum"}
 
     def _update(self, g, theta, state, group):
         if "sum" not in state:
@@ -211,6 +282,14 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered))
+
+    def _state_keys(self, group):
+        keys = {"step", "square_avg"}
+        if group["momentum"] > 0:
+            keys.add("momentum_buffer")
+        if group["centered"]:
+            keys.add("grad_avg")
+        return keys
 
     def _update(self, g, theta, state, group):
         alpha = group["alpha"]
@@ -246,10 +325,17 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False):
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {betas}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad))
+
+    def _check(self, group):
+        problems = super()._check(group)
+        if not all(0.0 <= beta < 1.0 for beta in group["betas"]) or len(group["betas"]) != 2:
+            problems.append(f"betas must be two numbers in [0, 1), got {group['betas']}")
+        return problems
+
+    def _state_keys(self, group):
+        return {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group["amsgrad"] else set())
 
     def _update(self, g, theta, state, group):
         beta1, beta2 = group["betas"]

@@ -56,7 +56,7 @@ def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
     node = Value.__new__(Value)
     node._data, node.grad, node.op, node.parents, node.requires_grad = data, None, op, parents, requires_grad
     node.name, node.scope, node.hooks, node.notes = None, STATE.scope, (), None
-    node._version = node._made = next(CLOCK)
+    node._version = node._made = next(CLOCK) if requires_grad else 0  # constants are never checked
     return node
 
 
@@ -148,7 +148,7 @@ class Value:
 
     @property
     def shape(self) -> tuple:
-        return shape_of(self.data)
+        return shape_of(self._data)
 
     @property
     def ndim(self) -> int:
@@ -361,7 +361,7 @@ def _seed(output: Value, grad, where: str, create_graph: bool):
     elif isinstance(grad, Value):
         grad = grad if create_graph else grad.data
     else:
-        grad = _as_data(grad, where)
+        grad = _as_data(grad, where, copy=True)  # the backward pass may mark it read-only: not the caller's
     if shape_of(grad) != output.shape:
         raise ValueError(f"{where}: grad has shape {shape_of(grad)} but the output has shape {output.shape}")
     if create_graph and not isinstance(grad, Value):

@@ -8,7 +8,7 @@ statistics). Parameters are named by their dotted attribute path (``rnn.cell.wei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -107,30 +107,50 @@ class Module:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Copy arrays into the parameters and buffers, keeping each one's dtype. Every name and
-        shape is checked first: on any mismatch nothing is loaded and the error lists them all."""
-        targets = dict(self.named_parameters())
-        buffers = {name: name for name, _ in self.named_buffers()}
-        expected = {name: np.shape(p.data) for name, p in targets.items()}
-        expected.update({name: np.shape(b) for name, b in self.named_buffers()})
-        problems = [f"missing {name!r}" for name in expected if name not in state]
-        problems += [f"unexpected {name!r}" for name in state if name not in expected]
-        problems += [
-            f"{name!r} has shape {np.shape(state[name])}, expected {shape}"
-            for name, shape in expected.items()
-            if name in state and np.shape(state[name]) != shape
-        ]
+        """Copy arrays into the parameters and buffers, keeping each one's dtype. Every name, shape
+        and dtype is checked first: on any problem nothing is loaded and the error lists them all."""
+        problems, load = self._prepare_load(state)
         if problems:
-            raise ValueError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
-        for name, p in targets.items():
-            loaded = np.array(state[name], dtype=np.result_type(p.data))
-            p.data = float(loaded) if isinstance(p.data, float) else loaded
-        for name in buffers:
-            *path, attribute = name.split(".")
-            module = self
-            for part in path:
-                module = getattr(module, part)
-            object.__setattr__(module, attribute, np.array(state[name], dtype=getattr(module, attribute).dtype))
+            raise ValueError(f"load_state_dict into {type(self).__name__}: nothing loaded: " + "; ".join(problems))
+        load()
+
+    def _prepare_load(self, state: dict) -> tuple[list[str], Callable[[], None]]:
+        """Every problem in loading ``state``, and a function that loads it (call it only when there
+        are none). Checking apart from changing lets ``checkpoint.load_training`` check a model and its
+        optimiser both before changing either."""
+        parameters = dict(self.named_parameters())
+        owners = {  # buffer name -> (module, attribute)
+            f"{prefix}.{name}" if prefix else name: (module, name)
+            for prefix, module in self.named_modules()
+            for name in vars(module).get("_buffer_names", ())
+        }
+        current = {name: np.asarray(p.data) for name, p in parameters.items()}
+        current.update({name: np.asarray(getattr(*owner)) for name, owner in owners.items()})
+        problems = [f"missing {name!r}" for name in current if name not in state]
+        problems += [f"unexpected {name!r}" for name in state if name not in current]
+        loaded = {}
+        for name, target in current.items():
+            if name not in state:
+                continue
+            try:
+                value = np.asarray(state[name])
+            except (ValueError, TypeError) as error:  # a ragged list, say
+                problems.append(f"{name!r} is not an array ({error})")
+                continue
+            if value.shape != target.shape:
+                problems.append(f"{name!r} has shape {value.shape}, expected {target.shape}")
+            elif not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
+                problems.append(f"{name!r} has dtype {value.dtype}, which does not convert to {target.dtype}")
+            else:
+                loaded[name] = value.astype(target.dtype)  # a copy, in the model's own dtype
+
+        def load() -> None:
+            for name, p in parameters.items():
+                p.data = float(loaded[name]) if isinstance(p.data, float) else loaded[name]
+            for name, (module, attribute) in owners.items():
+                object.__setattr__(module, attribute, loaded[name])
+
+        return problems, load
 
     # ---- description --------------------------------------------------------------------------
 
