@@ -48,6 +48,9 @@ __all__ = [
 ]
 
 DEFAULT_CHECKPOINT = Path("out/char_rnn.npz")
+# What reading a damaged or foreign file can raise: checkpoint.load checks its manifest (CheckpointError);
+# the rest come from a file that is not a zip archive at all, or holds entries of the wrong kind.
+UNREADABLE = (checkpoint.CheckpointError, OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ def _saved_run(path: Path) -> tuple[dict, str]:
     except KeyError as error:
         raise UsageError(f"--resume: {path} has no {error.args[0]!r}: it was not written by tinygrad-rnn train") \
             from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except UNREADABLE as error:
         raise UsageError(f"--resume: {path} is damaged or not a checkpoint ({_one_line(error)})") from None
 
 
@@ -277,7 +280,7 @@ def _load_weights(path: Path, model: CharRNN, optimizer, batch: int) -> tuple[in
         meta = checkpoint.load_training(path, model, optimizer)
         step, count = int(meta["step"]), int(meta["state_parts"])
         parts = [meta[f"state{i}"] for i in range(count)]
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+    except UNREADABLE as error:
         raise UsageError(f"--resume: {path} is damaged or does not fit its configuration ({_one_line(error)})") \
             from None
     expected = model.rnn.cell.initial_state(batch)
