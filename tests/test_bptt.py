@@ -7,7 +7,7 @@ from numpy_rnn_reference import numpy_rnn_loss_and_grads
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import nn
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import time_step, walk
 
 
 class CharRNN(nn.Module):
@@ -195,14 +195,14 @@ def test_every_value_made_in_step_t_has_scope_t(cell):
             leaves = [u for u in walk(v).nodes if u.op is None and u.requires_grad]
             assert leaves and set(leaves) <= parameters, v
             continue
-        assert v.scope in per_step, v
-        per_step[v.scope] += 1
+        step = time_step(v)  # "t=3", or a gate's scope inside it ("t=3/forget gate")
+        assert step is not None and step.prefix == "" and f"t={step.t}" in per_step, v
+        per_step[f"t={step.t}"] += 1
         # Only the state crosses from one step to the next: a node's recorded parents are of its own
         # step or the step before (or the shared weights).
-        t = int(v.scope[2:])
         for parent in v.parents:
             if parent.op is not None:
-                assert parent.scope in (f"t={t}", f"t={t - 1}", ""), (v, parent)
+                assert parent.scope == "" or time_step(parent).t in (step.t, step.t - 1), (v, parent)
     assert len(set(per_step.values())) == 1 and per_step["t=1"] > 0  # every step made the same ops
     assert [h.scope for h in hiddens] == list(per_step)
 

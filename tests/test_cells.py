@@ -6,44 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy_cells import numpy_gru_cell, numpy_lstm_cell, numpy_rnn_cell
+from numpy_cells import sigmoid as _sigmoid
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import nn
-
-
-def _sigmoid(a):
-    return 1 / (1 + np.exp(-a))
-
-
-# PyTorch's documented equations, written out in numpy with its weight layout (gates stacked by rows).
-
-def numpy_rnn_cell(p, x, h, nonlinearity):
-    pre = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
-    return {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0), "sigmoid": _sigmoid}[nonlinearity](pre)
-
-
-def numpy_lstm_cell(p, x, h, c):
-    W_ii, W_if, W_ig, W_io = np.split(p["weight_ih"], 4)
-    W_hi, W_hf, W_hg, W_ho = np.split(p["weight_hh"], 4)
-    b_ii, b_if, b_ig, b_io = np.split(p["bias_ih"], 4)
-    b_hi, b_hf, b_hg, b_ho = np.split(p["bias_hh"], 4)
-    i = _sigmoid(x @ W_ii.T + b_ii + h @ W_hi.T + b_hi)
-    f = _sigmoid(x @ W_if.T + b_if + h @ W_hf.T + b_hf)
-    g = np.tanh(x @ W_ig.T + b_ig + h @ W_hg.T + b_hg)
-    o = _sigmoid(x @ W_io.T + b_io + h @ W_ho.T + b_ho)
-    c_next = f * c + i * g
-    return o * np.tanh(c_next), c_next
-
-
-def numpy_gru_cell(p, x, h):
-    W_ir, W_iz, W_in = np.split(p["weight_ih"], 3)
-    W_hr, W_hz, W_hn = np.split(p["weight_hh"], 3)
-    b_ir, b_iz, b_in = np.split(p["bias_ih"], 3)
-    b_hr, b_hz, b_hn = np.split(p["bias_hh"], 3)
-    r = _sigmoid(x @ W_ir.T + b_ir + h @ W_hr.T + b_hr)
-    z = _sigmoid(x @ W_iz.T + b_iz + h @ W_hz.T + b_hz)
-    n = np.tanh(x @ W_in.T + b_in + r * (h @ W_hn.T + b_hn))
-    return (1 - z) * n + z * h
 
 
 def _random(*shape, seed=0):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
 
@@ -17,109 +16,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from picture_helpers import HAS_DOT, attribute_lists, cluster_members, dot_tokens, edge_labels, scalar_rnn
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import Value, diagnostics, nn
+from tinygrad_rnn import Value, nn
 from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.graph import walk
-from visualize import GraphTooLarge, compare_steps, draw_graph, draw_path, draw_steps, render, style, to_json
+from visualize import GraphTooLarge, draw_graph, draw_path, draw_steps, render, style, to_json
 from visualize.cli import main as cli_main
 
-HAS_DOT = shutil.which("dot") is not None
-
 # ---- helpers -----------------------------------------------------------------------------------
-
-
-def scalar_rnn(steps=4, w=0.9, u=0.5, b=0.1, h0=0.0, inputs=(1.0, -0.5, 0.3, 0.8, -0.2, 0.6)):
-    """h_t = tanh(w h_{t-1} + u x_t + b), loss = (h_T - 0.5)^2, each step in scope t=<k>."""
-    w, u, b = Value(w, name="w_hh"), Value(u, name="w_ih"), Value(b, name="b")
-    h = Value(h0, requires_grad=False, name="h_0")
-    states = [h]
-    for t in range(1, steps + 1):
-        x = Value(inputs[(t - 1) % len(inputs)], requires_grad=False, name=f"x_{t}")
-        with tg.scope(f"t={t}"):
-            h = (w * h + u * x + b).tanh()
-        h.name = f"h_{t}"
-        states.append(h)
-    loss = (h - 0.5) ** 2
-    loss.name = "loss"
-    return loss, states, (w, u, b)
-
-
-def edge_labels(source: str) -> list[tuple[int, int, str]]:
-    """(parent index, child index, label markup) of every labelled data edge (value -> op node)."""
-    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*o(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
-    return [(int(p), int(c), label) for p, c, label in found]
-
-
-def dot_tokens(source: str) -> list[tuple[str, str]]:
-    """A small DOT lexer: quoted strings (with backslash escapes), HTML strings (nested <>),
-    identifiers and numerals, punctuation. Raises if a string or HTML label never closes."""
-    tokens, i, n = [], 0, len(source)
-    ident = re.compile(r"[A-Za-z_\x80-\uffff][\w\x80-\uffff]*|-?(?:\.\d+|\d+(?:\.\d*)?)")
-    while i < n:
-        c = source[i]
-        if c.isspace():
-            i += 1
-        elif c == '"':
-            j = i + 1
-            while source[j] != '"':
-                j += 2 if source[j] == "\\" else 1
-            tokens.append(("string", source[i + 1 : j]))
-            i = j + 1
-        elif c == "<":
-            depth, j = 0, i
-            while True:
-                depth += {"<": 1, ">": -1}.get(source[j], 0)
-                j += 1
-                if depth == 0:
-                    break
-            tokens.append(("html", source[i + 1 : j - 1]))
-            i = j
-        elif source.startswith("->", i):
-            tokens.append(("punct", "->"))
-            i += 2
-        elif c in "{}[];=,":
-            tokens.append(("punct", c))
-            i += 1
-        else:
-            match = ident.match(source, i)
-            assert match, f"unexpected character {c!r} at {i}: {source[i - 20 : i + 20]!r}"
-            tokens.append(("id", match.group()))
-            i = match.end()
-    return tokens
-
-
-def attribute_lists(tokens) -> dict[str, list[str]]:
-    """For each node statement ``id [k=v ...]``, the attribute keys, in order."""
-    found, i = {}, 0
-    while i < len(tokens):
-        if tokens[i][0] == "id" and i + 1 < len(tokens) and tokens[i + 1] == ("punct", "["):
-            if i > 0 and tokens[i - 1] == ("punct", "->"):
-                i += 1
-                continue
-            keys, j = [], i + 2
-            while tokens[j] != ("punct", "]"):
-                if tokens[j + 1] == ("punct", "="):
-                    keys.append(tokens[j][1])
-                    j += 3
-                else:
-                    j += 1
-            found.setdefault(tokens[i][1], keys)
-            i = j
-        i += 1
-    return found
-
-
-def cluster_members(source: str) -> list[tuple[str, set]]:
-    """(label markup, node ids) of each top-level cluster, in the order written."""
-    clusters = []
-    for match in re.finditer(r"subgraph (cluster_\w+) \{(.*?)\n\t\}", source, flags=re.S):
-        body = match.group(2)
-        label = re.search(r"label=<(.*?)>\s+\w+=", body)
-        ids = set(re.findall(r"^\t\t(\w+) \[", body, flags=re.M))
-        clusters.append((label.group(1) if label else "", ids))
-    return clusters
 
 
 def hand_local_derivatives(child) -> list[float]:
@@ -382,110 +288,68 @@ def test_path_view_flags_products_beyond_the_thresholds(factor, flag):
     assert source.count(f"<B>{flag}</B>") == 2
 
 
-def test_path_view_tensor_bound_is_at_least_the_true_gradient_norm():
+def test_path_view_shows_the_exact_norm_on_the_output_and_a_true_bound_on_every_tensor_node():
     rng = np.random.default_rng(3)
     W = Value(rng.normal(size=(5, 5)) * 0.5, name="W")
     h0 = Value(rng.normal(size=(1, 5)), name="h0")
-    h = h0
+    hs = [h0]
     for t in range(1, 4):
         with tg.scope(f"t={t}"):
-            h = (h @ W).tanh()
-    loss = h.sum()
+            hs.append((hs[-1] @ W).tanh())
+    loss = hs[-1].sum()
     loss.backward()
     graph = walk(loss)
-    source = draw_path(loss, h0).source
-    bound = float(re.search(r"∏‖J‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
-    assert bound >= np.linalg.norm(h0.grad) * (1 - 1e-2)  # 3 significant digits shown
+    source = draw_path(loss, h0, digits=17).source
+    exact = float(re.search(r"‖∂/∂h0‖ = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
+    assert exact == pytest.approx(np.linalg.norm(h0.grad), rel=1e-12)
+
+    def forward(h):  # numpy, for the true Jacobian of each h_t with respect to h_0
+        out = [h]
+        for _ in range(3):
+            out.append(np.tanh(out[-1] @ W.data))
+        return out
+
+    eps = 1e-6
+    for t in range(1, 4):
+        columns = []
+        for k in range(5):
+            up, down = h0.data.copy(), h0.data.copy()
+            up[0, k] += eps
+            down[0, k] -= eps
+            columns.append((forward(up)[t] - forward(down)[t]).ravel() / (2 * eps))
+        true_norm = np.linalg.norm(np.stack(columns, axis=1), 2)
+        bound = float(re.search(r"‖∂/∂h0‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(hs[t]))).group(1))
+        assert bound >= true_norm * (1 - 1e-2)  # 3 significant digits shown
+
+
+def test_path_view_adds_parallel_paths_so_its_figure_is_a_true_bound():
+    x = Value(np.array([1.0, -2.0]), name="x")
+    total = x * 2.0 + x * 3.0
+    y = total.sum()
+    y.backward()
+    graph = walk(y)
+    source = draw_path(y, x).source
+    assert "‖∂/∂x‖ = 7.071" in _annotation(source, graph.nodes.index(y))  # ||dy/dx|| = ||(5, 5)||
+    assert np.linalg.norm(x.grad) == pytest.approx(7.0710678)
+    assert "‖∂/∂x‖ ≤ 5<" in _annotation(source, graph.nodes.index(total))  # 2 + 3 over the two paths
+
+
+def test_path_view_shows_an_exact_zero_as_zero_never_as_vanishing():
+    x = Value(np.array([1.0, 2.0]), name="x")
+    y = (x * 0.0).sum()
+    y.backward()
+    source = draw_path(y, x).source
+    assert "‖∂/∂x‖ = 0<" in source and "∂/∂x = 0<" in source and "vanishing</B>" not in source
+    a = Value(1.5, name="a")
+    z = a * 0.0 + 1.0
+    source = draw_path(z, a).source
+    assert "∂/∂a = 0<" in source and "vanishing</B>" not in source
 
 
 def test_path_view_rejects_a_source_the_output_does_not_depend_on():
     loss, _, _ = scalar_rnn(steps=2)
     with pytest.raises(ValueError, match="draw_path: source"):
         draw_path(loss, Value(1.0, name="elsewhere"))
-
-
-# ---- step view ----------------------------------------------------------------------------------
-
-
-def _step_edges(source: str) -> dict[int, str]:
-    """t -> the step-view edge line h_{t-1} -> h_t."""
-    edges = {}
-    for line in source.splitlines():
-        match = re.match(r"\s*s[ng](\d+) -> sn(\d+) (.*)", line)
-        if match:
-            edges[int(match.group(2))] = match.group(3)
-    return edges
-
-
-def test_step_edges_are_the_exact_step_jacobian_norms():
-    loss, states, (w, _, _) = scalar_rnn(steps=6)
-    loss.backward()
-    source = draw_steps(loss, states, digits=17).source
-    edges = _step_edges(source)
-    assert sorted(edges) == list(range(1, 7))
-    for t in range(1, 7):
-        hand = abs(w.data * (1.0 - states[t].data ** 2))  # dh_t/dh_{t-1} = w (1 - h_t^2)
-        shown = float(re.search(r"label=<([-\d.e]+)>", edges[t]).group(1))
-        assert abs(shown - hand) < 1e-12
-    assert diagnostics.step_jacobian_norms(states)[0] == pytest.approx(abs(w.data * (1 - states[1].data ** 2)))
-
-
-def test_step_nodes_are_shaded_by_the_gradient_norm():
-    loss, states, _ = scalar_rnn(steps=6, w=0.2)
-    loss.backward()
-    source = draw_steps(loss, states).source
-    for t in range(1, 7):
-        fill = re.search(rf"^\s*sn{t} \[.*fillcolor=\"(#[0-9a-f]{{6}})\"", source, flags=re.M).group(1)
-        assert fill == style.fill(abs(states[t].grad), 6.0, 0.45)
-
-
-def test_truncated_boundaries_are_dotted_and_nothing_else():
-    cell = nn.RNNCell(2, 3, rng=0)
-    inputs = np.random.default_rng(0).normal(size=(6, 1, 2))
-    h0 = cell.initial_state(1)
-    outputs, _ = nn.RNN(cell, truncate=2)(inputs, h0=h0)
-    loss = sum((h * h).sum() for h in outputs)
-    loss.backward()
-    edges = _step_edges(draw_steps(loss, [h0, *outputs]).source)
-    dotted = sorted(t for t, attrs in edges.items() if "dotted" in attrs)
-    assert dotted == [3, 5]  # the state was detached after steps 2 and 4
-
-
-def test_steps_where_clipping_fired_are_marked_with_norms_before_and_after():
-    cell = nn.RNNCell(2, 3, rng=0)
-    inputs = np.random.default_rng(0).normal(size=(5, 1, 2))
-    h0 = cell.initial_state(1)
-    outputs, _ = nn.RNN(cell)(inputs, h0=h0)
-    for t, max_norm in ((2, 1e-12), (4, 1e-3)):  # the first clip shrinks what reaches the second
-        outputs[t - 1].register_hook(clip_norm(max_norm))
-    loss = (outputs[-1] * outputs[-1]).sum()
-    loss.backward()
-    source = draw_steps(loss, [h0, *outputs]).source
-    marked = sorted(int(t) for t in re.findall(r"^\s*sn(\d+) \[label=<[^\n]*✂", source, flags=re.M))
-    assert marked == [2, 4]
-    record = outputs[1].notes["clip"]
-    assert f"{style.number(record['norm_before'], 2)}→{style.number(record['norm_after'], 2)}" in source
-
-
-def test_long_sequences_wrap_into_rows_and_keep_every_step():
-    loss, states, _ = scalar_rnn(steps=200, w=0.5)
-    loss.backward()
-    source = draw_steps(loss, states, per_row=25).source
-    assert len(_step_edges(source)) == 200
-    assert len(re.findall(r"^\s*sn\d+ \[", source, flags=re.M)) == 201
-    assert len(re.findall(r"^\s*sg\d+ \[", source, flags=re.M)) == 7  # rows 2..8 continue from a copy
-
-
-def test_compare_steps_draws_one_band_per_run_in_order():
-    loss_a, states_a, _ = scalar_rnn(steps=5, w=0.3)
-    loss_a.backward()
-    loss_b, states_b, _ = scalar_rnn(steps=5, w=1.5)
-    loss_b.backward()
-    source = compare_steps({"first": (loss_a, states_a), "second": (loss_b, states_b, "c")}).source
-    bands = re.findall(r"subgraph cluster_run(\d+) \{", source)
-    assert sorted(bands) == ["0", "1"]
-    assert "<B>first</B>" in source and "<B>second</B>" in source
-    assert "r1n5" in source and "c₅" in source
 
 
 # ---- output -------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def build_model(cell: str = "rnn", steps: int = 4, hidden: int = 4, input_size: 
                 init_name: str = "default", radius: float | None = None, clip: float | None = None,
                 truncate: int | None = None, seed: int = 0):
     """A cell unrolled over random inputs, with a squared-error loss read at the last step, after
-    backward. Returns (loss, states [h_0, ..., h_T], cell)."""
+    backward. Returns (loss, states [s_0, ..., s_T] (tuples (h, c) for an LSTM), cell)."""
     rng = np.random.default_rng(seed)
     model = CELLS[cell](input_size, hidden, rng=rng)
     if INITS[init_name] is not None:
@@ -70,9 +70,7 @@ def build_model(cell: str = "rnn", steps: int = 4, hidden: int = 4, input_size: 
     if radius is not None:
         _scale_blocks(model.weight_hh, hidden, radius)
     inputs = rng.normal(size=(steps, batch, input_size))
-    h0 = model.initial_state(batch)
-    outputs, _ = nn.RNN(model, truncate=truncate)(inputs, h0=h0)
-    states = [nn.hidden_of(h0), *outputs]
+    outputs, states = nn.RNN(model, truncate=truncate)(inputs, return_states=True)
     for t, h in enumerate(outputs, 1):
         h.name = f"h_{t}"
         if clip is not None:
@@ -199,7 +197,7 @@ def _render(args) -> int:
         if args.view == "ops":
             picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact)
         elif args.view == "path":
-            source = states[0] if args.source == "h0" else model.weight_hh
+            source = nn.hidden_of(states[0]) if args.source == "h0" else model.weight_hh
             picture = draw_path(loss, source, max_nodes=args.max_nodes, title=f"{title} · paths from {args.source}")
         else:
             picture = draw_steps(loss, states, title=title)

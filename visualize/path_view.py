@@ -1,19 +1,25 @@
 """Path view: the op view with the paths from one node (h_0, a weight) to the output highlighted, and
-on every node along them the running product of local gradients.
+on every node along them how much of a change at the source reaches it.
 
 On a scalar graph the number at node n is the exact derivative d n / d source: the product of the
 edge labels along each path, summed over the paths (the chain rule, in forward mode). On a tensor
-graph it is the largest product of Jacobian norms along any path, an upper bound on
-||d n / d source||: when even the bound is tiny, no gradient can get through.
+graph it is a true bound on ||d n / d source||: the sum over paths of the product of the edges'
+Jacobian norms (the norm of a sum is at most the sum of the norms, the norm of a product at most the
+product of the norms). On the output itself, a single number such as a loss, it is the exact
+||d output / d source||, one vector-Jacobian product away. When even the bound is tiny, no gradient
+can get through.
 
-A product below ``vanishing`` (1e-3) is flagged ▼ vanishing, above ``exploding`` (1e3) ▲ exploding.
+A number below ``vanishing`` (1e-3) is flagged ▼ vanishing, an exact one above ``exploding`` (1e3)
+▲ exploding (a bound above it proves nothing). An exact zero is shown as 0 and flagged as nothing:
+no path carries any gradient, which is not the same as a gradient that faded.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from graphviz import Digraph
 
-from tinygrad_rnn.graph import Graph
+from tinygrad_rnn.graph import Graph, step_graph
 from visualize import style
 from visualize.labels import measure
 from visualize.op_view import MAX_NODES, OpPicture, checked_walk
@@ -34,17 +40,43 @@ def _reachable(graph: Graph, source) -> tuple[set, list]:
 
 def path_products(graph: Graph, source) -> tuple[dict, bool, set, list]:
     """(number per node on a path, exact?, the nodes, the edges): d n/d source summed over paths
-    when every edge on the paths is scalar (exact), else the largest product of Jacobian norms."""
+    when every edge on the paths is scalar (exact), else the sum over paths of the product of the
+    edges' Jacobian norms, a bound on ||d n/d source||."""
     reached, edges = _reachable(graph, source)
     exact = all(e.child.size == 1 and e.parent.size == 1 for e in edges)
     products = {source: 1.0}
     for edge in edges:
-        before = products[edge.parent]
-        if exact:
-            products[edge.child] = products.get(edge.child, 0.0) + before * measure(edge.derivative)
-        else:
-            products[edge.child] = max(products.get(edge.child, 0.0), before * measure(edge.jacobian_norm))
+        factor = measure(edge.derivative) if exact else measure(edge.jacobian_norm)
+        products[edge.child] = products.get(edge.child, 0.0) + products[edge.parent] * factor
     return products, exact, reached, edges
+
+
+def exact_norm(output, source) -> float:
+    """||d output / d source|| for a single-number output: one vector-Jacobian product back along
+    the recorded paths between them (hooks not run)."""
+    (gradient,) = step_graph(output, source).vjp([np.ones_like(output.data) if output.shape else 1.0])
+    return float(np.linalg.norm(np.ravel(gradient)))
+
+
+def _annotation(value: float, exact: bool, on_output: bool, digits: int, source_name: str,
+                vanishing: float, exploding: float) -> tuple[list, str | None]:
+    """The lines on one node and its fill (None: no flag)."""
+    if exact and not on_output:
+        text = f"∂/∂{source_name} = {style.number(value, digits)}"
+    elif exact:
+        text = f"‖∂/∂{source_name}‖ = {style.number(value, digits)}"
+    else:
+        text = f"‖∂/∂{source_name}‖ ≤ {style.number(value, 3)}" if value != 0.0 else f"∂/∂{source_name} = 0"
+    lines = [f"<B>{text}</B>"]
+    if value == 0.0 or np.isnan(value):
+        return lines, None
+    if abs(value) < vanishing:
+        lines.append(f'<FONT COLOR="{style.colour(1e-9)}"><B>▼ vanishing</B></FONT>')
+        return lines, style.fill(value, decades=3.0)
+    if abs(value) > exploding and exact:
+        lines.append(f'<FONT COLOR="{style.colour(1e9)}"><B>▲ exploding</B></FONT>')
+        return lines, style.fill(value, decades=3.0)
+    return lines, None
 
 
 def draw_path(root, source, *, digits: int = 4, vanishing: float = 1e-3, exploding: float = 1e3,
@@ -61,29 +93,30 @@ def draw_path(root, source, *, digits: int = 4, vanishing: float = 1e-3, explodi
             "computed from, so no gradient path joins them"
         )
     products, exact, on_path, path_edges = path_products(graph, source)
-    source_name = style.text(source.name or "source", 20)
+    source_text = style.clean(source.name or "source", 20)
+    source_name = style.text(source_text, 20)
+    outputs = {node for node in products if node.size == 1 and not any(e.parent is node for e in path_edges)}
     annotations, fills = {}, {}
     for node, value in products.items():
         if node is source:
             annotations[node] = [f'<FONT COLOR="{style.COOL_TEXT}"><B>source</B></FONT>']
             continue
-        text = (f"∂/∂{source_name} = {style.number(value, digits)}" if exact
-                else f"∏‖J‖ ≤ {style.number(value, 3)}")
-        lines = [f"<B>{text}</B>"]
-        if abs(value) < vanishing:
-            lines.append(f'<FONT COLOR="{style.colour(1e-9)}"><B>▼ vanishing</B></FONT>')
-            fills[node] = style.fill(value, decades=3.0)
-        elif abs(value) > exploding:
-            lines.append(f'<FONT COLOR="{style.colour(1e9)}"><B>▲ exploding</B></FONT>')
-            fills[node] = style.fill(value, decades=3.0)
-        annotations[node] = lines
+        on_output = node in outputs and not exact
+        if on_output:
+            value = measure(lambda node=node: exact_norm(node, source))
+        annotations[node], fill = _annotation(value, exact or on_output, on_output, digits, source_name,
+                                              vanishing, exploding)
+        if fill is not None:
+            fills[node] = fill
     if only_path:
         graph = Graph(tuple(n for n in graph.nodes if n in on_path), tuple(path_edges))
-    what = ("∂node/∂source: the product of edge labels along each path, summed over the paths"
-            if exact else "∏‖J‖: the largest product of Jacobian norms along a path, a bound on ‖∂node/∂source‖")
+    what = ("∂node/∂source: the product of edge labels along each path, summed over the paths" if exact else
+            "‖∂node/∂source‖ ≤ the sum over paths of the product of the edges' ‖J‖ (a true bound); "
+            "on the output, the exact ‖∂output/∂source‖")
     notes = [
-        f"highlighted: every path from {source_name} to the output; on each node {what}",
-        f"▼ vanishing: below {style.number(vanishing, 2)} · ▲ exploding: above {style.number(exploding, 2)}",
+        f"highlighted: every path from {source_text} to the output; on each node {what}",
+        f"▼ vanishing: below {style.number(vanishing, 2)} · ▲ exploding: an exact value above "
+        f"{style.number(exploding, 2)} · 0: no gradient reaches it at all",
     ]
     picture = OpPicture(graph, digits=digits, title=title, focus_nodes=on_path, focus_edges=set(path_edges),
                         annotations=annotations, node_fills=fills, extra_notes=notes)

@@ -1,211 +1,264 @@
-"""Step view: one node per time step, for sequences far too long for the op view.
+"""Step view: one node per state of a recurrence (or per layer of a deep net), for sequences far too
+long for the op view. Every number comes from ``tinygrad_rnn.diagnostics.steps``:
 
-Each edge h_{t-1} -> h_t carries the spectral norm of the step Jacobian dh_t/dh_{t-1}, the most one
-step back in time can stretch a gradient; each node is shaded by ||dL/dh_t||, the gradient that
-actually arrived. A row of blue edges (norms < 1) leading back to ever bluer nodes is a vanishing
-gradient: backpropagating k steps multiplies by k such Jacobians. The numbers come from
-``tinygrad_rnn.diagnostics`` (vector-Jacobian products on the recorded graph), not from here.
+- an edge s_{t-1} -> s_t is labelled with the **gain** of step t, ||J_t^T delta_t|| / ||delta_t||: what
+  the step did to the gradient that crossed it, and is coloured by it (blue shrinks, red grows).
+  Beside it, smaller, the **bound** ||J_t||_2, the most the step could have stretched any gradient.
+  With one loss at the end, the gradient at step t-1 is the gradient at step t times the label, so
+  the labels multiply to ||delta_0|| / ||delta_T||: a label is a factor a reader can multiply.
+- a node s_t is shaded by ||delta_t||, the size of the gradient that reached it (an absolute size,
+  light for small, dark for large, the legend giving the values).
 
-Detached (truncated) boundaries are dotted: no gradient crosses them. Where a clipping hook fired
-on h_t, the node is marked with the gradient norm before and after the clip. Long sequences wrap
-into rows of ``per_row`` steps, each row continuing from a copy of the last node of the row before,
-so T = 200 stays readable.
+Detached (truncated) boundaries are dotted: no gradient crosses them. Where a clipping hook fired on
+s_t, the node is marked with the gradient norm before and after (the node shows after). Long
+sequences wrap into rows of ``per_row`` steps, each row continuing from a faint copy of the last
+node of the row before, so T = 1,000 stays readable. ``axis="layer"`` reads the states as the
+activations of the layers of a feed-forward net, and says "layer" where it would say "step".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from graphviz import Digraph
 
-from tinygrad_rnn import diagnostics
+from tinygrad_rnn import diagnostics, graph
+from tinygrad_rnn.diagnostics import StepRow
 from visualize import style
-from visualize.layout import time_step
 
-__all__ = ["draw_steps", "compare_steps", "StepNumbers", "step_numbers"]
+__all__ = ["draw_steps", "compare_steps", "AXES"]
 
-JACOBIAN_DECADES = 1.0  # an edge of 0.1 is already full blue: per step, that is a lot
-GRADIENT_DECADES = 6.0  # vanishing gradients span many decades: 1e-6 is full blue
+GAIN_DECADES = 1.0  # a gain of 0.1 is already full blue: per step, that is a lot
+AXES = {
+    "time": {"unit": "step", "units": "steps", "index": "t", "letter": "h",
+             "runs": "time runs left to right"},
+    "layer": {"unit": "layer", "units": "layers", "index": "l", "letter": "a",
+              "runs": "the network runs left to right"},
+}
 
 
 @dataclass
-class StepNumbers:
-    """What the step view draws for states [h_0, ..., h_T]: per edge t (h_{t-1} -> h_t, t = 1..T)
-    the Jacobian norm and whether the graph was cut there; per node the gradient norm and clip."""
+class _Run:
+    """One sequence to draw: its rows, the letter on its nodes, what its state is."""
 
-    jacobian_norms: list
-    gradient_norms: list
-    clips: list
-    cut: list
-    verdict: str
+    rows: list
+    letter: str
+    state: str
+    batch: int | None
 
+    @property
+    def any_cut(self) -> bool:
+        return any(r.cut for r in self.rows)
 
-def _cut_before(h_t, h_prev) -> bool:
-    """Whether step t began from a detached state: a leaf marked ``truncated`` among the inputs of
-    h_t's own time step (only that step's nodes are searched, so this stays cheap)."""
-    if isinstance(h_prev.notes, dict) and h_prev.notes.get("truncated"):
-        return True
-    step = time_step(h_t.scope)
-    if step is None:
-        return False
-    stack, seen = [h_t], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op is None:
-            if isinstance(node.notes, dict) and node.notes.get("truncated"):
-                return True
-            continue
-        stack.extend(p for p in node.parents if p.op is None or time_step(p.scope) == step)
-    return False
+    @property
+    def any_clip(self) -> bool:
+        return any(r.clip is not None and r.clip.fired for r in self.rows)
 
 
-def step_numbers(states: Sequence) -> StepNumbers:
-    """The diagnostics behind a step view (see StepNumbers)."""
+def _run(loss, states: Sequence, name: str | None, axis: str, caller: str) -> _Run:
     states = list(states)
     if len(states) < 2:
-        raise ValueError(f"draw_steps: needs the states [h_0, ..., h_T] with T >= 1, got {len(states)} state(s)")
-    jacobians = diagnostics.step_jacobian_norms(states)
-    gradients = diagnostics.gradient_norms(states)
-    clips = [c if isinstance(c, dict) and c.get("fired") else None for c in diagnostics.clip_events(states)]
-    cut = [norm == 0.0 and _cut_before(states[t], states[t - 1]) for t, norm in enumerate(jacobians, 1)]
-    return StepNumbers(jacobians, gradients, clips, cut, diagnostics.verdict(gradients))
-
-
-def _node_label(name: str, t: int, gradient, clip, ghost: bool = False) -> str:
-    head = f"<B>{style.text(name, 12)}{_subscript(t)}</B>"  # Unicode digits: <SUB> overlaps the next line
-    if ghost:
-        return style.html_label(f'<FONT COLOR="{style.MUTED}">{head} ↩</FONT>')
-    shown = style.number(gradient, 2) if gradient is not None else "no grad"
-    lines = [head, f'<FONT POINT-SIZE="9">{shown}</FONT>']
-    if clip is not None:
-        lines.append(
-            f'<FONT POINT-SIZE="9" COLOR="{style.colour(1e9)}"><B>✂</B> {style.number(clip.get("norm_before"), 2)}'
-            f"→{style.number(clip.get('norm_after'), 2)}</FONT>"
-        )
-    return style.html_label("<BR/>".join(lines))
-
-
-def _draw_block(dot: Digraph, prefix: str, numbers: StepNumbers, name: str, per_row: int, digits: int) -> None:
-    """The nodes and edges of one sequence, in rows of ``per_row`` steps, node ids ``prefix``+t."""
-    T = len(numbers.jacobian_norms)
-    # Graphviz stacks left-to-right rows bottom-up in the order they are written: write the last first.
-    for row_start in reversed(range(0, T, per_row)):
-        row_end = min(row_start + per_row, T)
-        with dot.subgraph(name=f"cluster_{prefix}row{row_start}") as row:
-            row.attr(label="", style="invis", margin="4")
-            first = row_start
-            if row_start > 0:  # continue from a faint copy of the previous row's last node
-                row.node(f"{prefix}g{row_start}", label=_node_label(name, row_start, None, None, ghost=True),
-                         shape="box", style="rounded,dashed", color="#c8c8c8", fontsize="10")
-            for t in range(first, row_end + 1):
-                if t == row_start and row_start > 0:
-                    continue
-                gradient = numbers.gradient_norms[t]
-                clip = numbers.clips[t]
-                attrs = {
-                    "label": _node_label(name, t, gradient, clip), "shape": "box", "style": "rounded,filled",
-                    "fillcolor": style.fill(gradient, GRADIENT_DECADES, 0.45) if gradient is not None else "white",
-                    "width": "0.5", "height": "0.42", "margin": "0.04,0.02",
-                    "tooltip": style.tooltip(f"{name}_{t}: ||dL/d{name}_{t}|| = {gradient!r}"
-                                             + (f"; clipped: {clip!r}" if clip else "")),
-                }
-                if clip is not None:
-                    attrs.update(color=style.colour(1e9), penwidth="2.2")
-                row.node(f"{prefix}n{t}", **attrs)
-            for t in range(row_start + 1, row_end + 1):
-                tail = f"{prefix}g{row_start}" if t - 1 == row_start and row_start > 0 else f"{prefix}n{t - 1}"
-                row.edge(tail, f"{prefix}n{t}", **_edge_attrs(name, t, numbers, digits))
-
-
-def _edge_attrs(name: str, t: int, numbers: StepNumbers, digits: int) -> dict:
-    norm = numbers.jacobian_norms[t - 1]
-    tip = f"||d{name}_{t}/d{name}_{t - 1}||_2 = {norm!r}"
-    if numbers.cut[t - 1]:
-        return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">cut</FONT>'), "style": "dotted",
-                "color": "#9a9a9a", "penwidth": "1.4", "arrowhead": "none",
-                "tooltip": style.tooltip(tip + " (detached)")}
-    return {
-        "label": style.html_label(style.number(norm, digits)), "color": style.colour(norm, JACOBIAN_DECADES),
-        "fontcolor": style.colour(norm, JACOBIAN_DECADES), "penwidth": style.pen_width(norm, JACOBIAN_DECADES),
-        "tooltip": style.tooltip(tip), "labeltooltip": style.tooltip(tip),
-    }
-
-
-def _legend(title: str | None, name: str, any_cut: bool, any_clip: bool) -> str:
-    rows = [
-        style.legend_row(f"edge: ‖∂{name}<SUB>t</SUB>/∂{name}<SUB>t−1</SUB>‖, spectral norm<BR/>"
-                         "of one step back in time", JACOBIAN_DECADES),
-        style.legend_row(f"node: ‖∂L/∂{name}<SUB>t</SUB>‖, the gradient<BR/>that arrived at step t",
-                         GRADIENT_DECADES, fill_cells=True),
-    ]
-    notes = ["time runs left to right; the gradient flows right to left, multiplied at each edge by at most its label"]
-    keys = []
-    if any_cut:
-        keys.append("dotted, cut: detached state (truncated BPTT), no gradient crosses")
-    if any_clip:
-        keys.append("✂ red border: a clipping hook fired, gradient norm before → after")
-    if keys:
-        notes.append(" · ".join(keys))
-    return style.legend(title, rows, notes)
-
-
-def _summary(numbers: StepNumbers, name: str) -> str:
-    T = len(numbers.jacobian_norms)
-    known = [(t, g) for t, g in enumerate(numbers.gradient_norms) if g is not None]
-    if len(known) < 2:
-        return f"{T} steps"
-    (first_t, first), (last_t, last) = known[0], known[-1]
-    return (f"{T} steps · ‖∂L/∂{name}{_subscript(first_t)}‖ = {style.number(first, 2)}, "
-            f"‖∂L/∂{name}{_subscript(last_t)}‖ = {style.number(last, 2)} · {numbers.verdict}")
+        raise ValueError(f"{caller}: needs the states [s_0, ..., s_T] with T >= 1, got {len(states)} state(s)")
+    rows = diagnostics.steps(loss, states)
+    parts = graph.state_parts(states[-1])
+    letter = name if name is not None else "s" if len(parts) > 1 else AXES[axis]["letter"]
+    index = AXES[axis]["index"]
+    if len(parts) == 1:
+        state = f"{letter}_{index}"
+    else:
+        names = [re.sub(r"_?\d+$", "", p.name) if p.name else None for p in parts]
+        shown = names if all(names) else [f"part {k}" for k in range(1, len(parts) + 1)]
+        state = f"{letter}_{index} = (" + ", ".join(f"{n}_{index}" for n in shown) + ")"
+    sizes = {p.shape[0] for p in parts if p.ndim >= 2}
+    batch = sizes.pop() if len(sizes) == 1 and all(p.ndim >= 2 for p in parts) else None
+    return _Run(rows, letter, state, batch)
 
 
 def _subscript(t: int) -> str:
     return str(t).translate(str.maketrans("0123456789-", "₀₁₂₃₄₅₆₇₈₉₋"))
 
 
-def draw_steps(loss, states: Sequence, *, name: str = "h", per_row: int = 25, digits: int = 2,
-               title: str | None = None) -> Digraph:
-    """The step view of states [h_0, ..., h_T] after ``loss.backward()`` (module doc).
+def _node_label(letter: str, row: StepRow | None, t: int, digits: int = 2, ghost: bool = False) -> str:
+    head = f"<B>{style.text(letter, 12)}{_subscript(t)}</B>"  # Unicode digits: <SUB> overlaps the next line
+    if ghost:
+        return style.html_label(f'<FONT COLOR="{style.MUTED}">{head} ↩</FONT>')
+    shown = style.number(row.grad_norm, digits) if row.grad_norm is not None else "no grad"
+    lines = [head, f'<FONT POINT-SIZE="9">{shown}</FONT>']
+    if row.clip is not None and row.clip.fired:
+        lines.append(f'<FONT POINT-SIZE="9" COLOR="{style.colour(1e9)}"><B>✂</B> '
+                     f"{style.number(row.clip.norm_before, 2)}→{style.number(row.clip.norm_after, 2)}</FONT>")
+    return style.html_label("<BR/>".join(lines))
 
-    ``name`` is the letter on the nodes (``"c"`` for an LSTM's cell state); ``per_row`` steps go in
-    one row before wrapping; ``digits`` significant digits on the edges.
+
+def _node_attrs(run: _Run, row: StepRow, scale: tuple, axis: str, digits: int) -> dict:
+    letter = style.clean(run.letter, 12)
+    tip = (f"{letter}_{row.t}: ‖δ_{row.t}‖ = {row.grad_norm!r}, the gradient that reached it from outside "
+           f"{AXES[axis]['unit']} {row.t}")
+    if row.clip is not None:
+        tip += (f"; clip hook: norm before {row.clip.norm_before!r}, after {row.clip.norm_after!r}"
+                f" ({'fired' if row.clip.fired else 'did not fire'})")
+    attrs = {
+        "label": _node_label(run.letter, row, row.t, digits), "shape": "box", "style": "rounded,filled",
+        "fillcolor": style.magnitude_fill(row.grad_norm, *scale), "width": "0.5", "height": "0.42",
+        "margin": "0.04,0.02", "tooltip": style.tooltip(tip),
+    }
+    if row.clip is not None and row.clip.fired:
+        attrs.update(color=style.colour(1e9), penwidth="2.2")
+    return attrs
+
+
+def _edge_attrs(run: _Run, row: StepRow, digits: int, axis: str) -> dict:
+    unit = AXES[axis]["unit"]
+    how = "largest over batch rows" if row.bound_method == "rows" else "Jacobian of the whole batch"
+    tip = (f"{unit} {row.t}: gain ‖J_{row.t}ᵀ δ_{row.t}‖ / ‖δ_{row.t}‖ = {row.gain!r}; "
+           f"bound ‖J_{row.t}‖₂ = {row.bound!r} ({how})")
+    if row.cut:
+        return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">cut</FONT>'), "style": "dotted",
+                "color": "#9a9a9a", "penwidth": "1.4", "arrowhead": "none",
+                "tooltip": style.tooltip(f"{unit} {row.t}: detached state (truncated BPTT), no gradient crosses")}
+    bound = f'<FONT POINT-SIZE="7" COLOR="{style.MUTED}"> ≤{style.number(row.bound, digits)}</FONT>'
+    if row.gain is None:
+        return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">–</FONT>{bound}'), "color": "#b0b0b0",
+                "tooltip": style.tooltip(tip + " (no gradient crossed)"), "labeltooltip": style.tooltip(tip)}
+    colour = style.colour(row.gain, GAIN_DECADES)
+    return {
+        "label": style.html_label(f"<B>{style.number(row.gain, digits)}</B>{bound}"), "color": colour,
+        "fontcolor": colour, "penwidth": style.pen_width(row.gain, GAIN_DECADES),
+        "tooltip": style.tooltip(tip), "labeltooltip": style.tooltip(tip),
+    }
+
+
+def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int, digits: int, axis: str) -> None:
+    """The nodes and edges of one sequence, in rows of ``per_row`` steps, node ids ``prefix``+t."""
+    rows = run.rows
+    T = len(rows) - 1
+    # Graphviz stacks left-to-right rows bottom-up in the order they are written: write the last first.
+    for row_start in reversed(range(0, T, per_row)):
+        row_end = min(row_start + per_row, T)
+        with dot.subgraph(name=f"cluster_{prefix}row{row_start}") as band:
+            band.attr(label="", style="invis", margin="4")
+            if row_start > 0:  # continue from a faint copy of the previous row's last node
+                band.node(f"{prefix}g{row_start}", label=_node_label(run.letter, None, row_start, ghost=True),
+                          shape="box", style="rounded,dashed", color="#c8c8c8", fontsize="10",
+                          tooltip=style.tooltip(f"{style.clean(run.letter, 12)}_{row_start}, continued"))
+            for t in range(row_start if row_start == 0 else row_start + 1, row_end + 1):
+                band.node(f"{prefix}n{t}", **_node_attrs(run, rows[t], scale, axis, digits))
+            for t in range(row_start + 1, row_end + 1):
+                tail = f"{prefix}g{row_start}" if t - 1 == row_start and row_start > 0 else f"{prefix}n{t - 1}"
+                band.edge(tail, f"{prefix}n{t}", **_edge_attrs(run, rows[t], digits, axis))
+
+
+def _summary(run: _Run, axis: str) -> str:
+    """Plain text (escape before use): length, the end gradients, the product of gains, verdict."""
+    rows, words = run.rows, AXES[axis]
+    parts = [f"{len(rows) - 1} {words['units']}", f"state {run.state}"]
+    factor, first, last = diagnostics.gradient_factor(rows)
+    if factor is not None:
+        parts.append(f"‖δ{_subscript(first)}‖ = {style.number(rows[first].grad_norm, 2)}, "
+                     f"‖δ{_subscript(last)}‖ = {style.number(rows[last].grad_norm, 2)}")
+        clipped = sum(1 for r in rows if r.clip is not None and r.clip.fired)
+        product = "gains × clips" if clipped else "gains"
+        parts.append(f"{product} multiply to {style.number(factor, 2)}")
+        if clipped:
+            parts.append(f"✂ at {clipped} of {len(rows)} states")
+    cuts = sum(r.cut for r in rows)
+    if cuts:
+        parts.append(f"cut at {cuts}")
+    parts.append(diagnostics.verdict(rows))
+    return " · ".join(parts)
+
+
+def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str:
+    words = AXES[axis]
+    i, unit = words["index"], words["unit"]
+    sub = f"<SUB>{i}</SUB>"
+    rows = [
+        style.legend_row(f"edge colour and label: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖,<BR/>"
+                         f"what {unit} {i} did to the gradient that crossed it", GAIN_DECADES),
+        style.magnitude_row(f"node shade and number: ‖δ{sub}‖, the size of the<BR/>"
+                            f"gradient that reached s{sub} (absolute values)", *scale),
+    ]
+    notes = [
+        f"{words['runs']}; the gradient flows back right to left. With one loss at the end, the gradient at "
+        f"{unit} {i}−1 is the gradient at {unit} {i} times the edge's label: "
+        f"‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}",
+        f"small grey ≤: the bound ‖J{sub}‖₂, the most {unit} {i} could stretch any gradient (it need not); "
+        f"J{sub} = ∂s{sub}/∂s<SUB>{i}−1</SUB>, δ{sub} = the gradient reaching s{sub} from outside {unit} {i} "
+        f"(from {unit} {i}+1 and any loss reading s{sub})",
+    ]
+    states = sorted({style.text(r.state, 60) for r in runs})
+    batches = sorted({r.batch for r in runs if r.batch})
+    where = f"all {batches[0]} batch rows" if len(batches) == 1 and batches[0] > 1 else "the whole batch"
+    whole = ", all parts of the state as one vector" if any("(" in r.state for r in runs) else ""
+    notes.append(f"state {' / '.join(states)}; every norm is over {where}{whole}")
+    methods = {r.bound_method for run in runs for r in run.rows[1:] if not r.cut}
+    if "full" in methods:
+        notes.append("bound: Jacobian of the whole batch (this cell mixes batch rows)")
+    elif "rows" in methods and any((r.batch or 1) > 1 for r in runs):
+        notes.append("bound: the largest over batch rows (the cell does not mix rows, checked)")
+    keys = []
+    if any(r.any_cut for r in runs):
+        keys.append("dotted, cut: detached state (truncated BPTT), no gradient crosses")
+    if any(r.any_clip for r in runs):
+        keys.append("✂ red border: a clipping hook fired on that state, gradient norm before → after "
+                    "(the node shows after)")
+    if keys:
+        notes.append(" · ".join(keys))
+    return style.legend(title, rows, notes)
+
+
+def _check(axis: str, per_row: int, caller: str) -> None:
+    if axis not in AXES:
+        raise ValueError(f"{caller}: axis must be one of {', '.join(map(repr, AXES))}, got {axis!r}")
+    if not isinstance(per_row, int) or per_row < 1:
+        raise ValueError(f"{caller}: per_row must be a positive number of steps, got {per_row!r}")
+
+
+def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "time", per_row: int = 25,
+               digits: int = 2, title: str | None = None) -> Digraph:
+    """The step view of states [s_0, ..., s_T] after ``loss.backward()`` (module doc).
+
+    ``states``: what ``rnn(inputs, return_states=True)`` returns (Values, or tuples such as (h, c)),
+    or the activations [a_0, ..., a_L] of a deep net with ``axis="layer"``. ``name``: the letter on
+    the nodes (default h, s for a state of several parts, a for layers). ``per_row`` steps go in one
+    row before wrapping; ``digits`` significant digits on the edges; ``title`` heads the legend.
     """
-    numbers = step_numbers(states)
-    dot = style.base_digraph("step_view")
+    _check(axis, per_row, "draw_steps")
+    run = _run(loss, states, name, axis, "draw_steps")
+    scale = style.magnitude_range(r.grad_norm for r in run.rows)
+    dot = style.base_digraph(f"{AXES[axis]['unit']}_view")
     dot.attr("graph", nodesep="0.25", ranksep="0.35")
-    _draw_block(dot, "s", numbers, name, per_row, digits)
+    _draw_block(dot, "s", run, scale, per_row, digits, axis)
     loss_text = ""
     if loss is not None and getattr(loss, "size", 0) == 1:
         loss_text = f"L = {style.number(loss.item(), 4)} · "
-    heading = title if title is not None else "step view"
-    dot.attr("graph", label=_legend(f"{heading} — {loss_text}{_summary(numbers, name)}", name,
-                                    any(numbers.cut), any(c is not None for c in numbers.clips)))
+    heading = style.clean(title, 200) if title is not None else f"{AXES[axis]['unit']} view"
+    dot.attr("graph", label=_legend(f"{heading} — {loss_text}{_summary(run, axis)}", [run], scale, axis))
     return dot
 
 
-def compare_steps(runs: Mapping, *, per_row: int = 40, digits: int = 2, title: str | None = None) -> Digraph:
+def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digits: int = 2,
+                  title: str | None = None) -> Digraph:
     """Several step views on one colour scale, one band each, top to bottom:
-    ``runs = {"tanh RNN": (loss, states), "LSTM (cell state)": (loss, states, "c")}`` (the optional
-    third entry is the node letter)."""
+    ``runs = {"tanh RNN": (loss, states), "LSTM": (loss, states, "s")}`` (the optional third entry is
+    the node letter)."""
+    _check(axis, per_row, "compare_steps")
+    prepared = []
+    for label, run in runs.items():
+        loss, states, *rest = run
+        prepared.append((label, _run(loss, states, rest[0] if rest else None, axis, "compare_steps")))
+    scale = style.magnitude_range(r.grad_norm for _, run in prepared for r in run.rows)
     dot = style.base_digraph("step_compare")
     dot.attr("graph", nodesep="0.25", ranksep="0.35")
-    any_cut = any_clip = False
     # Written last first, so that they appear top to bottom in the order given (see _draw_block).
-    for index, (label, run) in reversed(list(enumerate(runs.items()))):
-        loss, states, *rest = run
-        name = rest[0] if rest else "h"
-        numbers = step_numbers(states)
-        any_cut |= any(numbers.cut)
-        any_clip |= any(c is not None for c in numbers.clips)
+    for index, (label, run) in reversed(list(enumerate(prepared))):
         with dot.subgraph(name=f"cluster_run{index}") as band:
-            caption = f"<B>{style.text(label, 100)}</B> · {style.text(_summary(numbers, name), 120)}"
-            band.attr(label=style.html_label(caption),
-                      labeljust="l", labelloc="t", style="rounded,filled", fillcolor="#f7f8fa", color="#d3d9e2",
-                      fontsize="12")
-            _draw_block(band, f"r{index}", numbers, name, per_row, digits)
-    dot.attr("graph", label=_legend(title, "h", any_cut, any_clip))
+            caption = f"<B>{style.text(label, 100)}</B> · {style.text(_summary(run, axis), 240)}"
+            band.attr(label=style.html_label(caption), labeljust="l", labelloc="t", style="rounded,filled",
+                      fillcolor="#f7f8fa", color="#d3d9e2", fontsize="12",
+                      tooltip=style.tooltip(label))
+            _draw_block(band, f"r{index}", run, scale, per_row, digits, axis)
+    dot.attr("graph", label=_legend(title, [run for _, run in prepared], scale, axis))
     return dot

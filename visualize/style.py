@@ -7,9 +7,14 @@ alone (grey), s > 0 amplifies it (warm, red). Pen width grows with s, so a vanis
 with ever thinner, bluer edges. Colour uses sign(s) sqrt|s| so that a factor of 0.5 is already
 visibly blue: the eye should catch every shrinking edge, not only the extreme ones.
 
+Node shading for absolute sizes (a gradient norm is a size, not a factor) uses a separate,
+one-hue scale: light for small, dark for large, on log10 between two decades the legend names.
+
 Escaping. Every label is an HTML-like label built here from escaped text, and every tooltip is an
 escString escaped here, so a user's name (quotes, <, >, braces, backslashes, newlines) can neither
-break the DOT text nor add attributes. Node identifiers are ours ("n17"), never user text.
+break the DOT text nor add attributes. Characters no label can hold (control characters, lone
+surrogates, non-characters) are replaced by U+FFFD, never passed on to crash Graphviz or the UTF-8
+encoder. Node identifiers are ours ("n17"), never user text.
 """
 
 from __future__ import annotations
@@ -89,25 +94,28 @@ def number(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-# Characters XML (and so Graphviz's HTML-like labels) cannot hold at all.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Characters XML (and so Graphviz's HTML-like labels) cannot hold, or that cannot be encoded at all:
+# control characters (tab and newline aside), C1 controls, lone surrogates, U+FFFE and U+FFFF.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean(value, limit: int) -> str:
+    """``str(value)`` with unsafe characters replaced by U+FFFD, line ends made \\n, and text past
+    ``limit`` characters cut with an ellipsis."""
+    raw = _UNSAFE.sub("\ufffd", str(value).replace("\r\n", "\n").replace("\r", "\n"))
+    return raw if len(raw) <= limit else raw[: limit - 1] + "…"
 
 
 def text(value, limit: int = 60) -> str:
-    """User text made safe for an HTML-like label: entities for & < > " ', control characters
-    dropped, newlines shown as a visible return mark, long text cut with an ellipsis."""
-    raw = _CONTROL.sub("", str(value)).replace("\r\n", "\n").replace("\r", "\n")
-    if len(raw) > limit:
-        raw = raw[: limit - 1] + "…"
-    return html.escape(raw, quote=True).replace("\n", "↵")
+    """User text made safe for an HTML-like label: entities for & < > " ', unsafe characters
+    replaced, newlines shown as a visible return mark, long text cut with an ellipsis."""
+    return html.escape(clean(value, limit), quote=True).replace("\n", "↵")
 
 
 def tooltip(value, limit: int = 400) -> graphviz.quoting.NoHtml:
     """User text made safe for an escString attribute (tooltips): backslashes doubled, newlines as
-    Graphviz's \\n, quotes escaped by graphviz.quote, never read as an HTML label."""
-    raw = _CONTROL.sub("", str(value)).replace("\r\n", "\n").replace("\r", "\n")
-    if len(raw) > limit:
-        raw = raw[: limit - 1] + "…"
+    Graphviz's \\n, quotes escaped, unsafe characters replaced; never read as an HTML label."""
+    raw = clean(value, limit)
     raw = raw.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return graphviz.nohtml(raw)
 
@@ -146,6 +154,44 @@ def legend_row(caption: str, decades: float, fill_cells: bool = False) -> str:
         f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="10">{caption}</FONT></TD>'
         f'<TD><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1"><TR>{"".join(cells)}'
         "</TR></TABLE></TD></TR>"
+    )
+
+
+MAGNITUDE_LIGHT, MAGNITUDE_DARK = (247, 244, 251), (136, 110, 186)  # violet, as gradients are drawn
+
+
+def magnitude_fill(x: float | None, low: int, high: int) -> str:
+    """Shade for an absolute size ``x``: light at 10^low or below, dark at 10^high or above, on
+    log10 in between; white for None, the lightest shade for 0."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "#ffffff"
+    if x == 0.0:
+        return _mix(MAGNITUDE_LIGHT, MAGNITUDE_DARK, 0.0)
+    position = (math.log10(abs(x)) - low) / max(high - low, 1) if math.isfinite(x) else 1.0
+    return _mix(MAGNITUDE_LIGHT, MAGNITUDE_DARK, min(1.0, max(0.0, position)))
+
+
+def magnitude_range(values) -> tuple[int, int]:
+    """The decades (low, high) a magnitude scale spans for ``values`` (positive finite ones),
+    at least two decades wide."""
+    logs = [math.log10(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
+    if not logs:
+        return -1, 1
+    low, high = math.floor(min(logs)), math.ceil(max(logs))
+    return (low, max(high, low + 2))
+
+
+def magnitude_row(caption: str, low: int, high: int) -> str:
+    """A legend row of absolute sizes: swatches from 10^low to 10^high, labelled with the values."""
+    count = min(high - low, 6)
+    exponents = sorted({round(low + (high - low) * k / count) for k in range(count + 1)})
+    cells = "".join(
+        f'<TD BGCOLOR="{magnitude_fill(10.0**e, low, high)}" WIDTH="38" HEIGHT="18"><FONT COLOR="{INK}" '
+        f'POINT-SIZE="9">{_swatch_label(10.0**e)}</FONT></TD>' for e in exponents
+    )
+    return (
+        f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="10">{caption}</FONT></TD>'
+        f'<TD><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1"><TR>{cells}</TR></TABLE></TD></TR>'
     )
 
 

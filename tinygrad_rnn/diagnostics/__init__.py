@@ -1,15 +1,25 @@
 """Diagnostics of backpropagation through time.
 
-- ``steps.py``: per-step Jacobians, gradient norms, clip events and a one-word verdict.
+- ``steps.py``: one row per state of an unrolled recurrence: the gradient that reached it, what the
+  step before it did to that gradient (gain) and could have done (bound), clips, cuts; the verdict.
 - ``nonfinite.py``: where a NaN or an infinity was born.
 - ``plots.py``: plots of the per-step numbers (the ``plot`` extra).
 """
 
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport, trace_nonfinite
-from tinygrad_rnn.diagnostics.plots import plot_gradient_norms
-from tinygrad_rnn.diagnostics.steps import clip_events, gradient_norms, step_jacobian, step_jacobian_norms, verdict
+from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
+from tinygrad_rnn.diagnostics.steps import (
+    StepRow,
+    clip_events,
+    gradient_factor,
+    gradient_norms,
+    step_jacobian,
+    step_jacobian_norms,
+    steps,
+    verdict,
+)
 
 __all__ = [
-    "step_jacobian", "step_jacobian_norms", "gradient_norms", "clip_events", "trace_nonfinite",
-    "NonfiniteOrigin", "NonfiniteReport", "verdict", "plot_gradient_norms",
+    "steps", "StepRow", "verdict", "gradient_factor", "step_jacobian", "step_jacobian_norms", "gradient_norms",
+    "clip_events", "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
 ]

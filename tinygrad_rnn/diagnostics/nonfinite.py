@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import Edge, walk
 from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
 
@@ -50,7 +50,7 @@ class NonfiniteOrigin:
                              f"(output {_describe(node.data)})")
         else:
             with np.errstate(all="ignore"):
-                contribution = node.op.vjp(self.position, raw(node.grad), node.data, [p.data for p in node.parents])
+                contribution = Edge(node.parents[self.position], node, self.position).contribution()
             lines.append(f"backward: {where} turned a finite gradient ({_describe(node.grad)}) into "
                          f"{_kind(contribution)} for its input {self.position}")
         lines += [f"  input {k}: {_describe(p.data)}" for k, p in enumerate(node.parents)]
@@ -99,9 +99,8 @@ def trace_nonfinite(root: Value) -> NonfiniteReport:
         for node in reversed(nodes):
             if node.op is None or node.grad is None or not _finite(node.grad):
                 continue
-            inputs = [p.data for p in node.parents]
             for k, parent in enumerate(node.parents):
-                if parent.requires_grad and not _finite(node.op.vjp(k, raw(node.grad), node.data, inputs)):
+                if parent.requires_grad and not _finite(Edge(parent, node, k).contribution()):
                     backward = NonfiniteOrigin("backward", node, k)
                     break
             if backward is not None:

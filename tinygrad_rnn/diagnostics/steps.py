@@ -1,119 +1,300 @@
-"""Per-step numbers of an unrolled recurrence: step Jacobians, their norms, gradient norms, clip
-events and a one-word verdict.
+"""The numbers of backpropagation through time, one row per state: what each step did to the gradient.
 
-The states are the hidden outputs [h_0, h_1, ..., h_T] of an unrolled recurrence. By the chain rule
+For states [s_0, s_1, ..., s_T] of an unrolled recurrence (``rnn(..., return_states=True)``):
 
-    dL/dh_{t-1} = (dh_t/dh_{t-1})^T dL/dh_t    (plus any loss read directly from h_{t-1}),
+- Step t is the map F_t: s_{t-1} -> s_t made of the recorded nodes between the two states. For an LSTM
+  the state is the pair (h, c), taken as one vector.
+- delta_t is the gradient that reached s_t from outside step t: from step t+1 and from any loss that
+  reads s_t. For an Elman RNN that is dL/dh_t; for an LSTM it leaves out the path c_t -> h_t, which
+  belongs to step t itself. After a clipping hook on s_t, it is the clipped gradient (what flowed on).
+- J_t = dF_t/ds_{t-1}, the parts of s_{t-1} taken as independent inputs.
+- ``grad_norm`` = ||delta_t||; ``gain`` = ||J_t^T delta_t|| / ||delta_t||, what step t actually did to
+  the gradient that crossed it; ``bound`` = ||J_t||_2, the most it could have done to any gradient.
 
-so the gradient that reaches step 0 from step T has been multiplied by T step Jacobians. If their
-spectral norms stay below 1 it shrinks geometrically (vanishing); above 1 it can grow geometrically
-(exploding). ``step_jacobian_norms`` measures those factors; ``gradient_norms`` the result.
+By the chain rule, J_t^T delta_t is the gradient step t sends back to s_{t-1}. With one loss at the
+last step and no clipping, that is all of delta_{t-1}, so the gains multiply exactly:
+
+    gain_1 * gain_2 * ... * gain_T = ||delta_0|| / ||delta_T||.
+
+Every bound is at least its gain; for a non-normal W_hh the bounds can all exceed 1 while the
+gradient vanishes, which is why the pictures show the gains.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from tinygrad_rnn.autograd import subgraph
+from tinygrad_rnn import graph
 from tinygrad_rnn.clip import grad_norm
-from tinygrad_rnn.functional import grad
-from tinygrad_rnn.value import Value
+from tinygrad_rnn.graph import ClipRecord, StepGraph, state_parts
+from tinygrad_rnn.ops import raw
 
-# ---- Jacobians between consecutive states -----------------------------------------------------
+__all__ = [
+    "StepRow", "steps", "verdict", "gradient_factor", "step_jacobian", "step_jacobian_norms",
+    "gradient_norms", "clip_events",
+]
 
-def step_jacobian(h_t: Value, h_prev: Value) -> np.ndarray:
-    """dh_t/dh_prev from the recorded graph, one vector-Jacobian product per hidden unit.
 
-    J[i, k] = d h_t[i] / d h_prev[k]. Seeding backward with the unit vector e_i gives e_i^T J, row i.
-    For batched states (B, H) the seed has a 1 in unit i of every batch row at once, which gives row i
-    of every batch element's Jacobian (B, H, H_prev) in one pass, provided the cell does not mix batch
-    rows (batch norm would). Unbatched (H,) states give (H, H_prev); scalars (1, 1). Zero where h_prev
-    does not reach h_t, or is marked ``notes["truncated"]`` (a cut, as in truncated BPTT). A constant
-    h_prev (a zero initial state) is differentiated all the same: the graph keeps its edges.
+@dataclass(frozen=True)
+class StepRow:
+    """The numbers of state s_t and of step t (the step that made it), as defined in the module doc.
+
+    ``t``: the state's position in the list. ``grad_norm``: ||delta_t|| (None: no gradient reached it).
+    ``gain``: ||J_t^T delta_t|| / ||delta_t|| (None for t = 0 or without a gradient). ``bound``:
+    ||J_t||_2 over the whole batch state (None for t = 0); ``bound_method`` says how: ``"rows"``, the
+    largest over batch rows, exact when the step does not mix rows (checked on every step with a
+    random probe), or ``"full"``, the Jacobian of the whole batch at once (a step that mixes rows,
+    such as batch norm). ``clip``: the record of a clipping hook on s_t, if any. ``cut``: the graph was
+    cut on purpose at the start of step t (a detached state, as in truncated BPTT): nothing crosses it.
     """
-    if h_t.ndim == 2 and h_prev.ndim == 2 and h_t.shape[0] == h_prev.shape[0]:
-        batch, (units, inputs) = h_t.shape[0], (h_t.shape[1], h_prev.shape[1])
-    elif h_t.ndim <= 1 and h_prev.ndim <= 1:
-        batch, units, inputs = None, max(h_t.size, 1), max(h_prev.size, 1)
+
+    t: int
+    grad_norm: float | None
+    gain: float | None
+    bound: float | None
+    bound_method: str | None
+    clip: ClipRecord | None
+    cut: bool
+
+
+def _norm(parts) -> float:
+    return math.sqrt(sum(grad_norm(p) ** 2 for p in parts))
+
+
+def _delta(state, step: StepGraph | None) -> list:
+    """delta_t per part: the part's ``.grad`` less what its own step sent it (None: no gradient)."""
+    delta = []
+    for p in state_parts(state):
+        within = None if step is None or p.grad is None else step.within(p)
+        delta.append(None if p.grad is None else raw(p.grad) if within is None else raw(p.grad) - within)
+    return delta
+
+
+def _fill(delta: list, fallback: list | None, parts) -> list | None:
+    """Parts without a gradient take ``fallback`` (what the next step sent), else zeros; a state
+    where no part holds one has no delta at all (None)."""
+    if all(d is None for d in delta) and fallback is None:
+        return None
+    return [d if d is not None else fallback[k] if fallback is not None else np.zeros_like(raw(p.data))
+            for k, (d, p) in enumerate(zip(delta, parts))]
+
+
+# ---- the step Jacobian, from the step's own nodes ----------------------------------------------
+
+def _batch_size(parts) -> int | None:
+    """B when every part is (B, ...) with one B: the batch axis; else None (no batch axis)."""
+    sizes = {p.shape[0] for p in parts if p.ndim >= 2}
+    if len(sizes) == 1 and all(p.ndim >= 2 for p in parts):
+        return sizes.pop()
+    return None
+
+
+def _unit_seeds(parts, batch: int | None):
+    """Seeds for the rows of the Jacobian: one per unit of each part, in every batch row at once
+    (``batch``) or one entry of the whole state at a time (None)."""
+    for k, part in enumerate(parts):
+        rows = batch or 1
+        per_row = part.size // rows
+        units = np.zeros((per_row, rows, per_row), dtype=np.result_type(part.data))
+        units[np.arange(per_row), :, np.arange(per_row)] = 1.0  # units[j]: a 1 at unit j of every row
+        for j in range(per_row):
+            seeds = [None] * len(parts)
+            seeds[k] = units[j].reshape(part.shape) if part.shape else float(units[j, 0, 0])
+            yield seeds
+
+
+def _flat(grads, batch: int | None) -> np.ndarray:
+    """The gradients reaching the input parts as one row per batch row (or one row)."""
+    rows = batch or 1
+    if len(grads) == 1:
+        return np.asarray(grads[0], dtype=np.float64).reshape(rows, -1)
+    return np.concatenate([np.asarray(g, dtype=np.float64).reshape(rows, -1) for g in grads], axis=1)
+
+
+def step_jacobian_matrix(step: StepGraph, check_rows: bool = True) -> tuple[np.ndarray, str]:
+    """(J, method): J of shape (B, out, in), the Jacobian of each batch row (``"rows"``), or
+    (1, out, in) for the whole state (``"full"``, also used when the state has no batch axis).
+
+    One vector-Jacobian product per output unit, seeded in every batch row at once; that gives each
+    row's own Jacobian only if the step does not mix rows. ``check_rows`` tests that with one more
+    product, seeded with random numbers R: if rows do not mix, (J^T R)_b = J_b^T R_b for every row b,
+    and any mixing breaks the equality (for random R, almost surely). Then the whole-batch Jacobian
+    is built instead, one product per entry of the state.
+    """
+    batch = _batch_size(step.outputs + step.inputs)
+    if batch is not None:
+        jacobian = _rows(step, batch)
+        if batch == 1 or not check_rows or not step.connected or not _mixes_rows(step, jacobian, batch):
+            return jacobian, "rows"
+    return _rows(step, None), "full"
+
+
+def _rows(step: StepGraph, batch: int | None) -> np.ndarray:
+    width = sum(p.size for p in step.inputs) // (batch or 1)
+    rows = [_flat(step.vjp(seeds), batch) for seeds in _unit_seeds(step.outputs, batch)]
+    return np.stack(rows, axis=1) if rows else np.zeros((batch or 1, 0, width))
+
+
+def _mixes_rows(step: StepGraph, jacobian: np.ndarray, batch: int) -> bool:
+    rng = np.random.default_rng(0)
+    probe = [rng.standard_normal(p.shape).astype(np.result_type(p.data)) for p in step.outputs]
+    actual = _flat(step.vjp(probe), batch)
+    flat_probe = _flat(probe, batch)
+    predicted = np.einsum("bj,bjd->bd", flat_probe, jacobian)
+    eps = max(np.finfo(np.result_type(p.data)).eps for p in (*step.outputs, *step.inputs))
+    scale = np.linalg.norm(actual) + np.linalg.norm(predicted)
+    return bool(np.linalg.norm(actual - predicted) > math.sqrt(eps) * scale)
+
+
+def _spectral_norm(jacobian: np.ndarray) -> float:
+    if jacobian.size == 0:
+        return 0.0
+    return float(np.max(np.linalg.norm(jacobian, ord=2, axis=(1, 2))))
+
+
+# ---- the rows ----------------------------------------------------------------------------------
+
+def steps(loss, states: Sequence) -> list[StepRow]:
+    """One StepRow per state of ``states = [s_0, ..., s_T]`` (module doc), from the gradients the
+    last ``loss.backward()`` left. ``loss`` may be None (bounds only, or gradients from elsewhere).
+
+    Linear in T: each step's nodes are found by one walk that meets every recorded node once, and
+    its numbers come from vector-Jacobian products over those nodes only.
+
+    A constant s_0 (the zeros ``RNN`` starts from) holds no gradient; delta_0 is then what step 1
+    sends it. Only recorded ops count, and an op whose inputs are all constants records nothing:
+    for a cell that computes a part of the next state from the constant s_0 alone (``0.9 * m``),
+    pass an s_0 that needs a gradient to see step 1 whole.
+    """
+    states = list(states)
+    if not states:
+        raise ValueError("steps: needs the states [s_0, ..., s_T], got an empty list")
+    if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
+        raise ValueError("steps: the loss has no gradient yet; call loss.backward() first")
+    widths = {len(state_parts(s)) for s in states}
+    if len(widths) > 1:
+        raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
+    step_list = graph.step_graphs(states)
+    deltas: list = [None] * len(states)
+    sent: list = [None] * len(states)  # sent[t] = J_t^T delta_t, what step t sends back to s_{t-1}
+    for t in range(len(states) - 1, -1, -1):
+        parts = state_parts(states[t])
+        step = step_list[t - 1] if t >= 1 else None
+        # A constant s_0 (zeros) holds no gradient: what step 1 sent it is all it gets.
+        fallback = sent[1] if t == 0 and len(states) > 1 else None
+        deltas[t] = _fill(_delta(states[t], step), fallback, parts)
+        if step is not None and deltas[t] is not None:
+            sent[t] = step.vjp(deltas[t])
+    rows = []
+    for t, state in enumerate(states):
+        norm = None if deltas[t] is None else _norm(deltas[t])
+        gain = bound = method = None
+        cut = False
+        if t >= 1:
+            step = step_list[t - 1]
+            if norm:
+                gain = _norm(sent[t]) / norm
+            jacobian, method = step_jacobian_matrix(step)
+            bound, cut = _spectral_norm(jacobian), step.cut
+        clip = next((r for r in map(graph.clip_record, state_parts(state)) if r is not None), None)
+        rows.append(StepRow(t, norm, gain, bound, method, clip, cut))
+    return rows
+
+
+def gradient_factor(rows: Sequence[StepRow]) -> tuple[float | None, int, int]:
+    """(factor, first, last): how much the gradient was scaled on its way back from the last state
+    holding one (``last``) to the first (``first``): the product of the gains of the steps between
+    them, times norm_after/norm_before wherever a clip fired on the way. Cut steps are left out (no
+    gradient crosses them on purpose). With one loss at the end, factor = ||delta_first|| /
+    ||delta_last||. None when fewer than two states hold a nonzero gradient."""
+    held = [r.t for r in rows if r.grad_norm]
+    if len(held) < 2:
+        return None, (held or [0])[0], (held or [0])[-1]
+    first, last = held[0], held[-1]
+    by_t = {r.t: r for r in rows}
+    factor = 1.0
+    for t in range(first + 1, last + 1):
+        row = by_t[t]
+        if row.cut:
+            continue
+        factor *= row.gain if row.gain is not None else 0.0  # a zero gradient inside: nothing got through
+        before = by_t[t - 1].clip
+        if before is not None and before.fired and before.norm_before > 0:
+            factor *= before.norm_after / before.norm_before
+    return factor, first, last
+
+
+def verdict(rows: Sequence, vanishing: float = 1e-3, exploding: float = 1e3) -> str:
+    """"vanishing", "exploding", "stable" (or "no gradient") for the rows of ``steps``.
+
+    Rule: factor = ``gradient_factor(rows)``, how much a gradient was scaled on its way back through
+    the span, clips included: factor < ``vanishing`` (1e-3) -> "vanishing"; factor > ``exploding``
+    (1e3) or any non-finite gain or norm -> "exploding"; else "stable". So a run clipped at every step,
+    whose gradient is held at the clip norm, is "stable", and a loss at every step cannot hide gains
+    that shrink the gradient at each step.
+
+    Also accepts a plain list of gradient norms in time order (the older form): then factor is
+    first / last, which means the same only with one loss at the end and no clipping.
+    """
+    rows = list(rows)
+    if rows and not isinstance(rows[0], StepRow):
+        norms = [float(n) for n in rows if n is not None]
+        if any(not math.isfinite(n) for n in norms):
+            return "exploding"
+        if len(norms) < 2:
+            return "stable"
+        first, last = norms[0], norms[-1]
+        factor = (0.0 if first == 0.0 else math.inf) if last == 0.0 else first / last
+        if first == last == 0.0:
+            return "stable"
     else:
-        raise ValueError(
-            f"step_jacobian: states of shapes {h_t.shape} and {h_prev.shape} are neither both (B, H) "
-            f"with the same batch size nor both (H,) or scalars"
-        )
-    jacobian = np.zeros((units, inputs) if batch is None else (batch, units, inputs))
-    if (h_prev.notes or {}).get("truncated"):  # cut on purpose by truncated BPTT
-        return jacobian
-    # One walk serves every seed; hooks stay out: unit seeds are not gradients to clip or record.
-    order = subgraph([h_t], [h_prev])
-    if not any(node is h_prev for node in order):
-        return jacobian
-    for i in range(units):
-        seed = np.zeros(h_t.shape, dtype=h_t.dtype) if h_t.shape else 1.0
-        if h_t.shape:
-            seed[..., i] = 1.0
-        (row,) = grad([h_t], [h_prev], [seed], order=order, hooks=False)
-        if batch is None:
-            jacobian[i] = np.ravel(row)
-        else:
-            jacobian[:, i, :] = row
-    return jacobian
-
-
-def _spectral_norm(jacobians: np.ndarray) -> float:
-    """The largest singular value over a stack of matrices: sqrt of the top eigenvalue of J J^T
-    (a symmetric eigenproblem, cheaper than an SVD and as exact)."""
-    stack = jacobians.reshape((-1,) + jacobians.shape[-2:])
-    gram = stack @ np.swapaxes(stack, -1, -2)
-    return float(math.sqrt(max(float(np.max(np.linalg.eigvalsh(gram))), 0.0)))
-
-
-def step_jacobian_norms(states: Sequence[Value]) -> list[float]:
-    """For states [h_0, ..., h_T], ||dh_t/dh_{t-1}||_2 for t = 1..T (the largest over the batch),
-    0.0 where the path is cut. The product of the first k bounds how much a gradient can grow over
-    k steps back in time."""
-    norms = []
-    for t in range(1, len(states)):
-        jacobian = step_jacobian(states[t], states[t - 1])
-        norms.append(_spectral_norm(jacobian) if np.any(jacobian) else 0.0)
-    return norms
-
-
-# ---- what the last backward pass left behind ---------------------------------------------------
-
-def gradient_norms(states: Sequence[Value]) -> list[float | None]:
-    """||dL/dh_t|| per state from ``.grad`` after backward; None where no gradient arrived."""
-    return [None if state.grad is None else grad_norm(state.grad) for state in states]
-
-
-def clip_events(states: Sequence[Value]) -> list[dict | None]:
-    """Per state, the record a clip hook left (``{"norm_before", "norm_after", "fired"}``) or None."""
-    return [(state.notes or {}).get("clip") for state in states]
-
-
-def verdict(norms: Sequence[float | None], vanishing: float = 1e-3, exploding: float = 1e3) -> str:
-    """"vanishing", "exploding" or "stable" from per-step gradient norms in time order (t = 0 first,
-    as ``gradient_norms`` gives them; reverse a ``clip.record`` list, which backward fills T first).
-
-    Rule: ignoring None, ratio = ||dL/dh_first|| / ||dL/dh_last||, how much the gradient grew on its
-    way back through the whole span. ratio < ``vanishing`` (1e-3) -> "vanishing"; ratio > ``exploding``
-    (1e3), or any non-finite norm -> "exploding"; else "stable". Fewer than two norms -> "stable".
-    Meant for a loss read at the end (as in the adding problem): a loss at every step feeds every
-    h_t directly and hides the decay; look at ``step_jacobian_norms`` then.
-    """
-    values = [float(n) for n in norms if n is not None]
-    if any(not math.isfinite(n) for n in values):
-        return "exploding"
-    if len(values) < 2:
-        return "stable"
-    first, last = values[0], values[-1]
-    if last == 0.0:
-        return "stable" if first == 0.0 else "exploding"
-    ratio = first / last
-    if ratio < vanishing:
+        numbers = [x for r in rows for x in (r.grad_norm, r.gain) if x is not None]
+        if any(not math.isfinite(x) for x in numbers):
+            return "exploding"
+        factor = gradient_factor(rows)[0]
+        if factor is None:
+            return "no gradient" if all(r.grad_norm is None for r in rows) else "stable"
+    if factor < vanishing:
         return "vanishing"
-    if ratio > exploding:
+    if factor > exploding:
         return "exploding"
     return "stable"
+
+
+# ---- single numbers, for scripts ---------------------------------------------------------------
+
+def step_jacobian(h_t, h_prev) -> np.ndarray:
+    """dh_t/dh_prev from the recorded graph: (B, H, H_prev) per batch row for (B, H) states,
+    (H, H_prev) for unbatched ones. Zero where h_prev does not reach h_t (a cut). For states that
+    are tuples, the parts are joined along the last axis."""
+    step = graph.step_graph(h_t, h_prev)
+    parts = state_parts(h_t) + state_parts(h_prev)
+    if len({p.ndim for p in parts}) > 1 or (parts[0].ndim == 2 and _batch_size(parts) is None):
+        shapes = " and ".join(str(p.shape) for p in parts)
+        raise ValueError(f"step_jacobian: states of shapes {shapes} are neither all (B, H) with one batch "
+                         f"size nor all (H,) or scalars")
+    jacobian, method = step_jacobian_matrix(step, check_rows=False)
+    return jacobian if _batch_size(parts) is not None else jacobian[0]
+
+
+def step_jacobian_norms(states: Sequence) -> list[float]:
+    """||J_t||_2 for t = 1..T (the ``bound`` of each row; 0.0 across a cut), without gradients."""
+    return [row.bound for row in steps(None, states)[1:]]
+
+
+def gradient_norms(states: Sequence) -> list[float | None]:
+    """||.grad|| of each state (all parts together) after backward; None where none arrived. For
+    the gradient from outside each step (delta_t), read ``grad_norm`` from ``steps``."""
+    return [None if all(p.grad is None for p in state_parts(s)) else
+            _norm([p.grad for p in state_parts(s) if p.grad is not None]) for s in states]
+
+
+def clip_events(states: Sequence) -> list[dict | None]:
+    """Per state, what a clip hook did (``{"norm_before", "norm_after", "fired"}``) or None."""
+    records = [next((r for r in map(graph.clip_record, state_parts(s)) if r is not None), None) for s in states]
+    return [None if r is None else dataclasses.asdict(r) for r in records]

@@ -7,6 +7,9 @@ Every weight starts as U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's default).
 
 There is no backward code here: a cell is a few primitives, and backpropagation through time is the
 backward pass over the chain of cells that ``RNN`` unrolls.
+
+Gates are computed inside a scope named after them (``scope("forget gate")``) and their outputs are
+named as in the equations (``f``, ``c``, ``h``), so pictures can show which edge is the forget gate's.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ import math
 
 import numpy as np
 
+from tinygrad_rnn.autograd import scope
 from tinygrad_rnn.nn.init import generator
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "hidden_of"]
+
+
+def _named(value: Value, name: str) -> Value:
+    value.name = name
+    return value
 
 
 def hidden_of(state):
@@ -143,12 +152,16 @@ class LSTMCell(RNNCellBase):
         weight_ih_t, weight_hh_t, bias = shared
         gates = x @ weight_ih_t + h @ weight_hh_t
         gates = gates if bias is None else gates + bias
-        i = gates[..., :H].sigmoid()
-        f = gates[..., H : 2 * H].sigmoid()
-        g = gates[..., 2 * H : 3 * H].tanh()
-        o = gates[..., 3 * H :].sigmoid()
-        c_next = f * c + i * g
-        return o * c_next.tanh(), c_next
+        with scope("input gate"):
+            i = _named(gates[..., :H].sigmoid(), "i")
+        with scope("forget gate"):
+            f = _named(gates[..., H : 2 * H].sigmoid(), "f")
+        with scope("cell candidate"):
+            g = _named(gates[..., 2 * H : 3 * H].tanh(), "g")
+        with scope("output gate"):
+            o = _named(gates[..., 3 * H :].sigmoid(), "o")
+        c_next = _named(f * c + i * g, "c")
+        return _named(o * c_next.tanh(), "h"), c_next
 
 
 class GRUCell(RNNCellBase):
@@ -174,7 +187,10 @@ class GRUCell(RNNCellBase):
         weight_ih_t, weight_hh_t = shared
         from_input = x @ weight_ih_t if self.bias_ih is None else x @ weight_ih_t + self.bias_ih
         from_hidden = h @ weight_hh_t if self.bias_hh is None else h @ weight_hh_t + self.bias_hh
-        r = (from_input[..., :H] + from_hidden[..., :H]).sigmoid()
-        z = (from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid()
-        n = (from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh()
-        return (1.0 - z) * n + z * h
+        with scope("reset gate"):
+            r = _named((from_input[..., :H] + from_hidden[..., :H]).sigmoid(), "r")
+        with scope("update gate"):
+            z = _named((from_input[..., H : 2 * H] + from_hidden[..., H : 2 * H]).sigmoid(), "z")
+        with scope("new gate"):
+            n = _named((from_input[..., 2 * H :] + r * from_hidden[..., 2 * H :]).tanh(), "n")
+        return _named((1.0 - z) * n + z * h, "h")

@@ -2,7 +2,7 @@
 unrolled steps are one graph, and ``loss.backward()`` walks it from the last step to the first.
 
 Each step runs inside ``scope(f"t={t}")`` (t = 1..T), so every Value a step makes, whatever the cell,
-carries its time step: pictures cluster by it and diagnostics find h_t by it.
+carries its time step: pictures cluster by it (``tinygrad_rnn.graph.time_step``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn.autograd import scope
+from tinygrad_rnn.graph import mark_cut
 from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
@@ -20,24 +21,27 @@ from tinygrad_rnn.value import Value
 __all__ = ["RNN", "detach_state"]
 
 
-def detach_state(state, **notes):
-    """The same state cut from the graph (a Value or a tuple of them), each piece annotated with
-    ``notes`` so pictures can show where the graph was cut."""
+def detach_state(state):
+    """The same state cut from the graph (a Value or a tuple of them), each piece marked as a cut
+    (``tinygrad_rnn.graph.mark_cut``) so pictures and diagnostics show where no gradient crosses."""
     if isinstance(state, (tuple, list)):
-        return type(state)(detach_state(s, **notes) for s in state)
-    cut = state.detach() if isinstance(state, Value) else Value(state, requires_grad=False)
-    cut.notes = {**(state.notes or {}), **notes} if isinstance(state, Value) else dict(notes)
-    return cut
+        return type(state)(detach_state(s) for s in state)
+    return mark_cut(state.detach() if isinstance(state, Value) else Value(state, requires_grad=False))
 
 
 class RNN(Module):
     """``outputs, state = rnn(inputs, h0=None)``: apply ``cell`` at t = 1..T,
     state_t = cell(x_t, state_{t-1}), and return the hidden outputs [h_1, ..., h_T] and state_T.
 
+    ``outputs, states = rnn(inputs, return_states=True)`` returns every state instead of the last,
+    ``[s_0, s_1, ..., s_T]``: s_0 the initial state (``h0``, or the zeros the cell made), s_t the state
+    step t made (a tuple ``(h, c)`` for an LSTM), as ``tinygrad_rnn.diagnostics.steps`` and the step
+    view read them. With ``truncate``, s_t is the state before it was detached.
+
     ``inputs``: a (T, B, I) array or Value (or (T, I) unbatched), or a list of T per-step inputs.
     ``h0``: the initial state; None asks ``cell.initial_state(B)`` for zeros.
-    ``truncate=k``: truncated BPTT; after every k-th step the state is detached (marked
-    ``notes={"truncated": True}``), so a loss at step t reaches back only to the start of its window.
+    ``truncate=k``: truncated BPTT; after every k-th step the state is detached (``detach_state``,
+    marked as a cut), so a loss at step t reaches back only to the start of its window.
     ``hidden_hook=fn``: ``h_t.register_hook(fn)`` on every hidden output, e.g. a per-step clip.
     ``cell``: any Module or plain callable ``(x_t, state) -> state`` made of Values.
 
@@ -52,7 +56,7 @@ class RNN(Module):
             raise ValueError(f"RNN: truncate must be a positive number of steps or None, got {truncate!r}")
         self.cell, self.truncate, self.hidden_hook = cell, truncate, hidden_hook
 
-    def forward(self, inputs, h0=None) -> tuple[list, object]:
+    def forward(self, inputs, h0=None, return_states: bool = False) -> tuple[list, object]:
         if isinstance(inputs, (list, tuple)):
             steps, length = list(inputs), len(inputs)
         else:
@@ -67,7 +71,7 @@ class RNN(Module):
         first = steps[0] if isinstance(steps, list) else steps.data[0] if isinstance(steps, Value) else steps[0]
         state = self._initial_state(first) if h0 is None else h0
         step = self._step_function()
-        outputs = []
+        outputs, states = [], [state]
         for t in range(1, length + 1):
             with scope(f"t={t}"):
                 state = step(steps[t - 1], state)
@@ -75,9 +79,10 @@ class RNN(Module):
                 if self.hidden_hook is not None:
                     hidden.register_hook(self.hidden_hook)
                 outputs.append(hidden)
+                states.append(state)
                 if self.truncate and t % self.truncate == 0 and t < length:
-                    state = detach_state(state, truncated=True)
-        return outputs, state
+                    state = detach_state(state)
+        return (outputs, states) if return_states else (outputs, state)
 
     def _step_function(self) -> Callable:
         """The cell's own step with its per-sequence terms (transposed weights) made once, before

@@ -1,0 +1,196 @@
+"""The step view: every number it shows against an independent computation (a hand-derived Elman
+BPTT, central differences in numpy), what its legend says, and its structure (cuts, clips, rows)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from numpy_cells import numpy_lstm_cell, reference_steps
+from picture_helpers import scalar_rnn
+
+from tinygrad_rnn import Value, diagnostics, nn
+from tinygrad_rnn.clip import clip_norm
+from visualize import compare_steps, draw_steps, style
+
+
+def _edges(source: str, prefix: str = "s") -> dict[int, str]:
+    """t -> the attributes of the step-view edge s_{t-1} -> s_t."""
+    edges = {}
+    for line in source.splitlines():
+        match = re.match(rf"\s*{prefix}[ng](\d+) -> {prefix}n(\d+) (.*)", line)
+        if match:
+            edges[int(match.group(2))] = match.group(3)
+    return edges
+
+
+def _label_numbers(attrs: str) -> tuple[float, float]:
+    """(gain, bound) from an edge label ``<B>gain</B><FONT ...> ≤bound</FONT>``."""
+    match = re.search(r"label=<<B>([-\d.e+]+)</B><FONT[^>]*> ≤([-\d.e+]+)</FONT>>", attrs)
+    return float(match.group(1)), float(match.group(2))
+
+
+def _node_numbers(source: str, prefix: str = "s") -> dict[int, float]:
+    found = re.findall(rf'^\s*{prefix}n(\d+) \[label=<<B>.*?</B><BR/><FONT POINT-SIZE="9">([-\d.e+]+)</FONT>',
+                       source, flags=re.M)
+    return {int(t): float(x) for t, x in found}
+
+
+def _elman(T=15, H=5, seed=0):
+    """A tanh RNN with 0.5 I + a large upper-triangular W_hh (spectral radius 0.5, norm > 1)."""
+    rng = np.random.default_rng(seed)
+    W = 0.5 * np.eye(H) + np.triu(rng.normal(0, 1.5, (H, H)), k=1)
+    cell = nn.RNNCell(2, H, rng=seed)
+    cell.weight_hh.data = W
+    outputs, states = nn.RNN(cell)(rng.normal(size=(T, 1, 2)), return_states=True)
+    target = rng.normal(size=(1, H))
+    loss = ((outputs[-1] - target) ** 2).sum()
+    loss.backward()
+    return W, target, loss, states
+
+
+def test_edges_show_the_gain_first_and_the_bound_beside_it_as_hand_derived_bptt_gives_them():
+    W, target, loss, states = _elman()
+    source = draw_steps(loss, states, digits=17).source
+    h = [s.data[0] for s in states]
+    delta = 2 * (h[-1] - target[0])  # dL/dh_T
+    above_one = 0
+    for t in range(len(h) - 1, 0, -1):
+        sent = (delta * (1 - h[t] ** 2)) @ W  # (dh_t/dh_{t-1})^T delta_t, J_t = diag(1 - h_t^2) W_hh
+        gain, bound = _label_numbers(_edges(source)[t])
+        assert gain == pytest.approx(np.linalg.norm(sent) / np.linalg.norm(delta), rel=1e-12)
+        assert bound == pytest.approx(np.linalg.norm((1 - h[t] ** 2)[:, None] * W, 2), rel=1e-12)
+        assert gain <= bound * (1 + 1e-12)
+        above_one += bound > 1
+        delta = sent
+    assert above_one > (len(h) - 1) / 2  # the bound says "could amplify" at most steps ...
+    nodes = _node_numbers(source)
+    assert nodes[0] == pytest.approx(np.linalg.norm(delta), rel=1e-12)
+    assert nodes[0] / nodes[len(h) - 1] < 1e-3  # ... while the gradient vanishes
+
+
+def test_with_one_loss_at_the_end_the_edge_labels_multiply_to_the_ratio_of_the_end_gradients():
+    _, _, loss, states = _elman(T=20)
+    source = draw_steps(loss, states, digits=17).source
+    product = math.prod(_label_numbers(attrs)[0] for attrs in _edges(source).values())
+    nodes = _node_numbers(source)
+    assert product == pytest.approx(nodes[0] / nodes[20], rel=1e-12)
+    assert f"gains multiply to {style.number(product, 2)}" in source
+    assert "the gradient at step t−1 is the gradient at step t times the edge's label" in source
+
+
+def test_edges_are_coloured_by_the_gain_and_nodes_shaded_by_the_absolute_gradient_norm():
+    _, _, loss, states = _elman()
+    rows = diagnostics.steps(loss, states)
+    source = draw_steps(loss, states).source
+    scale = style.magnitude_range(r.grad_norm for r in rows)
+    for t, attrs in _edges(source).items():
+        assert f'color="{style.colour(rows[t].gain, 1.0)}"' in attrs
+    for row in rows:
+        fill = re.search(rf'^\s*sn{row.t} \[.*fillcolor="(#[0-9a-f]{{6}})"', source, flags=re.M).group(1)
+        assert fill == style.magnitude_fill(row.grad_norm, *scale)
+    # The node legend names absolute values, never factors.
+    node_row = re.search(r"node shade and number.*?</TABLE>", source).group(0)
+    assert "×" not in node_row and f"10<SUP>{scale[0]}</SUP>".replace("-", "−") in node_row
+
+
+def test_the_lstm_state_is_h_and_c_and_its_numbers_agree_with_central_differences():
+    cell = nn.LSTMCell(2, 3, rng=0)
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(4, 2, 2))
+    outputs, states = nn.RNN(cell)(xs, return_states=True)
+    readout = rng.normal(size=(2, 3))
+    loss = (outputs[-1] * readout).sum()
+    loss.backward()
+    source = draw_steps(loss, states, digits=17).source
+    assert "state s_t = (h_t, c_t)" in source and "all 2 batch rows" in source
+    p = cell.state_dict()
+
+    def step(x, s):
+        h, c = numpy_lstm_cell(p, x, s[:6].reshape(2, 3), s[6:].reshape(2, 3))
+        return np.concatenate([h.ravel(), c.ravel()])
+
+    reference = reference_steps(step, lambda t, s: float((s[:6].reshape(2, 3) * readout).sum()) * (t == 4),
+                                xs, np.zeros(12))
+    for t, attrs in _edges(source).items():
+        gain, bound = _label_numbers(attrs)
+        assert gain == pytest.approx(reference[t]["gain"], rel=1e-6)
+        assert bound == pytest.approx(reference[t]["bound"], rel=1e-6)
+    for t, shown in _node_numbers(source).items():
+        assert shown == pytest.approx(reference[t]["grad_norm"], rel=1e-6)
+
+
+def test_a_run_clipped_at_every_step_is_marked_and_not_called_exploding():
+    rng = np.random.default_rng(0)
+    cell = nn.RNNCell(2, 8, rng=rng)
+    nn.init.orthogonal_(cell.weight_hh, gain=1.4, rng=rng)  # with tiny inputs, each step multiplies by 1.4
+    nn.init.zeros_(cell.bias_ih)
+    nn.init.zeros_(cell.bias_hh)
+    outputs, states = nn.RNN(cell, hidden_hook=clip_norm(1.0))(rng.normal(size=(20, 1, 2)) * 1e-5,
+                                                               return_states=True)
+    loss = (outputs[-1] * 10.0).sum()
+    loss.backward()
+    source = draw_steps(loss, states).source
+    marked = sorted(int(t) for t in re.findall(r"^\s*sn(\d+) \[label=<[^\n]*✂", source, flags=re.M))
+    rows = diagnostics.steps(loss, states)
+    assert marked == [r.t for r in rows if r.clip is not None and r.clip.fired] and len(marked) > 15
+    record = rows[marked[0]].clip
+    assert f"{style.number(record.norm_before, 2)}→{style.number(record.norm_after, 2)}" in source
+    summary = re.search(r"— (.*?)</B>", source).group(1)
+    assert summary.endswith("stable") and "✂ at" in summary and "exploding" not in summary
+
+
+def test_truncated_boundaries_are_dotted_and_nothing_else():
+    cell = nn.RNNCell(2, 3, rng=0)
+    outputs, states = nn.RNN(cell, truncate=2)(np.random.default_rng(0).normal(size=(6, 1, 2)), return_states=True)
+    loss = sum((h * h).sum() for h in outputs)
+    loss.backward()
+    edges = _edges(draw_steps(loss, states).source)
+    assert sorted(t for t, attrs in edges.items() if "dotted" in attrs) == [3, 5]
+
+
+def test_long_sequences_wrap_into_rows_and_keep_every_step():
+    loss, states, _ = scalar_rnn(steps=200, w=0.5)
+    loss.backward()
+    source = draw_steps(loss, states, per_row=25).source
+    assert len(_edges(source)) == 200
+    assert len(re.findall(r"^\s*sn\d+ \[", source, flags=re.M)) == 201
+    assert len(re.findall(r"^\s*sg\d+ \[", source, flags=re.M)) == 7  # rows 2..8 continue from a copy
+
+
+def test_compare_steps_draws_one_band_per_run_in_order_on_one_scale():
+    loss_a, states_a, _ = scalar_rnn(steps=5, w=0.3)
+    loss_a.backward()
+    loss_b, states_b, _ = scalar_rnn(steps=5, w=1.5)
+    loss_b.backward()
+    source = compare_steps({"first": (loss_a, states_a), "second": (loss_b, states_b, "c")}).source
+    assert sorted(re.findall(r"subgraph cluster_run(\d+) \{", source)) == ["0", "1"]
+    assert "<B>first</B>" in source and "<B>second</B>" in source and "c₅" in source
+    rows = diagnostics.steps(loss_a, states_a) + diagnostics.steps(loss_b, states_b)
+    scale = style.magnitude_range(r.grad_norm for r in rows)
+    fill = re.search(r'^\s*r1n5 \[.*fillcolor="(#[0-9a-f]{6})"', source, flags=re.M).group(1)
+    assert fill == style.magnitude_fill(diagnostics.steps(loss_b, states_b)[5].grad_norm, *scale)
+
+
+def test_the_layer_axis_draws_the_layers_of_a_deep_net():
+    rng = np.random.default_rng(3)
+    activations = [Value(rng.normal(size=(4, 6)), requires_grad=False)]
+    for _ in range(8):
+        activations.append((activations[-1] @ Value(rng.normal(0, 0.3, (6, 6)))).tanh())
+    loss = activations[-1].sum()
+    loss.backward()
+    source = draw_steps(loss, activations, axis="layer").source
+    assert "8 layers" in source and "a₈" in source and "what layer l did to the gradient" in source
+    assert "time runs" not in source and "step t" not in source and "steps" not in source
+    rows = diagnostics.steps(loss, activations)
+    for t, attrs in _edges(source, "s").items():
+        assert _label_numbers(attrs)[0] == float(style.number(rows[t].gain, 2))
+    with pytest.raises(ValueError, match="axis"):
+        draw_steps(loss, activations, axis="depth")
+
+
+def test_the_step_view_needs_two_states():
+    with pytest.raises(ValueError, match="T >= 1"):
+        draw_steps(None, [Value(1.0)])
