@@ -1,7 +1,9 @@
-"""docs/tour.ipynb runs top to bottom in a fresh kernel and its pictures display inline."""
+"""What a newcomer runs first: the README's first snippet, and docs/tour.ipynb top to bottom in a fresh
+kernel with its pictures inline."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -38,3 +40,15 @@ def test_the_tour_runs_top_to_bottom_and_shows_its_pictures_inline():
     assert "image/png" in shown  # the gradient-norm plot, drawn by matplotlib
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
     assert errors == []
+
+
+def test_the_readme_first_snippet_runs_and_draws_all_30_steps(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A first look", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md (A first look)", "exec"), namespace)
+    assert len(namespace["inputs"]) == 30 and len(namespace["states"]) == 31  # h_0 .. h_30: 30 steps
+    written = list((tmp_path / "out").glob("steps.*"))
+    assert written and written[0].stat().st_size > 0

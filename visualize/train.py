@@ -81,10 +81,11 @@ class CharRNN(nn.Module):
         self.rnn = nn.RNN(CELLS[cell](vocab_size, hidden_size, rng=rng, dtype=dtype))
         self.head = nn.Linear(hidden_size, vocab_size, rng=rng, dtype=dtype)
 
-    def forward(self, ids, state=None):
-        """ids (T, B) -> logits (T, B, V), the hidden outputs [h_1..h_T] and the last state."""
+    def forward(self, ids, state=None, return_states: bool = False):
+        """ids (T, B) -> logits (T, B, V), the hidden outputs [h_1..h_T] and the last state (with
+        ``return_states``, every state [s_0, ..., s_T] instead, as the step view reads them)."""
         inputs = one_hot(ids, self.vocab_size, self.rnn.cell.dtype)
-        hiddens, state = self.rnn(inputs, h0=state)
+        hiddens, state = self.rnn(inputs, h0=state, return_states=return_states)
         return self.head(stack(hiddens)), hiddens, state
 
 
@@ -95,15 +96,16 @@ def window_loss(model: CharRNN, inputs, targets, state):
 
 
 def last_prediction(model: CharRNN, inputs, targets):
-    """The loss of a window's last prediction alone, after backward, and the states [h_0, ..., h_T].
+    """The loss of a window's last prediction alone, after backward, and the states [s_0, ..., s_T]
+    (from a zero state; tuples (h, c) for an LSTM).
 
-    With one loss at the end, ||dL/dh_t|| says exactly how much of that prediction's error reached
-    step t: the window's reach back in time, which the step view draws."""
-    h0 = model.rnn.cell.initial_state(inputs.shape[1])
-    logits, hiddens, _ = model(inputs, h0)
+    With one loss at the end, the gradient reaching state t is exactly how much of that prediction's
+    error got back to step t, and the step gains multiply to the whole way's factor: the window's
+    reach back in time, which the step view draws."""
+    logits, _, states = model(inputs, return_states=True)
     loss = nn.cross_entropy(logits[-1], targets[-1])
     loss.backward()
-    return loss, [nn.hidden_of(h0), *hiddens]
+    return loss, states
 
 
 def sample(model: CharRNN, vocab: CharVocab, prompt: str, length: int, rng, temperature: float = 0.8) -> str:
@@ -374,8 +376,9 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     runs = {before: last_prediction(start_model, inputs, targets),
             f"after step {step}": last_prediction(model, inputs, targets)}
     T = config.seq
-    picture = compare_steps(runs, title=f"{config.cell.upper()}, hidden {config.hidden}: the loss of the last "
-                                        f"prediction in a window of {T} characters, back through its {T} steps")
+    title = (f"{config.cell.upper()}, hidden {config.hidden}: the loss of the last prediction in a window of {T} "
+             f"characters, back through its {T} steps")
+    picture = compare_steps(runs, title=title)  # up to 40 steps in one row: a window reads left to right
     written = []
     for suffix in (".svg", ".png"):
         try:
@@ -384,22 +387,24 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
             print(f"pictures: could not write in {out_dir} ({_one_line(error)})")
             return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
-    (start_reach, _), (end_reach, verdict) = (_reach(states) for _, states in runs.values())
+    letter = "s" if config.cell == "lstm" else "h"
+    (start_factor, _, _), (end_factor, verdict, span) = (_reach(*run) for run in runs.values())
     conclusion = {
         "vanishing": f"the gradient vanishes on its way back: the model can hardly learn from characters {T} "
                      "steps back" + (" (an LSTM is built to do better: --cell lstm)" if config.cell == "rnn" else ""),
         "exploding": "the gradient grows on its way back (exploding); --clip-norm keeps the updates in check",
     }.get(verdict, f"the gradient still reaches the characters {T} steps back")
+    first, last = span
     print(textwrap.fill(
-        f"what to look at: in the picture each box holds ||dL/dh_t||, how much of the error of the window's last "
-        f"prediction reached step t. From h_{T} back to h_1 it becomes {start_reach} of itself {before} and "
-        f"{end_reach} after step {step}: {conclusion}.", width=110, subsequent_indent="  "))
+        f"what to look at: each box holds the size of the gradient that reached step t from the error of the "
+        f"window's last prediction; each arrow, what one step back in time did to it (below 1: it shrank). From "
+        f"{letter}_{last} back to {letter}_{first} the gradient became {start_factor} of itself {before} and "
+        f"{end_factor} after step {step}: {conclusion}.", width=110, subsequent_indent="  "))
 
 
-def _reach(states) -> tuple[str, str]:
-    """||dL/dh_1|| / ||dL/dh_T|| as text, and the diagnostics' verdict on the gradient norms."""
-    norms = diagnostics.gradient_norms(states)
-    known = [n for n in norms if n is not None]
-    if len(known) < 2 or known[-1] == 0.0:
-        return "nothing", diagnostics.verdict(norms)
-    return f"{known[0] / known[-1]:.2g}", diagnostics.verdict(norms)
+def _reach(loss, states) -> tuple[str, str, tuple[int, int]]:
+    """How much the gradient was scaled from the last state back to the first, as text; the
+    diagnostics' verdict; and the span (first, last) it was measured over."""
+    rows = diagnostics.steps(loss, states)
+    factor, first, last = diagnostics.gradient_factor(rows)
+    return ("nothing" if factor is None else f"{factor:.2g}"), diagnostics.verdict(rows), (first, last)
