@@ -99,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,render}")
     _train_parser(commands.add_parser(
         "train", help="train a char-RNN, sample from it, draw how far its gradients reach back in time",
-        description=train.__doc__.split("\n")[0]))
+        description="Teach a character-level RNN to write, then draw how far its gradients reach back in time.",
+        epilog="A checkpoint is never overwritten silently: a new run refuses an existing one unless given --resume "
+               "(carry on with the configuration saved in it) or --force (start afresh)."))
     _render_parser(commands.add_parser("render", help="build a small RNN on random data, backpropagate, draw it"))
     return parser
 
