@@ -33,7 +33,7 @@ def scalar_rnn(steps=4, w=0.9, u=0.5, b=0.1, h0=0.0, inputs=(1.0, -0.5, 0.3, 0.8
 
 def edge_labels(source: str) -> list[tuple[int, int, str]]:
     """(parent index, child index, label markup) of every labelled data edge (value -> op node)."""
-    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*o(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
+    found = re.findall(r"^\s*v(\d+)(?:_[tr]\d+)?\s*->\s*o(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
     return [(int(p), int(c), label) for p, c, label in found]
 
 
@@ -97,14 +97,28 @@ def attribute_lists(tokens) -> dict[str, list[str]]:
 
 
 def cluster_members(source: str) -> list[tuple[str, set]]:
-    """(label markup, node ids) of each top-level cluster, in the order written."""
-    clusters = []
-    for match in re.finditer(r"subgraph (cluster_\w+) \{(.*?)\n\t\}", source, flags=re.S):
-        body = match.group(2)
-        label = re.search(r"label=<(.*?)>\s+\w+=", body)
-        ids = set(re.findall(r"^\t\t(\w+) \[", body, flags=re.M))
-        clusters.append((label.group(1) if label else "", ids))
-    return clusters
+    """(label markup, node ids) of every cluster, nested ones too, in the order they open; a
+    cluster's ids include those of the clusters inside it."""
+    clusters, open_ = [], []
+    for line in source.splitlines():
+        opened = re.match(r"\s*subgraph (cluster_\w+) \{", line)
+        if opened:
+            clusters.append(["", set()])
+            open_.append(clusters[-1])
+            continue
+        if line.strip() == "}" and open_:
+            open_.pop()
+            continue
+        if not open_:
+            continue
+        node = re.match(r"\s*(\w+) \[", line)
+        label = re.search(r"(?:^|\s)label=<(.*?)>(?:\s+\w+=|$)", line)
+        if label and not node and " -> " not in line and not open_[-1][0]:
+            open_[-1][0] = label.group(1)
+        if node and node.group(1) not in ("graph", "node", "edge"):
+            for cluster in open_:
+                cluster[1].add(node.group(1))
+    return [(label, ids) for label, ids in clusters]
 
 
 def dot_structure(source: str) -> dict:

@@ -7,7 +7,7 @@ from numpy_rnn_reference import numpy_rnn_loss_and_grads
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import nn
-from tinygrad_rnn.graph import time_step, walk
+from tinygrad_rnn.graph import is_cut, time_step, walk
 
 
 class CharRNN(nn.Module):
@@ -128,10 +128,10 @@ def test_truncation_marks_the_detached_state():
     rnn = nn.RNN(nn.LSTMCell(2, 3, rng=0), truncate=2)
     hiddens, (h, c) = rnn(np.ones((5, 1, 2)))
     # The states after steps 2 and 4 were cut: steps 3 and 5 start from constants marked "truncated".
-    marked = [v for v in walk(hiddens).nodes if v.notes and v.notes.get("truncated")]
+    marked = [v for v in walk(hiddens).nodes if is_cut(v)]
     assert sorted(v.scope for v in marked) == ["t=2", "t=2", "t=4", "t=4"]  # h and c, twice
     assert all(not v.requires_grad for v in marked)
-    assert not any(v.notes for v in walk([h, c]).nodes if v.scope == "t=5")
+    assert not any(is_cut(v) for v in walk([h, c]).nodes if v.scope == "t=5")
 
 
 def test_untruncated_gradient_reaches_the_first_step():

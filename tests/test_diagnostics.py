@@ -16,6 +16,7 @@ from tinygrad_rnn.diagnostics import (
     trace_nonfinite,
     verdict,
 )
+from tinygrad_rnn.graph import mark_cut
 
 
 def _tanh_rnn(W, U, xs, h0, detach_after=None):
@@ -26,8 +27,7 @@ def _tanh_rnn(W, U, xs, h0, detach_after=None):
             h = (x_t @ U + h @ W).tanh()
         states.append(h)
         if detach_after == t:
-            h = h.detach()
-            h.notes = {"truncated": True}
+            h = mark_cut(h.detach())
     return states
 
 
@@ -281,3 +281,22 @@ def test_plot_gradient_norms_draws_one_point_per_step_with_a_gradient(tmp_path):
     (line,) = figure.axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 2, 3]
     assert (tmp_path / "norms.png").stat().st_size > 0
+
+
+def test_plot_steps_draws_the_rows_of_steps(tmp_path):
+    pytest.importorskip("matplotlib")
+    from tinygrad_rnn import nn
+
+    cell = nn.RNNCell(2, 3, rng=0)
+    outputs, states = nn.RNN(cell)(np.ones((6, 1, 2)), return_states=True)
+    loss = outputs[-1].sum()
+    loss.backward()
+    rows = diagnostics.steps(loss, states)
+    figure = diagnostics.plot_steps(rows, path=tmp_path / "steps.png")
+    top, bottom = figure.axes
+    (norms,) = top.get_lines()
+    assert list(norms.get_ydata()) == [r.grad_norm for r in rows]
+    gains, bounds = bottom.get_lines()[:2]
+    assert list(gains.get_ydata()) == [r.gain for r in rows[1:]]
+    assert list(bounds.get_ydata()) == [r.bound for r in rows[1:]]
+    assert "gain" in gains.get_label() and (tmp_path / "steps.png").stat().st_size > 0

@@ -340,3 +340,27 @@ def test_scalar_states_step_numbers_are_the_local_derivatives():
     for t in range(1, 4):
         assert rows[t].bound == pytest.approx(abs(0.9 * (1 - states[t].data ** 2)), rel=1e-14)
         assert rows[t].gain == pytest.approx(rows[t].bound, rel=1e-14)  # 1 x 1: the gain is the derivative
+
+
+def test_states_that_are_not_values_are_refused_with_their_position():
+    with pytest.raises(TypeError, match=r"states\[1\].*ndarray"):
+        diagnostics.steps(None, [Value(np.zeros(2)), np.zeros(2)])
+    with pytest.raises(ValueError, match="same number of parts"):
+        diagnostics.steps(None, [Value(np.zeros(2)), (Value(np.zeros(2)), Value(np.zeros(2)))])
+
+
+def test_steps_of_a_blown_up_run_report_an_unknown_bound_instead_of_raising():
+    import visualize
+    from tinygrad_rnn import nn as tnn
+    from tinygrad_rnn.diagnostics import steps as step_rows
+
+    cell = tnn.RNNCell(2, 3)
+    cell.weight_hh.data = np.full((3, 3), np.nan)
+    outputs, states = tnn.RNN(cell)(np.ones((4, 1, 2)), return_states=True)
+    loss = outputs[-1].sum()
+    with np.errstate(invalid="ignore"):
+        loss.backward()
+        rows = step_rows(loss, states)
+        source = visualize.draw_steps(loss, states).source
+    assert len(rows) == 5 and all(np.isnan(row.bound) for row in rows[1:])
+    assert "nan" in source.lower()

@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from picture_helpers import HAS_DOT, attribute_lists, cluster_members, dot_tokens, edge_labels, scalar_rnn
 
-import tinygrad_rnn as tg
 from tinygrad_rnn import Value, nn
 from tinygrad_rnn.clip import clip_norm
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import time_step, walk
 from visualize import GraphTooLarge, draw_graph, draw_path, draw_steps, render, style, to_json
 from visualize.cli import main as cli_main
 
@@ -85,7 +84,7 @@ def test_compact_op_view_puts_each_op_in_its_output_box_with_the_same_edge_label
     graph = walk(loss)
     source = draw_graph(loss, compact=True, digits=17).source
     assert not re.search(r"^\s*o\d+ \[", source, flags=re.M)  # no separate op nodes
-    found = re.findall(r"^\s*v(\d+)(?:_t\d+)?\s*->\s*v(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
+    found = re.findall(r"^\s*v(\d+)(?:_[tr]\d+)?\s*->\s*v(\d+)\s*\[label=<(.*?)>\s+\w+=", source, flags=re.M)
     assert len(found) == len(graph.edges)
     for parent_index, child_index, label in found:
         child, parent = graph.nodes[int(child_index)], graph.nodes[int(parent_index)]
@@ -110,19 +109,27 @@ def test_tensor_edges_show_jacobian_norm_and_observed_gain():
 # ---- op view: structure -------------------------------------------------------------------------
 
 
-def test_one_cluster_per_time_step_in_time_order():
+def _step_clusters(source: str) -> list[set]:
+    """The node ids of each time-step cluster, in time order (t = 1 first)."""
+    found = {int(re.search(r"t = (\d+)", label).group(1)): ids for label, ids in cluster_members(source)
+             if "t = " in label}
+    assert sorted(found) == list(range(1, len(found) + 1))
+    return [found[t] for t in sorted(found)]
+
+
+def test_one_cluster_per_time_step():
     loss, states, _ = scalar_rnn(steps=5)
     source = draw_graph(loss).source
     graph = walk(loss)
-    steps = [(label, ids) for label, ids in cluster_members(source) if "t = " in label]
-    assert [re.search(r"t = (\d+)", label).group(1) for label, _ in steps] == ["1", "2", "3", "4", "5"]
+    steps = _step_clusters(source)
+    assert len(steps) == 5
     for index, node in enumerate(graph.nodes):
         if node.scope:
-            t = int(node.scope.split("=")[1])
-            assert f"v{index}" in steps[t - 1][1], (node, t)
+            t = time_step(node).t
+            assert f"v{index}" in steps[t - 1], (node, t)
     for t in range(1, 6):  # each input x_t sits in the step that reads it
         x = next(i for i, n in enumerate(graph.nodes) if n.name == f"x_{t}")
-        assert f"v{x}" in steps[t - 1][1]
+        assert f"v{x}" in steps[t - 1]
 
 
 def test_shared_parameter_drawn_once_with_a_use_in_every_step():
@@ -134,8 +141,7 @@ def test_shared_parameter_drawn_once_with_a_use_in_every_step():
     shared = [ids for label, ids in cluster_members(source) if "shared parameters" in label]
     assert len(shared) == 1 and f"v{index}" in shared[0]
     assert len(re.findall(rf"^\s*v{index} \[", source, flags=re.M)) == 1  # drawn once
-    steps = [ids for label, ids in cluster_members(source) if "t = " in label]
-    assert all(f"v{index}_t{t}" in ids for t, ids in enumerate(steps, 1))
+    assert all(f"v{index}_t{t}" in ids for t, ids in enumerate(_step_clusters(source), 1))
     assert "shared by 3 steps" in source
     # Each step's share of the gradient, shown on its copy, adds up to the total w.grad.
     shares = [float(x) for x in re.findall(rf'v{index}_t\d+ \[label=<.*?grad ([-\d.e]+)<', source)]
@@ -251,107 +257,6 @@ def test_dot_accepts_nasty_names_and_shows_them_literally():
     assert "Error" not in svg.stderr
 
 
-# ---- path view ----------------------------------------------------------------------------------
-
-
-def _annotation(source: str, node_index: int) -> str:
-    return re.search(rf"^\s*v{node_index} \[label=<(.*?)>\s+\w+=", source, flags=re.M).group(1)
-
-
-def test_path_view_running_product_is_the_exact_derivative_on_a_scalar_graph():
-    loss, _, (w, _, _) = scalar_rnn(steps=4)
-    loss.backward()
-    graph = walk(loss)
-    source = draw_path(loss, w, digits=17).source
-    shown = float(re.search(r"∂/∂w_hh = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
-    assert abs(shown - w.grad) < 1e-12
-
-    def loss_at(h0):
-        return scalar_rnn(steps=4, h0=h0)[0].data
-
-    eps = 1e-6
-    numeric = (loss_at(0.3 + eps) - loss_at(0.3 - eps)) / (2 * eps)
-    loss, states, _ = scalar_rnn(steps=4, h0=0.3)
-    source = draw_path(loss, states[0], digits=17).source  # h_0 is a constant: paths exist all the same
-    graph = walk(loss)
-    shown = float(re.search(r"∂/∂h_0 = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
-    assert abs(shown - numeric) < 1e-8
-
-
-@pytest.mark.parametrize("factor, flag", [(0.1, "▼ vanishing"), (10.0, "▲ exploding")])
-def test_path_view_flags_products_beyond_the_thresholds(factor, flag):
-    x = Value(1.0, name="x")
-    y = x
-    for _ in range(5):
-        y = y * factor  # products 10^{±1} ... 10^{±5}: the last two are past 10^{±3}
-    source = draw_path(y, x).source
-    assert source.count(f"<B>{flag}</B>") == 2
-
-
-def test_path_view_shows_the_exact_norm_on_the_output_and_a_true_bound_on_every_tensor_node():
-    rng = np.random.default_rng(3)
-    W = Value(rng.normal(size=(5, 5)) * 0.5, name="W")
-    h0 = Value(rng.normal(size=(1, 5)), name="h0")
-    hs = [h0]
-    for t in range(1, 4):
-        with tg.scope(f"t={t}"):
-            hs.append((hs[-1] @ W).tanh())
-    loss = hs[-1].sum()
-    loss.backward()
-    graph = walk(loss)
-    source = draw_path(loss, h0, digits=17).source
-    exact = float(re.search(r"‖∂/∂h0‖ = ([-\d.e]+)", _annotation(source, graph.nodes.index(loss))).group(1))
-    assert exact == pytest.approx(np.linalg.norm(h0.grad), rel=1e-12)
-
-    def forward(h):  # numpy, for the true Jacobian of each h_t with respect to h_0
-        out = [h]
-        for _ in range(3):
-            out.append(np.tanh(out[-1] @ W.data))
-        return out
-
-    eps = 1e-6
-    for t in range(1, 4):
-        columns = []
-        for k in range(5):
-            up, down = h0.data.copy(), h0.data.copy()
-            up[0, k] += eps
-            down[0, k] -= eps
-            columns.append((forward(up)[t] - forward(down)[t]).ravel() / (2 * eps))
-        true_norm = np.linalg.norm(np.stack(columns, axis=1), 2)
-        bound = float(re.search(r"‖∂/∂h0‖ ≤ ([-\d.e]+)", _annotation(source, graph.nodes.index(hs[t]))).group(1))
-        assert bound >= true_norm * (1 - 1e-2)  # 3 significant digits shown
-
-
-def test_path_view_adds_parallel_paths_so_its_figure_is_a_true_bound():
-    x = Value(np.array([1.0, -2.0]), name="x")
-    total = x * 2.0 + x * 3.0
-    y = total.sum()
-    y.backward()
-    graph = walk(y)
-    source = draw_path(y, x).source
-    assert "‖∂/∂x‖ = 7.071" in _annotation(source, graph.nodes.index(y))  # ||dy/dx|| = ||(5, 5)||
-    assert np.linalg.norm(x.grad) == pytest.approx(7.0710678)
-    assert "‖∂/∂x‖ ≤ 5<" in _annotation(source, graph.nodes.index(total))  # 2 + 3 over the two paths
-
-
-def test_path_view_shows_an_exact_zero_as_zero_never_as_vanishing():
-    x = Value(np.array([1.0, 2.0]), name="x")
-    y = (x * 0.0).sum()
-    y.backward()
-    source = draw_path(y, x).source
-    assert "‖∂/∂x‖ = 0<" in source and "∂/∂x = 0<" in source and "vanishing</B>" not in source
-    a = Value(1.5, name="a")
-    z = a * 0.0 + 1.0
-    source = draw_path(z, a).source
-    assert "∂/∂a = 0<" in source and "vanishing</B>" not in source
-
-
-def test_path_view_rejects_a_source_the_output_does_not_depend_on():
-    loss, _, _ = scalar_rnn(steps=2)
-    with pytest.raises(ValueError, match="draw_path: source"):
-        draw_path(loss, Value(1.0, name="elsewhere"))
-
-
 # ---- output -------------------------------------------------------------------------------------
 
 
@@ -370,6 +275,16 @@ def test_to_json_holds_every_node_and_edge_with_its_local_gradient():
         if child["op"] == "tanh":
             assert abs(edge["derivative"] - (1 - np.tanh(1.5) ** 2)) < 1e-15
     assert by_id[graph.nodes.index(a)]["grad"] == pytest.approx(3 * (1 - np.tanh(1.5) ** 2))
+
+
+def test_to_json_says_where_the_graph_was_cut_and_what_a_clip_did():
+    cell = nn.RNNCell(2, 3, rng=0)
+    outputs, _ = nn.RNN(cell, truncate=1, hidden_hook=clip_norm(1e-3))(np.ones((2, 1, 2)))
+    outputs[-1].sum().backward()
+    nodes = json.loads(to_json(outputs[-1]))["nodes"]
+    assert sum(n["cut"] for n in nodes) == 1
+    (clipped,) = [n for n in nodes if n["clip"] is not None]
+    assert clipped["clip"]["fired"] is True and clipped["clip"]["norm_after"] == pytest.approx(1e-3)
 
 
 def test_to_json_writes_non_finite_numbers_as_null():

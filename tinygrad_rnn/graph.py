@@ -26,8 +26,8 @@ from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
 
 __all__ = [
-    "Edge", "Graph", "walk", "TimeStep", "time_step", "inner_scope", "is_cut", "mark_cut", "ClipRecord",
-    "clip_record", "state_parts", "StepGraph", "step_graph", "step_graphs",
+    "Edge", "Graph", "walk", "count_nodes", "TimeStep", "step_scope", "time_step", "inner_scope", "is_cut",
+    "mark_cut", "ClipRecord", "clip_record", "state_parts", "StepGraph", "step_graph", "step_graphs",
 ]
 
 
@@ -93,23 +93,39 @@ class Graph:
 
     @functools.cached_property
     def _by_child(self) -> dict:
-        index: dict = {}
-        for edge in self.edges:
-            index.setdefault(id(edge.child), []).append(edge)
-        return index
+        return _group(self.edges, lambda edge: edge.child)
 
     @functools.cached_property
     def _by_parent(self) -> dict:
-        index: dict = {}
-        for edge in self.edges:
-            index.setdefault(id(edge.parent), []).append(edge)
-        return index
+        return _group(self.edges, lambda edge: edge.parent)
 
     def edges_into(self, node: Value) -> list:
         return list(self._by_child.get(id(node), ()))
 
     def edges_from(self, node: Value) -> list:
         return list(self._by_parent.get(id(node), ()))
+
+
+def _group(edges, end) -> dict:
+    """id(node) -> the edges whose ``end`` (parent or child) is that node, in order."""
+    index: dict = {}
+    for edge in edges:
+        index.setdefault(id(end(edge)), []).append(edge)
+    return index
+
+
+def count_nodes(roots, limit: int) -> int:
+    """Nodes reachable from ``roots`` (through ``parents``), counting no further than ``limit + 1``,
+    so refusing a huge graph costs as little as drawing a small one."""
+    stack = [roots] if isinstance(roots, Value) else list(roots)
+    seen = set()
+    while stack and len(seen) <= limit:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(node.parents)
+    return len(seen)
 
 
 def walk(roots: Value | Iterable[Value]) -> Graph:
@@ -148,6 +164,11 @@ def _parse_scope(scope: str) -> tuple[TimeStep | None, str]:
     return None, ""
 
 
+def step_scope(t: int) -> str:
+    """The scope name of time step t, as an unroll writes it: ``with scope(step_scope(3))``."""
+    return f"t={t}"
+
+
 def time_step(node: Value) -> TimeStep | None:
     """The time step ``node`` was made in: the innermost ``t=<k>`` part of its scope, or None."""
     return _parse_scope(node.scope)[0] if node.scope else None
@@ -183,6 +204,13 @@ class ClipRecord:
     norm_before: float
     norm_after: float
     fired: bool
+
+
+def record_clip(node: Value, norm_before: float, norm_after: float, fired: bool) -> None:
+    """Note on ``node`` what a clipping hook did to its gradient (tinygrad_rnn.clip writes through
+    this; ``clip_record`` reads it back)."""
+    node.notes = {**(node.notes or {}), _CLIP: {"norm_before": norm_before, "norm_after": norm_after,
+                                                "fired": bool(fired)}}
 
 
 def clip_record(node: Value) -> ClipRecord | None:
@@ -228,10 +256,9 @@ class StepGraph:
     def _program(self) -> tuple:
         """The backward walk through the step, made once: children first, each node with the edges
         into it (and their parents' ids)."""
-        into: dict = {}
-        for edge in self.edges:
-            into.setdefault(id(edge.child), []).append((edge, id(edge.parent)))
-        return tuple((id(node), tuple(into[id(node)])) for node in reversed(self.nodes) if id(node) in into)
+        into = _group(self.edges, lambda edge: edge.child)
+        return tuple((id(node), tuple((e, id(e.parent)) for e in into[id(node)]))
+                     for node in reversed(self.nodes) if id(node) in into)
 
     def vjp(self, seeds: Sequence) -> list:
         """J^T seeds, with J = dF/d(inputs): given one gradient per output (None for zero), the

@@ -3,8 +3,9 @@
 - ``draw_graph(root)``: the op view, every value and op, each edge labelled by its local gradient;
 - ``draw_path(root, source)``: the op view with the paths from ``source`` highlighted and the running
   product of local gradients along them;
-- ``draw_steps(loss, states)`` / ``compare_steps(runs)``: one node per time step, edges labelled by
-  the step Jacobian's spectral norm, nodes shaded by the gradient that arrived;
+- ``draw_steps(loss, states)`` / ``compare_steps(runs)``: one node per state (or per layer, with
+  ``axis="layer"``), each edge labelled with what that step did to the gradient (its gain, the bound
+  beside it), each node shaded by the size of the gradient that reached it (tinygrad_rnn.diagnostics.steps);
 - ``render(picture, "out.svg")``: svg, png or pdf by suffix; ``to_json(root)``: nodes and edges for
   other tools.
 

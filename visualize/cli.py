@@ -197,7 +197,7 @@ def _render(args) -> int:
              + (f" · radius {args.radius:g}" if args.radius is not None else ""))
     try:
         if args.view == "ops":
-            picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact)
+            picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact or None)
         elif args.view == "path":
             source = nn.hidden_of(states[0]) if args.source == "h0" else model.weight_hh
             picture = draw_path(loss, source, max_nodes=args.max_nodes, title=f"{title} · paths from {args.source}")

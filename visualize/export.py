@@ -7,20 +7,20 @@ gain. Numbers JSON cannot hold (inf, nan) are written as null.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.graph import walk
+from tinygrad_rnn.graph import clip_record, is_cut, time_step, walk
 from tinygrad_rnn.value import Value
 from visualize.labels import measure
-from visualize.layout import time_step
 
 __all__ = ["to_json", "graph_dict", "FORMAT"]
 
-FORMAT = "tinygrad_rnn.graph/1"
+FORMAT = "tinygrad_rnn.graph/2"  # 2: "notes" became the typed "cut" and "clip"
 
 
 def _number(x) -> float | None:
@@ -71,7 +71,7 @@ def graph_dict(root, data_limit: int = 64) -> dict:
     ids = {node: i for i, node in enumerate(graph.nodes)}
     nodes = []
     for node in graph.nodes:
-        step = time_step(node.scope)
+        step = time_step(node)
         nodes.append({
             "id": ids[node], "name": node.name, "op": node.op.name if node.op is not None else None,
             "op_repr": repr(node.op) if node.op is not None else None, "scope": node.scope,
@@ -79,7 +79,8 @@ def graph_dict(root, data_limit: int = 64) -> dict:
             "requires_grad": node.requires_grad, "data": _array(node.data, data_limit),
             "data_summary": _summary(node.data),
             "grad": _array(node.grad, data_limit) if node.grad is not None else None,
-            "grad_summary": _summary(node.grad), "notes": _clean(node.notes),
+            "grad_summary": _summary(node.grad), "cut": is_cut(node),
+            "clip": None if clip_record(node) is None else _clean(dataclasses.asdict(clip_record(node))),
         })
     edges = []
     for edge in graph.edges:
@@ -97,7 +98,8 @@ def to_json(root, path=None, indent: int | None = None, data_limit: int = 64) ->
     """The graph behind ``root`` as a JSON string (also written to ``path`` if given).
 
     Nodes: id, name, op, scope, time_step, shape, data (when at most ``data_limit`` numbers) and
-    its summary, grad likewise, notes. Edges: parent, child, position, derivative (scalar edges),
+    its summary, grad likewise, cut (a state detached on purpose), clip (a clipping hook's record:
+    norm_before, norm_after, fired). Edges: parent, child, position, derivative (scalar edges),
     jacobian_norm, observed_gain (after backward). Node ids are positions in topological order.
     """
     text = json.dumps(graph_dict(root, data_limit), indent=indent, allow_nan=False)

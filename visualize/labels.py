@@ -1,5 +1,7 @@
 """What the op view writes on its nodes: data summaries, gradients, op symbols, names, notes.
 
+Everything returned here is plain text; the caller escapes it for the label it lands in.
+
 Also ``measure``, which asks an edge for a number without letting one singular edge (log at 0)
 stop the whole picture.
 """
@@ -8,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinygrad_rnn import graph
 from tinygrad_rnn.value import Value
 from visualize import style
 
 __all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
-           "is_truncated"]
+           "is_truncated", "op_symbol", "op_legend"]
 
 # How ops are written on their node; anything else shows its name.
 SYMBOLS = {
@@ -27,7 +30,7 @@ def summary(data, digits: int) -> str:
     array = np.asarray(data)
     if array.size == 1:
         return style.number(array.reshape(()).item(), digits)
-    if array.size <= 3:
+    if array.size <= 2:  # wider vectors: their range (the full data is in the tooltip)
         return "[" + ", ".join(style.number(v, 2) for v in array.ravel()) + "]"
     if array.size == 0:
         return "empty"
@@ -56,10 +59,38 @@ def measure(method) -> float | None:
             return float("nan")
 
 
+def _param_text(value) -> str:
+    """An op parameter for a tooltip: arrays summarised by shape, never printed whole."""
+    if isinstance(value, np.ndarray):
+        return f"⟨{shape_text(value.shape) or 'scalar'} array⟩"
+    if isinstance(value, float):
+        return style.number(value, 4)
+    return value if isinstance(value, str) else repr(value)
+
+
+def op_symbol(op) -> str:
+    """How an op is written on its node (plain text)."""
+    symbol = SYMBOLS.get(op.name, op.name)
+    if op.name == "pow":
+        return "x^y" if op.exponent is None else f"x^{style.number(op.exponent, 3)}"
+    if op.name in ("sum", "max") and getattr(op, "axis", None) is not None:
+        return f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
+    if op.name == "sum":
+        return "Σ"
+    if op.name in ("getitem", "scatter_add"):  # the op's own label for its index: never numpy's repr
+        return ("scatter + " if op.name == "scatter_add" else "") + op.params()["index"].replace("...", "…")
+    if op.name in ("reshape", "broadcast_to"):
+        return f"{symbol} {shape_text(op.shape)}"
+    return symbol
+
+
 def formula(op) -> str:
-    """The op's forward and derivative, from the first line of its docstring (``tanh: y = ...``)."""
+    """The op and its parameters, then its forward and derivative from the first line of its
+    docstring (``tanh: y = ...``): the tooltip of an op node."""
+    params = op.params()
+    head = op.name + (f"({', '.join(f'{k}={_param_text(v)}' for k, v in params.items())})" if params else "")
     lines = (type(op).__doc__ or "").strip().splitlines()
-    return f"{op!r} · {lines[0]}" if lines else repr(op)
+    return f"{head} · {lines[0]}" if lines else head
 
 
 def display_name(node) -> str | None:
@@ -77,12 +108,51 @@ def display_name(node) -> str | None:
     return None
 
 
-def clip_note(node) -> dict | None:
-    """The clipping record a hook left on ``node.notes``, when it fired."""
-    notes = node.notes if isinstance(node.notes, dict) else {}
-    clip = notes.get("clip")
-    return clip if isinstance(clip, dict) and clip.get("fired") else None
+def clip_note(node) -> graph.ClipRecord | None:
+    """The record of a clipping hook on ``node``, when it fired."""
+    record = graph.clip_record(node)
+    return record if record is not None and record.fired else None
 
 
 def is_truncated(node) -> bool:
-    return isinstance(node.notes, dict) and bool(node.notes.get("truncated"))
+    """Whether ``node`` is a state detached on purpose (truncated BPTT)."""
+    return graph.is_cut(node)
+
+
+def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) -> str:
+    """The op view's legend: a colour row and one line for each kind of mark the picture holds
+    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost")."""
+    rows, notes = [], []
+    if kinds & {"scalar", "tensor"}:
+        rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
+    if "scalar" in kinds:
+        notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
+    if "tensor" in kinds:
+        notes.append("edge label (tensors): ‖J‖ = spectral norm of the local Jacobian, the most it can stretch "
+                     "a gradient;")
+        notes.append("gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward, what it did (sets the "
+                     "colour)")
+    keys = []
+    if "parameter" in kinds:
+        keys.append("yellow: parameter")
+    if "shared" in kinds:
+        keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
+                    "in one step, with that step's share of the gradient")
+    keys.append("dashed: constant (no gradient)")
+    if "clip" in kinds:
+        keys.append("✂ red border: gradient clipped there")
+    if "gates" in kinds:
+        keys.append("green small caption: the gate (a scope the cell names) a value belongs to")
+    if "ghost" in kinds:
+        keys.append("dashed ↩: a value from an earlier row (or the shared box), repeated where it is used")
+    if step_count:
+        keys.append(f"{step_count} time steps, left to right")
+    line = ""
+    for key in keys:  # short lines: the legend must not be what makes a picture wide
+        if line and len(line) + len(key) > 120:
+            notes.append(line)
+            line = ""
+        line = f"{line} · {key}" if line else key
+    notes.append(line)
+    notes.extend(style.text(note, 200) for note in extra_notes)
+    return style.legend(title, rows, notes)

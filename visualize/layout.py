@@ -1,44 +1,25 @@
-"""Where each node of an op picture goes: which time-step cluster, and which leaves are shared.
+"""Where each node of an op picture goes: which time-step cluster, which leaves are shared, and in
+which row a long unroll wraps.
 
 A node made inside ``scope("t=3")`` (or ``scope("encoder")`` then ``scope("t=3")``) belongs to time
 step 3 of "encoder". Leaves made outside any step (parameters, inputs, h_0) are placed by who uses
 them: a leaf used by exactly one step is drawn inside that step (x_3 next to the step that reads
 it, rather than in a pile at the far left), and a leaf used by several steps is a *shared*
 parameter, drawn once outside the clusters with an edge into every step that uses it.
+
+Long unrolls wrap into rows of steps, as the step view does (``wrap``): a value used in a later row
+is drawn there again as a faint copy, so no edge runs between rows and each row lays out on its own.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-__all__ = ["TimeStep", "time_step", "Placement", "place"]
+from tinygrad_rnn.graph import TimeStep, time_step
 
-_STEP = re.compile(r"^t\s*=\s*(-?\d+)$")
+__all__ = ["Placement", "place", "Rows", "wrap", "step_depth", "SHARED"]
 
-
-@dataclass(frozen=True, order=True)
-class TimeStep:
-    """A cluster of the picture: scope path ``prefix/t=<t>`` (prefix may be empty)."""
-
-    prefix: str
-    t: int
-
-    @property
-    def scope(self) -> str:
-        return f"{self.prefix}/t={self.t}" if self.prefix else f"t={self.t}"
-
-
-def time_step(scope: str | None) -> TimeStep | None:
-    """The time step a scope path lies in (its innermost ``t=<k>`` part), or None."""
-    if not scope:
-        return None
-    parts = scope.split("/")
-    for i in range(len(parts) - 1, -1, -1):
-        match = _STEP.match(parts[i].strip())
-        if match:
-            return TimeStep("/".join(parts[:i]), int(match.group(1)))
-    return None
+SHARED = -1  # the row of the shared-parameter box
 
 
 @dataclass
@@ -66,10 +47,10 @@ def place(nodes, edges) -> Placement:
     users: dict = {}
     children: dict = {}
     for edge in edges:
-        users.setdefault(edge.parent, set()).add(time_step(edge.child.scope))
+        users.setdefault(edge.parent, set()).add(time_step(edge.child))
         children.setdefault(edge.parent, []).append(edge.child)
     for node in nodes:
-        own = time_step(node.scope)
+        own = time_step(node)
         if own is not None:
             placement.step[node] = own
             continue
@@ -90,3 +71,70 @@ def place(nodes, edges) -> Placement:
             placement.shared_inputs.add(node)
             placement.other.pop(node, None)
     return placement
+
+
+@dataclass
+class Rows:
+    """``steps[r]``: the time steps of row r, in order; ``row[node]``: the node's row (``SHARED``
+    for the shared box); ``ghosts[r]``: values drawn again in row r because a node there uses them."""
+
+    steps: list
+    row: dict
+    ghosts: dict
+
+
+def step_depth(nodes, placement: Placement) -> int:
+    """The most ops in a chain inside one time step: how many columns a step needs."""
+    depth, deepest = {}, 0
+    for node in nodes:
+        step = placement.step.get(node)
+        if step is None or node.op is None:
+            continue
+        depth[node] = 1 + max((depth.get(p, 0) for p in node.parents if placement.step.get(p) == step), default=0)
+        deepest = max(deepest, depth[node])
+    return deepest
+
+
+def wrap(nodes, edges, placement: Placement, per_row: int) -> Rows:
+    """Rows of at most ``per_row`` consecutive steps (a new prefix starts a new row). A node outside
+    the steps goes to the row of its latest input, or, for a leaf, of its first user."""
+    rows: list = []
+    for step in placement.steps():
+        if rows and len(rows[-1]) < per_row and rows[-1][-1].prefix == step.prefix:
+            rows[-1].append(step)
+        else:
+            rows.append([step])
+    rows = rows or [[]]
+    row_of_step = {step: r for r, steps in enumerate(rows) for step in steps}
+    boxed = placement.shared.keys() | placement.shared_inputs
+    row: dict = {}
+    for node in nodes:  # parents first
+        if node in boxed:
+            row[node] = SHARED
+        elif placement.step.get(node) is not None:
+            row[node] = row_of_step[placement.step[node]]
+        else:
+            inputs = [row[p] for p in node.parents if row.get(p, SHARED) != SHARED]
+            if inputs:
+                row[node] = max(inputs)
+    users: dict = {}
+    for edge in edges:
+        users.setdefault(edge.parent, []).append(edge.child)
+    for node in reversed(nodes):  # children first: a leaf joins the row of its first user
+        if node not in row:
+            placed = [row[c] for c in users.get(node, ()) if row.get(c, SHARED) != SHARED]
+            row[node] = min(placed) if placed else len(rows) - 1
+    last = len(rows) - 1
+    tail = [n for n in nodes if row[n] == last and placement.step.get(n) is None and n not in boxed]
+    if len(rows[last]) >= per_row and any(n.op is not None for n in tail):
+        rows.append([])  # a full last row: what follows the steps (the loss) gets a row of its own
+        for node in tail:
+            row[node] = last + 1
+    ghosts: dict = {}
+    for edge in edges:
+        source, target = row[edge.parent], row[edge.child]
+        if source == target or (source == SHARED and placement.step.get(edge.child) is not None):
+            continue  # same row, or a shared parameter's own copy in the step (a proxy)
+        if target != SHARED and edge.parent not in ghosts.setdefault(target, []):
+            ghosts[target].append(edge.parent)
+    return Rows(rows, row, ghosts)

@@ -21,51 +21,42 @@ from itertools import pairwise
 import numpy as np
 from graphviz import Digraph
 
+from tinygrad_rnn import graph
 from tinygrad_rnn.graph import Graph, walk
-from tinygrad_rnn.value import Value
 from visualize import style
 from visualize.labels import (
-    SYMBOLS,
     clip_note,
     display_name,
     formula,
     grad_line,
     is_truncated,
     measure,
+    op_legend,
+    op_symbol,
     shape_text,
     summary,
 )
-from visualize.layout import Placement, place
+from visualize.layout import SHARED, Placement, Rows, place, step_depth, wrap
 
-__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "count_nodes", "MAX_NODES"]
+__all__ = ["draw_graph", "GraphTooLarge", "OpPicture", "checked_walk", "MAX_NODES"]
 
 MAX_NODES = 2000
+# Ops in a chain that fit in a row about 2,000 px wide: a column takes about 250 px with its own op
+# node, 200 px with the op in the box (measured on LSTM and scalar RNN pictures).
+ROW_COLUMNS, ROW_COLUMNS_COMPACT = 8, 10
 
 FAINT = "#d4d4d4"
 GRAD_INK = "#5a3d8a"  # gradients in violet, apart from data in ink
+GATE_INK = "#2f6f5e"  # the scope a cell named inside a step (its gates)
 
 
 class GraphTooLarge(ValueError):
     """The op view was asked to draw more nodes than anyone can read."""
 
 
-def count_nodes(roots, limit: int) -> int:
-    """Nodes reachable from ``roots`` (through ``parents``), counting no further than ``limit + 1``,
-    so refusing a huge graph costs as little as drawing a small one."""
-    stack = [roots] if isinstance(roots, Value) else list(roots)
-    seen = set()
-    while stack and len(seen) <= limit:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.extend(node.parents)
-    return len(seen)
-
-
 def checked_walk(root, max_nodes: int, caller: str) -> Graph:
     """``walk(root)``, or GraphTooLarge pointing to the step view when the graph is too big."""
-    count = count_nodes(root, max_nodes)
+    count = graph.count_nodes(root, max_nodes)
     if count > max_nodes:
         raise GraphTooLarge(
             f"{caller}: the graph has more than {max_nodes:,} nodes (max_nodes={max_nodes:,}); an op "
@@ -81,9 +72,8 @@ class OpPicture:
 
     def __init__(self, graph: Graph, digits: int = 4, title: str | None = None, constants: bool = True,
                  focus_nodes=None, focus_edges=None, annotations=None, node_fills=None, extra_notes=(),
-                 compact: bool = False):
+                 compact: bool | None = None, per_row: int | None = None):
         self.graph, self.digits, self.title, self.constants = graph, digits, title, constants
-        self.compact = compact
         self.focus_nodes, self.focus_edges = focus_nodes, focus_edges
         self.annotations = annotations or {}
         self.node_fills = node_fills or {}
@@ -94,6 +84,19 @@ class OpPicture:
         self.root_set = {node for node in graph.nodes if node not in parents}
         self.kinds: set = set()  # what the legend must explain
         self.carried = self._carried_state()
+        self.compact, self.per_row = self._fit(compact, per_row)
+
+    def _fit(self, compact: bool | None, per_row: int | None) -> tuple[bool, int]:
+        """(compact, steps per row). A row should stay about 2,000 pixels wide: a chain of k ops in a
+        step takes about k columns of value box and edge label. Left to choose (None), the picture
+        keeps one node per op when every step fits in one row, and otherwise writes each op at the
+        head of its output's box (compact, about 20% narrower) and wraps the unroll into rows."""
+        depth = max(step_depth(self.graph.nodes, self.placement), 1)
+        if compact is None:
+            compact = per_row is None and len(self.placement.steps()) > ROW_COLUMNS // depth
+        if per_row is None:
+            per_row = max(1, (ROW_COLUMNS_COMPACT if compact else ROW_COLUMNS) // depth)
+        return bool(compact), per_row
 
     def _carried_state(self) -> set:
         """Nodes that depend on an earlier time step inside their own step: the recurrent path
@@ -134,12 +137,16 @@ class OpPicture:
         label = f"‖J‖ {style.number(norm, 3)}"
         tip = f"{where}: spectral norm of the local Jacobian = {norm!r}"
         if gain is not None:
-            label += f'<BR/><FONT POINT-SIZE="8">gain {style.number(gain, 3)}</FONT>'
+            label += f'<BR/><FONT POINT-SIZE="7">gain {style.number(gain, 3)}</FONT>'
             tip += f"; observed gain = {gain!r}"
         return label, (gain if gain is not None else norm), tip
 
     def value_label(self, node) -> str:
         lines = []
+        part = graph.inner_scope(node)
+        if part:  # made in a named scope inside its step: a cell's gate ("forget gate")
+            self.kinds.add("gates")
+            lines.append(f'<FONT POINT-SIZE="8" COLOR="{GATE_INK}">{style.text(part, 30)}</FONT>')
         name = display_name(node)
         if name:
             lines.append(f"<B>{style.text(name, 40)}</B>")
@@ -159,8 +166,8 @@ class OpPicture:
         if clip is not None:
             self.kinds.add("clip")
             lines.append(
-                f'<FONT COLOR="{style.colour(1e9)}"><B>✂ clipped</B> {style.number(clip.get("norm_before"), 3)}'
-                f" → {style.number(clip.get('norm_after'), 3)}</FONT>"
+                f'<FONT COLOR="{style.colour(1e9)}"><B>✂ clipped</B> {style.number(clip.norm_before, 3)}'
+                f" → {style.number(clip.norm_after, 3)}</FONT>"
             )
         if is_truncated(node):
             self.kinds.add("truncated")
@@ -177,26 +184,18 @@ class OpPicture:
 
     def value_tooltip(self, node):
         parts = [repr(node)]
-        if node.notes:
-            parts.append(f"notes: {node.notes!r}")
+        if is_truncated(node):
+            parts.append("detached here: the graph was cut (truncated BPTT)")
+        clip = graph.clip_record(node)
+        if clip is not None:
+            parts.append(f"clip hook: norm before {clip.norm_before!r}, after {clip.norm_after!r}"
+                         f" ({'fired' if clip.fired else 'did not fire'})")
         if node.size <= 16:
             parts.append(f"data: {np.asarray(node.data).tolist()!r}")
         return style.tooltip("\n".join(parts))
 
     def op_label(self, node) -> str:
-        op = node.op
-        symbol = SYMBOLS.get(op.name, op.name)
-        if op.name == "pow":
-            symbol = "x^y" if op.exponent is None else f"x^{style.number(op.exponent, 3)}"
-        elif op.name in ("sum", "max") and getattr(op, "axis", None) is not None:
-            symbol = f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
-        elif op.name == "sum":
-            symbol = "Σ"
-        elif op.name == "getitem":
-            symbol = str(op.params().get("index", "[·]")).replace("Ellipsis", "…")
-        elif op.name in ("reshape", "broadcast_to"):
-            symbol = f"{symbol} {shape_text(op.shape)}"
-        return style.html_label(style.text(symbol, 24))
+        return style.html_label(style.text(op_symbol(node.op), 24))
 
     # ---- drawing --------------------------------------------------------------------------------
 
@@ -210,7 +209,7 @@ class OpPicture:
             attrs.update(shape="box", style="rounded,filled", fillcolor="#fff1c1", color="#c9a227")
         else:
             attrs.update(shape="box", style="rounded,filled", fillcolor="white")
-        attrs.setdefault("margin", "0.08,0.04")
+        attrs.setdefault("margin", "0.05,0.03")
         attrs.setdefault("height", "0.3")
         if node in self.placement.shared:
             attrs["peripheries"] = "2"
@@ -254,68 +253,99 @@ class OpPicture:
 
     def digraph(self, name: str = "op_view") -> Digraph:
         dot = style.base_digraph(name)
-        clusters: dict = {}
-        for node in self.graph.nodes:
-            if self.hidden(node):
-                continue
-            key = self.placement.step.get(node) or self.placement.other.get(node)
-            clusters.setdefault(key, []).append(node)
+        dot.attr("edge", fontsize="8")
+        nodes = [node for node in self.graph.nodes if not self.hidden(node)]
+        edges = [edge for edge in self.graph.edges if not self.hidden(edge.parent)]
+        rows = wrap(nodes, edges, self.placement, self.per_row or len(self.placement.steps()) or 1)
         steps = self.placement.steps()
-        others = sorted({k for k in clusters if isinstance(k, str)})
         step_index = {key: i for i, key in enumerate(steps, 1)}
-        for index, key in enumerate([None, *steps, *others]):
-            members = clusters.get(key, [])
-            if key is None:
-                in_box = self.placement.shared.keys() | self.placement.shared_inputs
-                shared = [node for node in members if node in in_box]
-                self._draw_nodes(dot, [node for node in members if node not in in_box])
-                if shared:
-                    with dot.subgraph(name="cluster_shared") as cluster:
-                        cluster.attr(label=style.html_label("<B>shared parameters</B>"), labelloc="t",
-                                     labeljust="l", style="rounded", color="#e0cf8f", fontsize="11")
-                        self._draw_nodes(cluster, shared)
-                continue
-            with dot.subgraph(name=f"cluster_{index}") as cluster:
-                label = f"t = {key.t}" if not isinstance(key, str) else key
-                if not isinstance(key, str) and key.prefix:
-                    label = f"{key.prefix} · {label}"
-                cluster.attr(
-                    label=style.html_label(f"<B>{style.text(label, 40)}</B>"), labelloc="t", labeljust="l",
-                    style="rounded,filled", fillcolor="#f5f7fa", color="#d3d9e2", fontsize="11",
-                    tooltip=style.tooltip(key.scope if not isinstance(key, str) else key),
-                )
-                self._draw_nodes(cluster, members)
-                if not isinstance(key, str):
-                    self._draw_proxies(dot, cluster, key, step_index[key])
-        for edge in self.graph.edges:
-            if self.hidden(edge.parent):
-                continue
-            tail = self.ids[edge.parent]
-            step = self.placement.step.get(edge.child)
-            if edge.parent in self.placement.shared and step is not None:
-                tail = f"{tail}_t{step_index[step]}"
-            head = self.ids[edge.child] if self.compact else "o" + self.ids[edge.child][1:]
-            dot.edge(tail, head, **self.edge_attrs(edge))
-        self._order_steps(dot, clusters, steps, step_index)
-        dot.attr("graph", label=self.legend(len(steps)))
+        clusters: dict = {}  # (row, step or scope name or None) -> members
+        for node in nodes:
+            key = self.placement.step.get(node) or self.placement.other.get(node)
+            clusters.setdefault((rows.row[node], key), []).append(node)
+        # Graphviz stacks separate left-to-right rows bottom-up in the order written: last row first.
+        for r in reversed(range(len(rows.steps))):
+            with dot.subgraph(name=f"cluster_row{r}") as band:
+                band.attr(label="", style="invis", margin="2")
+                self._draw_nodes(band, clusters.get((r, None), []))
+                for ghost in rows.ghosts.get(r, []):
+                    self._draw_ghost(band, ghost, r)
+                for key in rows.steps[r]:
+                    self._draw_step(dot, band, key, clusters.get((r, key), []), step_index[key])
+                for (row, key), members in sorted(((k, m) for k, m in clusters.items() if isinstance(k[1], str)),
+                                                  key=lambda item: item[0][1]):
+                    if row == r:
+                        self._draw_cluster(band, f"cluster_scope{r}_{len(key)}_{abs(hash(key))}", key, key, members)
+        shared = clusters.get((SHARED, None), [])
+        if shared:
+            with dot.subgraph(name="cluster_shared") as cluster:
+                cluster.attr(label=style.html_label("<B>shared parameters</B>"), labelloc="t",
+                             labeljust="l", style="rounded", color="#e0cf8f", fontsize="11")
+                self._draw_nodes(cluster, shared)
+        for edge in edges:
+            dot.edge(self._tail(edge, rows, step_index), self._head(edge), **self.edge_attrs(edge))
+        self._order_steps(dot, clusters, rows, step_index)
+        dot.attr("graph", label=op_legend(self.title, self.kinds, len(steps), self.extra_notes))
         return dot
 
-    def _order_steps(self, dot: Digraph, clusters: dict, steps: list, step_index: dict) -> None:
-        """Invisible edges from the end of each step to the inputs of the next, so step t+1 starts
-        to the right of where step t ends. Without them x_{t+1} shares a column with h_t, the two
-        clusters cannot sit side by side, and Graphviz stacks them into a staircase."""
-        for before, after in pairwise(steps):
-            if before.prefix != after.prefix:
-                continue
-            members = clusters.get(before, [])
-            exits = [n for n in members if any(self.placement.step.get(e.child) not in (before, None)
-                                               for e in self.graph.edges_from(n))] or members[-1:]
-            entries = [self.ids[n] for n in clusters.get(after, []) if n.op is None]
-            entries += [f"{self.ids[n]}_t{step_index[after]}" for n, used in self.placement.shared.items()
-                        if after in used]
-            for tail in exits:
-                for head in entries:
-                    dot.edge(self.ids[tail], head, style="invis", weight="0")
+    def _tail(self, edge, rows: Rows, step_index: dict) -> str:
+        """Where an edge starts: the parent, its copy in this step (a shared parameter), or its
+        copy in this row (a value from an earlier row)."""
+        tail = self.ids[edge.parent]
+        step = self.placement.step.get(edge.child)
+        if edge.parent in self.placement.shared and step is not None:
+            return f"{tail}_t{step_index[step]}"
+        if rows.row[edge.parent] != rows.row[edge.child]:
+            return f"{tail}_r{rows.row[edge.child]}"
+        return tail
+
+    def _head(self, edge) -> str:
+        return self.ids[edge.child] if self.compact else "o" + self.ids[edge.child][1:]
+
+    def _draw_step(self, dot: Digraph, band: Digraph, key, members: list, index: int) -> None:
+        """One time step's cluster, with the copies of the shared parameters it uses."""
+        label = f"{key.prefix} · t = {key.t}" if key.prefix else f"t = {key.t}"
+        with band.subgraph(name=f"cluster_{index}") as cluster:
+            cluster.attr(label=style.html_label(f"<B>{style.text(label, 40)}</B>"), labelloc="t", labeljust="l",
+                         style="rounded,filled", fillcolor="#f5f7fa", color="#d3d9e2", fontsize="11",
+                         tooltip=style.tooltip(key.scope))
+            self._draw_nodes(cluster, members)
+            self._draw_proxies(dot, cluster, key, index)
+
+    def _draw_cluster(self, target: Digraph, cluster_id: str, title: str, tip: str, members: list) -> None:
+        with target.subgraph(name=cluster_id) as cluster:
+            cluster.attr(label=style.html_label(f"<B>{style.text(title, 40)}</B>"), labelloc="t", labeljust="l",
+                         style="rounded,filled", fillcolor="#f5f7fa", color="#d3d9e2", fontsize="11",
+                         tooltip=style.tooltip(tip))
+            self._draw_nodes(cluster, members)
+
+    def _draw_ghost(self, band: Digraph, node, row: int) -> None:
+        """A faint copy of a value drawn in an earlier row (or the shared box), where this row uses it."""
+        name = display_name(node) or (op_symbol(node.op) if node.op is not None else "value")
+        step = self.placement.step.get(node)
+        where = f"t = {step.t}" if step is not None else "above"
+        self.kinds.add("ghost")
+        band.node(f"{self.ids[node]}_r{row}",
+                  label=style.html_label(f'<FONT COLOR="{style.MUTED}"><B>{style.text(name, 30)}</B> ↩<BR/>'
+                                         f'<FONT POINT-SIZE="8">from {style.text(where, 30)}</FONT></FONT>'),
+                  shape="box", style="rounded,dashed", color="#c8c8c8", fontsize="10", margin="0.06,0.03",
+                  tooltip=style.tooltip(f"{name}: drawn in full at {where}; repeated here so the rows stay apart"))
+
+    def _order_steps(self, dot: Digraph, clusters: dict, rows: Rows, step_index: dict) -> None:
+        """Invisible edges from the end of each step to the inputs of the next in its row, so step t+1
+        starts to the right of where step t ends. Without them x_{t+1} shares a column with h_t, the
+        two clusters cannot sit side by side, and Graphviz stacks them into a staircase."""
+        for r, row_steps in enumerate(rows.steps):
+            for before, after in pairwise(row_steps):
+                members = clusters.get((r, before), [])
+                exits = [n for n in members if any(self.placement.step.get(e.child) not in (before, None)
+                                                   for e in self.graph.edges_from(n))] or members[-1:]
+                entries = [self.ids[n] for n in clusters.get((r, after), []) if n.op is None]
+                entries += [f"{self.ids[n]}_t{step_index[after]}" for n, used in self.placement.shared.items()
+                            if after in used]
+                for tail in exits:
+                    for head in entries:
+                        dot.edge(self.ids[tail], head, style="invis", weight="0")
 
     def _draw_proxies(self, dot: Digraph, cluster: Digraph, step, index: int) -> None:
         """A shared parameter appears in every step that uses it as a small copy of the one node
@@ -361,43 +391,19 @@ class OpPicture:
                 target.edge(oid, vid, color=colour, arrowsize="0.5", penwidth="1", weight=weight)
             target.node(vid, **self.value_attrs(node))
 
-    def legend(self, step_count: int) -> str:
-        rows, notes = [], []
-        if self.kinds & {"scalar", "tensor"}:
-            rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
-        if "scalar" in self.kinds:
-            notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
-        if "tensor" in self.kinds:
-            notes.append(
-                "edge label (tensors): ‖J‖ = spectral norm of the local Jacobian (the most it can stretch a "
-                "gradient); gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward"
-            )
-        keys = []
-        if "parameter" in self.kinds:
-            keys.append("yellow: parameter")
-        if "shared" in self.kinds:
-            keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
-                        "in one step, with that step's share of the gradient")
-        keys.append("dashed: constant (no gradient)")
-        if "clip" in self.kinds:
-            keys.append("✂ red border: gradient clipped there")
-        if step_count:
-            keys.append(f"{step_count} time steps, left to right")
-        notes.append(" · ".join(keys))
-        notes.extend(style.text(note, 200) for note in self.extra_notes)
-        return style.legend(self.title, rows, notes)
-
-
 def draw_graph(root, *, max_nodes: int = MAX_NODES, digits: int = 3, title: str | None = None,
-               constants: bool = True, compact: bool = False) -> Digraph:
+               constants: bool = True, compact: bool | None = None, per_row: int | None = None) -> Digraph:
     """The op view of everything ``root`` (a Value or a list of them) was computed from.
 
     Value nodes show name, shape, a short data summary and, after backward, the gradient; op nodes
     show the primitive (hover for its formula); each edge carries its local gradient (module doc).
     ``digits`` sets the significant digits of numbers; ``constants=False`` leaves out constants;
     ``compact=True`` writes each op at the head of its output's box instead of in a node of its own
-    (about half as wide: for slides and long unrolls).
+    (narrower: for slides and long unrolls). ``per_row`` time steps go in one row before the unroll
+    wraps into the next. Left as None, both are chosen so a row stays about 2,000 pixels wide: one
+    node per op when the whole unroll fits in one row, else compact rows of as many steps as fit.
     Raises GraphTooLarge past ``max_nodes`` nodes (use draw_steps for long sequences).
     """
     graph = checked_walk(root, max_nodes, "draw_graph")
-    return OpPicture(graph, digits=digits, title=title, constants=constants, compact=compact).digraph()
+    return OpPicture(graph, digits=digits, title=title, constants=constants, compact=compact,
+                     per_row=per_row).digraph()

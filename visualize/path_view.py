@@ -110,11 +110,13 @@ def draw_path(root, source, *, digits: int = 4, vanishing: float = 1e-3, explodi
             fills[node] = fill
     if only_path:
         graph = Graph(tuple(n for n in graph.nodes if n in on_path), tuple(path_edges))
-    what = ("∂node/∂source: the product of edge labels along each path, summed over the paths" if exact else
-            "‖∂node/∂source‖ ≤ the sum over paths of the product of the edges' ‖J‖ (a true bound); "
-            "on the output, the exact ‖∂output/∂source‖")
+    if exact:
+        what = ["on each node ∂node/∂source: the product of the edge labels along each path, summed over the paths"]
+    else:
+        what = ["on each node ‖∂node/∂source‖ ≤ the sum over the paths of the product of the edges' ‖J‖,",
+                "a true bound (the norm of a sum is at most the sum of the norms); on the output, the exact value"]
     notes = [
-        f"highlighted: every path from {source_text} to the output; on each node {what}",
+        f"highlighted: every path from {source_text} to the output", *what,
         f"▼ vanishing: below {style.number(vanishing, 2)} · ▲ exploding: an exact value above "
         f"{style.number(exploding, 2)} · 0: no gradient reaches it at all",
     ]

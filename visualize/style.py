@@ -183,8 +183,8 @@ def magnitude_range(values) -> tuple[int, int]:
 
 def magnitude_row(caption: str, low: int, high: int) -> str:
     """A legend row of absolute sizes: swatches from 10^low to 10^high, labelled with the values."""
-    count = min(high - low, 6)
-    exponents = sorted({round(low + (high - low) * k / count) for k in range(count + 1)})
+    step = max(1, math.ceil((high - low) / 6))  # at most seven swatches, evenly spaced in decades
+    exponents = list(range(high, low - 1, -step))[::-1]
     cells = "".join(
         f'<TD BGCOLOR="{magnitude_fill(10.0**e, low, high)}" WIDTH="38" HEIGHT="18"><FONT COLOR="{INK}" '
         f'POINT-SIZE="9">{_swatch_label(10.0**e)}</FONT></TD>' for e in exponents

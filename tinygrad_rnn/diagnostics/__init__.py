@@ -23,3 +23,7 @@ __all__ = [
     "steps", "StepRow", "verdict", "gradient_factor", "step_jacobian", "step_jacobian_norms", "gradient_norms",
     "clip_events", "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
 ]
+
+from tinygrad_rnn.diagnostics.monitor import Monitor  # noqa: E402
+
+__all__ += ["Monitor"]

@@ -154,6 +154,8 @@ def _mixes_rows(step: StepGraph, jacobian: np.ndarray, batch: int) -> bool:
 def _spectral_norm(jacobian: np.ndarray) -> float:
     if jacobian.size == 0:
         return 0.0
+    if not np.isfinite(jacobian).all():  # an SVD of NaN or inf cannot converge: the bound is unknown
+        return math.nan
     return float(np.max(np.linalg.norm(jacobian, ord=2, axis=(1, 2))))
 
 
@@ -176,6 +178,11 @@ def steps(loss, states: Sequence) -> list[StepRow]:
         raise ValueError("steps: needs the states [s_0, ..., s_T], got an empty list")
     if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
         raise ValueError("steps: the loss has no gradient yet; call loss.backward() first")
+    for t, state in enumerate(states):
+        try:
+            state_parts(state)
+        except TypeError as error:
+            raise TypeError(f"steps: states[{t}]: {error} (pass rnn(inputs, return_states=True)[1])") from None
     widths = {len(state_parts(s)) for s in states}
     if len(widths) > 1:
         raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")

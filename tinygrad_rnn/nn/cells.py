@@ -102,26 +102,51 @@ class RNNCellBase(Module):
 
 
 class RNNCell(RNNCellBase):
-    """Elman's cell: h' = f(x W_ih^T + b_ih + h W_hh^T + b_hh), f = tanh, relu or sigmoid.
+    """Elman's cell: h' = f(x W_ih^T + b_ih + h W_hh^T + b_hh), with f chosen by ``nonlinearity``:
+
+        "tanh"        f(a) = tanh(a)                      f'(a) = 1 - f(a)^2, at most 1, near 0 once |a| > 3
+        "relu"        f(a) = max(a, 0)                    f'(a) = [a > 0]
+        "sigmoid"     f(a) = 1 / (1 + e^-a)               f'(a) = f(a) (1 - f(a)), at most 1/4
+        "leaky_relu"  f(a) = a if a > 0 else s a          f'(a) = 1 if a > 0 else s  (s = ``negative_slope``)
+        "identity"    f(a) = a                            f'(a) = 1  (a linear RNN)
+
+    PyTorch's RNNCell offers "tanh" and "relu"; the others use PyTorch's function names.
 
     Backpropagating one step multiplies the gradient by diag(f'(pre)) W_hh: through T steps, by a
-    product of T such matrices, which shrinks or grows geometrically (Bengio et al. 1994)."""
+    product of T such matrices, which shrinks or grows geometrically (Bengio et al. 1994). A
+    saturating f (tanh, sigmoid) makes the diagonal small; a non-saturating one (relu, leaky_relu,
+    identity) leaves W_hh alone to decide, which is why those go with a careful W_hh (IRNN: relu with
+    W_hh = I)."""
+
+    NONLINEARITIES = ("tanh", "relu", "sigmoid", "leaky_relu", "identity")
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
-                 rng=None, dtype=np.float64):
-        if nonlinearity not in ("tanh", "relu", "sigmoid"):
-            raise ValueError(f"RNNCell: nonlinearity must be 'tanh', 'relu' or 'sigmoid', got {nonlinearity!r}")
+                 rng=None, dtype=np.float64, negative_slope: float = 0.01):
+        if nonlinearity not in self.NONLINEARITIES:
+            names = ", ".join(repr(n) for n in self.NONLINEARITIES)
+            raise ValueError(f"RNNCell: nonlinearity must be one of {names}, got {nonlinearity!r}")
+        if nonlinearity == "leaky_relu" and not (isinstance(negative_slope, (int, float)) and negative_slope >= 0):
+            raise ValueError(f"RNNCell: negative_slope must be a number >= 0, got {negative_slope!r}")
         super().__init__(input_size, hidden_size, bias, rng, dtype)
-        self.nonlinearity = nonlinearity
+        self.nonlinearity, self.negative_slope = nonlinearity, float(negative_slope)
 
     def step(self, shared: tuple, x, h) -> Value:
         self._check(x, h)
         weight_ih_t, weight_hh_t, bias = shared
         pre = x @ weight_ih_t + h @ weight_hh_t
-        return getattr(pre if bias is None else pre + bias, self.nonlinearity)()
+        return self.activation(pre if bias is None else pre + bias)
+
+    def activation(self, pre: Value) -> Value:
+        """f(pre), the cell's nonlinearity, as one primitive op (none for "identity")."""
+        if self.nonlinearity == "identity":
+            return pre
+        if self.nonlinearity == "leaky_relu":
+            return pre.leaky_relu(self.negative_slope)
+        return getattr(pre, self.nonlinearity)()
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+        text = super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+        return text + (f", negative_slope={self.negative_slope:g}" if self.nonlinearity == "leaky_relu" else "")
 
 
 class LSTMCell(RNNCellBase):

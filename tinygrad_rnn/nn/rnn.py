@@ -1,8 +1,8 @@
 """RNN: unroll any cell over a sequence. Backpropagation through time is not written anywhere: the
 unrolled steps are one graph, and ``loss.backward()`` walks it from the last step to the first.
 
-Each step runs inside ``scope(f"t={t}")`` (t = 1..T), so every Value a step makes, whatever the cell,
-carries its time step: pictures cluster by it (``tinygrad_rnn.graph.time_step``).
+Each step runs inside ``scope(step_scope(t))`` ("t=3", t = 1..T), so every Value a step makes, whatever
+the cell, carries its time step: pictures cluster by it (``tinygrad_rnn.graph.time_step``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn.autograd import scope
-from tinygrad_rnn.graph import mark_cut
+from tinygrad_rnn.graph import mark_cut, step_scope
 from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
@@ -73,7 +73,7 @@ class RNN(Module):
         step = self._step_function()
         outputs, states = [], [state]
         for t in range(1, length + 1):
-            with scope(f"t={t}"):
+            with scope(step_scope(t)):
                 state = step(steps[t - 1], state)
                 hidden = hidden_of(state)
                 if self.hidden_hook is not None:
