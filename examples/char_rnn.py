@@ -16,8 +16,13 @@ What it shows:
 """
 
 import sys
+from pathlib import Path
 
-from visualize.cli import main
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runs from a checkout, installed or not
+    sys.path.insert(0, str(ROOT))
+
+from visualize.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))
