@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -194,3 +195,28 @@ def test_the_layer_axis_draws_the_layers_of_a_deep_net():
 def test_the_step_view_needs_two_states():
     with pytest.raises(ValueError, match="T >= 1"):
         draw_steps(None, [Value(1.0)])
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot to lay the picture out")
+@pytest.mark.parametrize("runs", [0, 1, 3])
+def test_wrapped_rows_read_top_to_bottom_in_both_views(runs):
+    import json
+    import subprocess
+
+    def run(seed):
+        outputs, states = nn.RNN(nn.RNNCell(2, 3))(np.random.default_rng(seed).standard_normal((60, 1, 2)),
+                                                    return_states=True)
+        loss = outputs[-1].sum()
+        loss.backward()
+        return loss, states
+
+    if runs == 0:
+        dot, firsts = draw_steps(*run(0), per_row=25), ["sn0", "sg25", "sg50"]
+    else:
+        dot = compare_steps({f"run {i}": run(i) for i in range(runs)}, per_row=25)
+        firsts = [name for i in range(runs) for name in (f"r{i}n0", f"r{i}g25", f"r{i}g50")]
+    laid_out = json.loads(subprocess.run(["dot", "-Tjson"], input=dot.source, capture_output=True, text=True,
+                                         check=True).stdout)
+    height = {o["name"]: float(o["pos"].split(",")[1]) for o in laid_out["objects"] if "pos" in o}
+    ys = [height[name] for name in firsts]
+    assert ys == sorted(ys, reverse=True), "each row (and each run) below the one before"

@@ -1,31 +1,42 @@
-"""The ``tinygrad-rnn`` command (also ``python -m visualize.cli``).
+"""The ``tinygrad-rnn`` command (also ``python -m visualize``).
 
+    tinygrad-rnn train [--cell rnn|lstm|gru] [--hidden H] [--steps N | --seconds S] [--resume | --force]
     tinygrad-rnn render --cell rnn|lstm|gru --steps T --hidden H --init orthogonal --radius R \\
                         --view ops|path|steps -o out.svg
 
-builds a small recurrent model on random data, reads a loss at the last step, runs backward, and
-renders the chosen view: ``ops`` (every op, edges labelled by local gradients), ``path`` (the paths
-from h_0 or weight_hh to the loss, with running products), ``steps`` (one node per time step).
+``train`` teaches a character-level RNN to write and draws how far its gradients reach back in time
+(``visualize/train.py``). ``render`` builds a small recurrent model on random data, reads a loss at
+the last step, runs backward, and renders the chosen view: ``ops`` (every op, edges labelled by local
+gradients), ``path`` (the paths from h_0 or weight_hh to the loss, with running products), ``steps``
+(one node per time step).
+
+Every mistake on the command line (an unknown flag, NaN, zero or a negative where a size or a rate is
+wanted, an output path that cannot be written, sizes that would not fit in memory, a missing or damaged
+checkpoint) is one line on stderr and exit status 2, found before any work starts (visualize/preflight.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from tinygrad_rnn import nn
 from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.nn import init
+from visualize import preflight, train
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
-from visualize.render import render
+from visualize.preflight import CELLS, UsageError, nonnegative_int, positive_float, positive_int
+from visualize.render import FORMATS, SOURCE_SUFFIXES, render
 from visualize.step_view import draw_steps
 
-__all__ = ["main", "build_model", "INITS"]
+__all__ = ["main", "build_model", "INITS", "estimate_render_memory", "MAX_STEP_VIEW"]
 
-CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+# Past this a step view is a wall nobody reads, and laying it out takes minutes: refused up front.
+MAX_STEP_VIEW = 10_000
 INITS = {
     "default": None,  # PyTorch's U(-1/sqrt(H), 1/sqrt(H))
     "orthogonal": init.orthogonal_,
@@ -71,35 +82,115 @@ def build_model(cell: str = "rnn", steps: int = 4, hidden: int = 4, input_size: 
     return loss, states, model
 
 
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (raised as UsageError, printed by ``main``), not the
+    usage text followed by the error."""
+
+    def error(self, message):
+        error = UsageError(message)
+        error.prog = self.prog
+        raise error
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinygrad-rnn", description="Pictures of backpropagation through time.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    render_cmd = commands.add_parser("render", help="build a small RNN on random data, backpropagate, draw it")
-    render_cmd.add_argument("--cell", choices=sorted(CELLS), default="rnn")
-    render_cmd.add_argument("--steps", type=int, default=4, metavar="T", help="time steps (default 4)")
-    render_cmd.add_argument("--hidden", type=int, default=4, metavar="H", help="hidden units (default 4)")
-    render_cmd.add_argument("--input", type=int, default=2, metavar="I", help="input features (default 2)")
-    render_cmd.add_argument("--batch", type=int, default=1, metavar="B", help="sequences in the batch (default 1)")
-    render_cmd.add_argument("--init", choices=sorted(INITS), default="default", help="initialiser for weight_hh")
-    render_cmd.add_argument("--radius", type=float, default=None, metavar="R",
-                            help="rescale each gate block of weight_hh to spectral radius R (<1 vanishes, >1 explodes)")
-    render_cmd.add_argument("--clip", type=float, default=None, metavar="NORM",
-                            help="clip dL/dh_t to this norm at every step (marked in the picture)")
-    render_cmd.add_argument("--truncate", type=int, default=None, metavar="K", help="truncated BPTT every K steps")
-    render_cmd.add_argument("--view", choices=("ops", "path", "steps"), default="ops")
-    render_cmd.add_argument("--compact", action="store_true", help="op view: ops at the head of their output's box")
-    render_cmd.add_argument("--source", choices=("h0", "weight_hh"), default="h0", help="path view: paths from")
-    render_cmd.add_argument("--max-nodes", type=int, default=MAX_NODES, help="op/path view refuses larger graphs")
-    render_cmd.add_argument("--seed", type=int, default=0)
-    render_cmd.add_argument("-o", "--output", default="out.svg", help="out.svg, .png, .pdf or .dot")
+    parser = _Parser(prog="tinygrad-rnn", description="Pictures of backpropagation through time.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,render}")
+    _train_parser(commands.add_parser(
+        "train", help="train a char-RNN, sample from it, draw how far its gradients reach back in time",
+        description="Teach a character-level RNN to write, then draw how far its gradients reach back in time.",
+        epilog="A checkpoint is never overwritten silently: a new run refuses an existing one unless given --resume "
+               "(carry on with the configuration saved in it) or --force (start afresh)."))
+    _render_parser(commands.add_parser("render", help="build a small RNN on random data, backpropagate, draw it"))
     return parser
 
 
+def _train_parser(command: argparse.ArgumentParser) -> None:
+    d = train.TrainConfig()
+    # Configuration flags default to None, so that --resume can tell a flag the user typed (which
+    # must agree with the checkpoint) from one left alone (which the checkpoint fills in).
+    command.add_argument("--cell", choices=sorted(CELLS), default=None, help=f"recurrent cell (default {d.cell})")
+    command.add_argument("--hidden", type=positive_int, metavar="H", help=f"hidden units (default {d.hidden})")
+    command.add_argument("--seq", type=positive_int, metavar="T",
+                         help=f"characters per window, how far back BPTT reaches (default {d.seq})")
+    command.add_argument("--batch", type=positive_int, metavar="B",
+                         help=f"parallel streams through the text (default {d.batch})")
+    command.add_argument("--lr", type=positive_float, help=f"Adam's learning rate (default {d.lr:g})")
+    command.add_argument("--clip-norm", type=positive_float, metavar="NORM",
+                         help=f"clip the global gradient norm to NORM (clip_grad_norm_; default {d.clip_norm:g})")
+    command.add_argument("--clip-value", type=positive_float, metavar="C",
+                         help="clamp every gradient entry to [-C, C] (clip_grad_value_; default off)")
+    command.add_argument("--seed", type=nonnegative_int, help=f"seed of the initial weights (default {d.seed})")
+    command.add_argument("--text", metavar="FILE", help="a text file to learn (default: Python's own library source)")
+    length = command.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=positive_int, metavar="N", help="train N steps in this run")
+    length.add_argument("--seconds", type=positive_float, metavar="S", help="train for S seconds (default 60)")
+    start = command.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --checkpoint, with its configuration")
+    start.add_argument("--force", action="store_true", help="start afresh, replacing the --checkpoint file")
+    command.add_argument("--checkpoint", type=Path, default=train.DEFAULT_CHECKPOINT, metavar="PATH",
+                         help=f"where the run is saved, .npz (default {train.DEFAULT_CHECKPOINT})")
+    command.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
+                         help="where the pictures go (default out)")
+
+
+def _render_parser(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--cell", choices=sorted(CELLS), default="rnn")
+    command.add_argument("--steps", type=positive_int, default=4, metavar="T", help="time steps (default 4)")
+    command.add_argument("--hidden", type=positive_int, default=4, metavar="H", help="hidden units (default 4)")
+    command.add_argument("--input", type=positive_int, default=2, metavar="I", help="input features (default 2)")
+    command.add_argument("--batch", type=positive_int, default=1, metavar="B",
+                         help="sequences in the batch (default 1)")
+    command.add_argument("--init", choices=sorted(INITS), default="default", help="initialiser for weight_hh")
+    command.add_argument("--radius", type=positive_float, default=None, metavar="R",
+                         help="rescale each gate block of weight_hh to spectral radius R (<1 vanishes, >1 explodes)")
+    command.add_argument("--clip", type=positive_float, default=None, metavar="NORM",
+                         help="clip dL/dh_t to this norm at every step (marked in the picture)")
+    command.add_argument("--truncate", type=positive_int, default=None, metavar="K",
+                         help="truncated BPTT every K steps")
+    command.add_argument("--view", choices=("ops", "path", "steps"), default="ops")
+    command.add_argument("--compact", action="store_true", help="op view: ops at the head of their output's box")
+    command.add_argument("--source", choices=("h0", "weight_hh"), default="h0", help="path view: paths from")
+    command.add_argument("--max-nodes", type=positive_int, default=MAX_NODES,
+                         help=f"op/path view refuses larger graphs (default {MAX_NODES})")
+    command.add_argument("--seed", type=nonnegative_int, default=0)
+    command.add_argument("-o", "--output", default="out.svg", help="out.svg, .png, .pdf or .dot")
+
+
+def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, batch: int, view: str) -> float:
+    """Bytes ``render`` needs, from its sizes (float64; an estimate that errs high): a fixed base, the weights and
+    their gradients, T recorded steps of B x (gates x H) activations with gradients and each node's
+    overhead, the inputs, and for the step view one step's Jacobian (B, S, S), S the state's width."""
+    gates = CELLS[cell].gates
+    parameters = gates * hidden * (input_size + hidden + 2)
+    graph = steps * preflight.nodes_per_step(cell) * (preflight.NODE_OVERHEAD + 2 * batch * gates * hidden * 8)
+    state = 2 * hidden if cell == "lstm" else hidden
+    jacobian = 2 * batch * state * state * 8 if view == "steps" else 0
+    return preflight.BASE_MEMORY + 2 * parameters * 8 + graph + 2 * steps * batch * input_size * 8 + jacobian
+
+
+def _check_render(args) -> Path:
+    """Everything that can be known wrong before building anything; returns the output path."""
+    output = preflight.check_output_file(args.output, "-o", (*FORMATS, *SOURCE_SUFFIXES))
+    sizes = f"--steps {args.steps} --hidden {args.hidden} --batch {args.batch} --input {args.input}"
+    preflight.check_memory(estimate_render_memory(args.cell, args.steps, args.hidden, args.input, args.batch,
+                                                  args.view),
+                           f"{sizes} ({args.cell}, {args.view} view)", "use smaller sizes")
+    if args.view == "steps" and args.steps > MAX_STEP_VIEW:
+        raise UsageError(f"--steps {args.steps}: a step view of more than {MAX_STEP_VIEW:,} steps is too large "
+                         "to lay out or read; draw fewer steps")
+    if args.view != "steps":
+        nodes = args.steps * preflight.nodes_per_step(args.cell)
+        if nodes > args.max_nodes:
+            raise UsageError(f"--steps {args.steps}: the {args.view} view would draw at least {nodes:,} nodes, more "
+                             f"than --max-nodes {args.max_nodes}; use fewer --steps, or --view steps")
+    return output
+
+
 def _render(args) -> int:
-    if args.steps < 1 or args.hidden < 1:
-        print(f"tinygrad-rnn render: --steps and --hidden must be at least 1, got {args.steps} and {args.hidden}",
-              file=sys.stderr)
-        return 2
+    output = _check_render(args)
     loss, states, model = build_model(args.cell, args.steps, args.hidden, args.input, args.batch, args.init,
                                       args.radius, args.clip, args.truncate, args.seed)
     title = (f"{args.cell.upper()} · {args.steps} steps · hidden {args.hidden} · init {args.init}"
@@ -113,18 +204,38 @@ def _render(args) -> int:
         else:
             picture = draw_steps(loss, states, title=title)
     except GraphTooLarge as error:
-        print(f"tinygrad-rnn render: {error} (here: --view steps)", file=sys.stderr)
-        return 2
-    written = render(picture, args.output)
+        raise UsageError(f"{error} (use fewer --steps, or --view steps)") from None
+    try:
+        written = render(picture, output)
+    except OSError as error:
+        raise UsageError(f"-o {output}: {error.strerror or error}") from None
     print(f"wrote {written} ({args.view} view)")
     return 0
 
 
+def _train(args) -> int:
+    given = train.TrainConfig(cell=args.cell, hidden=args.hidden, seq=args.seq, batch=args.batch, lr=args.lr,
+                              clip_norm=args.clip_norm, clip_value=args.clip_value, seed=args.seed, text=args.text)
+    if args.steps is None and args.seconds is None:
+        args.seconds = 60.0
+    return train.run(args, given, train.TrainConfig())
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "render":
-        return _render(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands first
+    """Run the command with ``argv`` (default: sys.argv[1:]); returns the exit status: 0, or 2 after
+    one line on stderr for a usage error. ``--help`` exits through SystemExit(0), as argparse does."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = "tinygrad-rnn" + (f" {argv[0]}" if argv and argv[0] in ("train", "render") else "")
+    try:
+        args = _parser().parse_args(argv)
+        return _render(args) if args.command == "render" else _train(args)
+    except UsageError as error:
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"{getattr(error, 'prog', prog)}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -130,12 +130,17 @@ def _edge_attrs(run: _Run, row: StepRow, digits: int, axis: str) -> dict:
     }
 
 
-def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int, digits: int, axis: str) -> None:
-    """The nodes and edges of one sequence, in rows of ``per_row`` steps, node ids ``prefix``+t."""
+def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int, digits: int, axis: str,
+                in_band: bool = False) -> None:
+    """The nodes and edges of one sequence, in rows of ``per_row`` steps, node ids ``prefix``+t.
+
+    Row order is dot's: unconnected rows at the top level stack bottom-up in the order they are
+    written, inside a cluster (a band of compare_steps) top-down; each is written so that it reads
+    top to bottom (a test reads the positions back from ``dot -Tjson``)."""
     rows = run.rows
     T = len(rows) - 1
-    # Graphviz stacks left-to-right rows bottom-up in the order they are written: write the last first.
-    for row_start in reversed(range(0, T, per_row)):
+    starts = range(0, T, per_row)
+    for row_start in starts if in_band else reversed(starts):
         row_end = min(row_start + per_row, T)
         with dot.subgraph(name=f"cluster_{prefix}row{row_start}") as band:
             band.attr(label="", style="invis", margin="4")
@@ -259,6 +264,6 @@ def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digit
             band.attr(label=style.html_label(caption), labeljust="l", labelloc="t", style="rounded,filled",
                       fillcolor="#f7f8fa", color="#d3d9e2", fontsize="12",
                       tooltip=style.tooltip(label))
-            _draw_block(band, f"r{index}", run, scale, per_row, digits, axis)
+            _draw_block(band, f"r{index}", run, scale, per_row, digits, axis, in_band=True)
     dot.attr("graph", label=_legend(title, [run for _, run in prepared], scale, axis))
     return dot

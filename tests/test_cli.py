@@ -1,0 +1,390 @@
+"""The ``tinygrad-rnn`` command: ``train`` end to end, checkpoints never overwritten silently, and every
+bad value refused with one line on stderr, exit status 2, before any work and without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygrad_rnn import checkpoint
+from visualize import cli, preflight, train
+from visualize.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 60
+# The machine's free memory varies; the refusals are checked against a fixed 8 GB.
+EIGHT_GB = 8_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def eight_gigabytes(monkeypatch):
+    monkeypatch.setattr(preflight, "available_memory", lambda: EIGHT_GB)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "fox.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def run_main(argv, capsys):
+    """(exit status, stdout, stderr) of ``main(argv)`` in this process."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:  # --help and the like
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_refused(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("tinygrad-rnn")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def small_run(tmp_path, text_file, *extra):
+    """Flags for a tiny, fast training run writing into tmp_path."""
+    return ["train", "--hidden", 8, "--seq", 6, "--batch", 2, "--text", text_file,
+            "--checkpoint", tmp_path / "run.npz", "--out", tmp_path / "pictures", *extra]
+
+
+# ---- train, end to end --------------------------------------------------------------------------
+
+def test_train_writes_checkpoint_pictures_and_says_what_to_look_at(tmp_path, text_file, capsys):
+    code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 4), capsys)
+    assert code == 0, err
+    saved = checkpoint.load(tmp_path / "run.npz")
+    assert int(saved["meta.step"]) == 4
+    assert json.loads(str(saved["meta.config"]))["hidden"] == 8
+    for suffix in (".svg", ".png"):
+        picture = tmp_path / "pictures" / f"char_rnn_steps{suffix}"
+        assert picture.is_file() and picture.stat().st_size > 1000
+    assert "<svg" in (tmp_path / "pictures" / "char_rnn_steps.svg").read_text(encoding="utf-8")
+    for expected in ("sample:", "checkpoint: " + str(tmp_path / "run.npz"), "pictures:", "what to look at:",
+                     "before step 1 (untrained)", "after step 4"):
+        assert expected in out
+    assert "steps/s" in err and "loss" in err  # the progress bar, on stderr
+
+
+def test_the_picture_compares_the_whole_window_before_and_after(tmp_path, text_file, capsys, monkeypatch):
+    drawn = {}
+
+    def compare_steps(runs, **kwargs):
+        drawn.update(runs)
+        return train_compare_steps(runs, **kwargs)
+
+    train_compare_steps = train.compare_steps
+    monkeypatch.setattr(train, "compare_steps", compare_steps)
+    code, _, err = run_main(small_run(tmp_path, text_file, "--steps", 2, "--seq", 9), capsys)
+    assert code == 0, err
+    assert list(drawn) == ["before step 1 (untrained)", "after step 2"]
+    for loss, states in drawn.values():  # all T = 9 steps of the window, h_0 to h_9, and one loss at the end
+        assert len(states) == 10 and loss.size == 1 and states[-1].grad is not None
+    (_, untrained), (_, trained) = drawn.values()
+    assert not np.allclose(untrained[-1].data, trained[-1].data)  # two sets of weights, not one drawn twice
+
+
+def test_a_second_run_refuses_to_overwrite_the_checkpoint(tmp_path, text_file, capsys):
+    assert run_main(small_run(tmp_path, text_file, "--steps", 2), capsys)[0] == 0
+    before = (tmp_path / "run.npz").read_bytes()
+    code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 2), capsys)
+    assert_refused(code, err, "already holds a checkpoint", "--resume", "--force")
+    assert (tmp_path / "run.npz").read_bytes() == before and out == ""
+
+
+def test_force_replaces_the_checkpoint_and_says_so(tmp_path, text_file, capsys):
+    assert run_main(small_run(tmp_path, text_file, "--steps", 3), capsys)[0] == 0
+    code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 1, "--force"), capsys)
+    assert code == 0, err
+    assert "will be replaced" in out and int(checkpoint.load(tmp_path / "run.npz")["meta.step"]) == 1
+
+
+def test_resume_restores_the_saved_configuration_and_counts_on(tmp_path, text_file, capsys):
+    assert run_main(small_run(tmp_path, text_file, "--steps", 3, "--lr", 0.01, "--clip-value", 0.5), capsys)[0] == 0
+    # Only the paths: hidden size, window, batch, rate and clipping come from the checkpoint.
+    code, out, err = run_main(["train", "--resume", "--steps", 2, "--checkpoint", tmp_path / "run.npz",
+                               "--out", tmp_path / "pictures"], capsys)
+    assert code == 0, err
+    assert "resumed from" in out and "at step 3" in out and "hidden 8, T=6, B=2" in out
+    assert "before step 4 (as resumed)" in out and "after step 5" in out
+    saved = checkpoint.load(tmp_path / "run.npz")
+    config = json.loads(str(saved["meta.config"]))
+    assert int(saved["meta.step"]) == 5 and config["lr"] == 0.01 and config["clip_value"] == 0.5
+
+
+@pytest.mark.parametrize("flag, value, saved", [
+    ("--hidden", "16", "--hidden 8"),
+    ("--cell", "lstm", "--cell rnn"),
+    ("--seq", "7", "--seq 6"),
+    ("--lr", "0.1", "--lr 0.003"),
+    ("--clip-value", "1", "--clip-value (none)"),
+])
+def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path, text_file, capsys, flag, value, saved):
+    assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
+    before = (tmp_path / "run.npz").read_bytes()
+    code, _, err = run_main(small_run(tmp_path, text_file, "--resume", flag, value), capsys)
+    assert_refused(code, err, f"{flag} {value} contradicts", saved)
+    assert (tmp_path / "run.npz").read_bytes() == before
+
+
+def test_resume_accepts_flags_that_agree_with_the_checkpoint(tmp_path, text_file, capsys):
+    assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
+    code, _, err = run_main(small_run(tmp_path, text_file, "--resume", "--steps", 1, "--cell", "rnn"), capsys)
+    assert code == 0, err
+
+
+def test_resume_refuses_a_missing_checkpoint(tmp_path, capsys):
+    code, _, err = run_main(["train", "--resume", "--checkpoint", tmp_path / "none.npz"], capsys)
+    assert_refused(code, err, "no checkpoint at", "drop --resume")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path, text_file, capsys, damage):
+    path = tmp_path / "run.npz"
+    if damage == "foreign":
+        checkpoint.save(path, {"weights": np.zeros(3)})
+    else:
+        assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
+        data = path.read_bytes()
+        path.write_bytes(b"not a checkpoint at all" if damage == "garbage" else data[: len(data) // 2])
+    code, _, err = run_main(small_run(tmp_path, text_file, "--resume"), capsys)
+    assert_refused(code, err, "--resume:", str(path))
+
+
+@pytest.mark.parametrize("change", [{"hidden": -5}, {"lr": float("nan")}, {"cell": "rnn2"}, {"batch": 3}])
+def test_resume_refuses_a_saved_configuration_that_cannot_work(tmp_path, text_file, capsys, change):
+    """A checkpoint whose settings were edited (or disagree with its own arrays) is refused, not half-run."""
+    assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
+    arrays = checkpoint.load(tmp_path / "run.npz")
+    config = {**json.loads(str(arrays["meta.config"])), **change}
+    arrays["meta.config"] = np.array(json.dumps(config))
+    checkpoint.save(tmp_path / "run.npz", arrays)
+    code, _, err = run_main(["train", "--resume", "--steps", 1, "--checkpoint", tmp_path / "run.npz",
+                             "--out", tmp_path], capsys)
+    assert_refused(code, err, "--resume:", "damaged")
+
+
+def test_ctrl_c_stops_training_and_still_saves_the_run(tmp_path, text_file, capsys, monkeypatch):
+    calls = []
+    original = train.window_loss
+
+    def interrupted_at_the_third_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(train, "window_loss", interrupted_at_the_third_step)
+    code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 50), capsys)
+    assert code == 0, err
+    assert "stopped at step 2 (Ctrl-C)" in err and int(checkpoint.load(tmp_path / "run.npz")["meta.step"]) == 2
+
+
+def test_train_on_the_clock_in_a_fresh_process(tmp_path):
+    """The real command, as a newcomer types it (``python -m visualize``), for about a second."""
+    result = run_process(["train", "--seconds", "1", "--hidden", "16", "--checkpoint", str(tmp_path / "c.npz"),
+                          "--out", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "steps/s" in result.stderr and "checkpoint:" in result.stdout
+    assert (tmp_path / "c.npz").is_file() and (tmp_path / "char_rnn_steps.png").is_file()
+    again = run_process(["train", "--seconds", "1", "--checkpoint", str(tmp_path / "c.npz")], cwd=tmp_path)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+
+
+# ---- every bad value: one line, status 2, nothing built -----------------------------------------
+
+BAD_RENDER = [
+    (["--radius", "nan"], "--radius"),
+    (["--radius", "-2"], "--radius"),
+    (["--radius", "inf"], "--radius"),
+    (["--clip", "0"], "--clip"),
+    (["--batch", "0"], "--batch"),
+    (["--steps", "-3"], "--steps"),
+    (["--hidden", "2.5"], "--hidden"),
+    (["--truncate", "0"], "--truncate"),
+    (["--max-nodes", "0"], "--max-nodes"),
+    (["--seed", "-1"], "--seed"),
+    (["--cell", "transformer"], "--cell"),
+    (["--view", "3d"], "--view"),
+    (["--bogus"], "--bogus"),
+    (["-o", "out.txt"], "out.txt"),
+    (["-o", "out"], "no suffix"),
+    (["--hidden", "100000"], "memory"),
+    (["--steps", "1000000000", "--view", "steps"], "memory"),
+    (["--steps", "1000000000", "--view", "ops"], "memory"),
+    (["--batch", "100000000", "--hidden", "64"], "memory"),
+    (["--steps", "20000", "--view", "steps"], "too large"),
+    (["--steps", "5000", "--view", "ops"], "--max-nodes"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", BAD_RENDER, ids=[" ".join(a) for a, _ in BAD_RENDER])
+def test_render_refuses_a_bad_value_before_building_anything(tmp_path, capsys, monkeypatch, argv, fragment):
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before the value was refused")
+
+    monkeypatch.setattr(cli, "build_model", never)
+    output = [] if "-o" in argv else ["-o", str(tmp_path / "x.svg")]
+    code, out, err = run_main(["render", *argv, *output], capsys)
+    assert_refused(code, err, fragment)
+    assert out == "" and not (tmp_path / "x.svg").exists()
+
+
+BAD_TRAIN = [
+    (["--hidden", "0"], "--hidden"),
+    (["--hidden", "100000"], "memory"),
+    (["--batch", "0"], "--batch"),
+    (["--batch", "1000000"], "--batch"),
+    (["--seq", "-1"], "--seq"),
+    (["--seq", "1000000"], "--seq"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--clip-norm", "0"], "--clip-norm"),
+    (["--clip-value", "inf"], "--clip-value"),
+    (["--steps", "0"], "--steps"),
+    (["--seconds", "nan"], "--seconds"),
+    (["--steps", "3", "--seconds", "3"], "not allowed"),
+    (["--resume", "--force"], "not allowed"),
+    (["--cell", "rnn2"], "--cell"),
+    (["--checkpoint", "run.pt"], ".pt"),
+    (["--text", "no-such-file.txt"], "--text"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_train_refuses_a_bad_value_before_training(tmp_path, text_file, capsys, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model was built before the value was refused")
+
+    monkeypatch.setattr(train, "CharRNN", never)
+    text = [] if "--text" in argv else ["--text", str(text_file)]
+    paths = [] if "--checkpoint" in argv else ["--checkpoint", str(tmp_path / "c.npz")]
+    code, out, err = run_main(["train", *argv, *text, *paths, "--out", str(tmp_path / "out")], capsys)
+    assert_refused(code, err, fragment)
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_output_paths_under_a_file_are_refused(tmp_path, text_file, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("hello", encoding="utf-8")
+    code, _, err = run_main(["render", "-o", a_file / "x.svg"], capsys)
+    assert_refused(code, err, "is a file")
+    code, _, err = run_main(small_run(tmp_path, text_file, "--checkpoint", a_file / "deeper" / "c.npz"), capsys)
+    assert_refused(code, err, "is a file")
+    code, _, err = run_main(small_run(tmp_path, text_file, "--out", a_file), capsys)
+    assert_refused(code, err, "--out", "is a file")
+    code, _, err = run_main(["render", "-o", tmp_path], capsys)
+    assert_refused(code, err, "-o")
+
+
+def unwritable_directory(tmp_path) -> Path:
+    """A directory no file can be created in: a read-only one where permissions count (not for root),
+    else a system directory that refuses files to everyone (/sys, /proc)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    for candidate in (locked, Path("/sys"), Path("/proc")):
+        try:
+            with tempfile.TemporaryFile(dir=candidate):
+                pass
+        except OSError:
+            return candidate
+    pytest.skip("found no directory that refuses new files here")
+
+
+def test_unwritable_output_paths_are_refused(tmp_path, text_file, capsys):
+    place = unwritable_directory(tmp_path)
+    try:
+        code, _, err = run_main(["render", "-o", place / "x.svg"], capsys)
+        assert_refused(code, err, "cannot write in")
+        code, _, err = run_main(small_run(tmp_path, text_file, "--checkpoint", place / "c.npz"), capsys)
+        assert_refused(code, err, "--checkpoint", "cannot write in")
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+def test_help_is_not_an_error(capsys):
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0 and "--resume" in out and "--clip-value" in out
+
+
+# ---- memory estimates err high ------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, hidden, batch, seq", [("rnn", 48, 8, 12), ("lstm", 24, 4, 10)])
+def test_train_memory_estimate_is_above_what_a_run_uses(tmp_path, text_file, capsys, cell, hidden, batch, seq):
+    tracemalloc.start()
+    try:
+        code = main(["train", "--cell", cell, "--hidden", str(hidden), "--batch", str(batch), "--seq", str(seq),
+                     "--steps", "2", "--text", str(text_file), "--checkpoint", str(tmp_path / "c.npz"),
+                     "--out", str(tmp_path)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, capsys.readouterr().err
+    config = train.TrainConfig(cell=cell, hidden=hidden, batch=batch, seq=seq)
+    assert train.estimate_memory(config, len(set(TEXT)), len(TEXT)) > peak
+
+
+@pytest.mark.parametrize("cell, view", [("rnn", "steps"), ("lstm", "steps"), ("gru", "ops")])
+def test_render_memory_estimate_is_above_what_a_render_uses(tmp_path, capsys, cell, view):
+    steps, hidden, batch = (40, 16, 4) if view == "steps" else (10, 4, 2)
+    tracemalloc.start()
+    try:
+        code = main(["render", "--cell", cell, "--steps", str(steps), "--hidden", str(hidden), "--batch", str(batch),
+                     "--view", view, "-o", str(tmp_path / "x.dot")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, capsys.readouterr().err
+    assert cli.estimate_render_memory(cell, steps, hidden, 2, batch, view) > peak
+
+
+def test_the_default_demo_fits_a_small_machine():
+    corpus_length, vocabulary = 500_000, 100
+    assert train.estimate_memory(train.TrainConfig(), vocabulary, corpus_length) < 1_000_000_000
+
+
+def test_nodes_per_step_follows_the_recorded_graph():
+    from tinygrad_rnn import graph, nn
+
+    for name, cell in preflight.CELLS.items():
+        outputs, _ = nn.RNN(cell(3, 4, rng=0))(np.zeros((5, 2, 3)))
+        assert len(graph.walk(outputs[-1]).nodes) - len(graph.walk(outputs[0]).nodes) == 4 * preflight.nodes_per_step(
+            name)
+
+
+# ---- in a fresh process: python -m visualize ---------------------------------------------------
+
+def run_process(argv, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "visualize", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("argv", [
+    ["render", "--radius", "nan"],
+    ["render", "--steps", "1000000000", "--view", "steps"],
+    ["render", "-o", "out.txt"],
+    ["train", "--hidden", "100000"],
+    ["train", "--resume", "--checkpoint", "missing.npz"],
+], ids=" ".join)
+def test_python_m_visualize_refuses_in_one_line_without_a_traceback(tmp_path, argv):
+    result = run_process(argv, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []

@@ -1,0 +1,7 @@
+"""``python -m visualize``: the ``tinygrad-rnn`` command, for when the script is not on PATH."""
+
+import sys
+
+from visualize.cli import main
+
+sys.exit(main())
