@@ -99,8 +99,9 @@ class Op:
 
     def vjp_term(self, k: int, grad, out, inputs):
         """What the backward pass adds up for input k: the vjp itself, unless the op can hold it in a
-        form that adds up more cheaply and becomes an array once the sum is complete (MatMul's
-        ``Products``). Everything else (pictures, tests) asks ``vjp``."""
+        form that adds up more cheaply and becomes an array once the sum is complete (a ``LazySum``:
+        MatMul's ``Products``, GetItem's ``Scattered``). Everything else (pictures, tests) asks
+        ``vjp``. An op that does not define ``vjp_term`` gets its ``vjp`` under this name."""
         return self.vjp(k, grad, out, inputs)
 
     def params(self) -> dict:
