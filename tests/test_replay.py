@@ -218,6 +218,18 @@ def test_integer_arguments_reach_the_ops_that_index_with_them():
     train_side_by_side(EmbeddingModel, EmbeddingModel.loss, batches)
 
 
+def test_a_negative_target_on_replay_is_an_error_not_a_wrapped_index():
+    model = EmbeddingModel()
+    step = tg.replay(model.loss)
+    ids, targets = np.zeros((5, 2), dtype=int), np.ones((5, 2), dtype=int)
+    step(ids, targets)
+    step(ids, targets)
+    with pytest.raises(ValueError, match="argument 1 holds negative entries"):
+        step(ids, -targets)
+    with pytest.raises(IndexError, match="cross_entropy"):  # eager mode checks it itself
+        model.loss(ids, -targets)
+
+
 # ---- shapes, leaves and errors ----------------------------------------------------------------
 
 

@@ -108,6 +108,10 @@ class Tape:
             else:
                 self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
         self.bindings = _bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
+        # The checks fn made on its integer arguments (cross_entropy's target range) do not run again;
+        # numpy refuses an index past the end, but a negative one would silently count from it.
+        self.nonnegative = [i for i, a in enumerate(arguments)
+                            if not isinstance(a, Value) and a.dtype.kind == "i" and not (a < 0).any()]
         self._check_reached(arguments)
         columns = ([], [], [], [], [], [])
         lazy = set()
@@ -160,6 +164,13 @@ class Tape:
 
     def run(self, arrays: tuple) -> float | None:
         """Forward and backward along the tape; None when a leaf changed its kind (record again)."""
+        for position in self.nonnegative:
+            if (arrays[position] < 0).any():
+                raise ValueError(
+                    f"replay: argument {position} holds negative entries ({arrays[position].min()}) where the "
+                    "recorded call had none; the checks fn made on it are not run again on replay, and a "
+                    "negative index would silently count from the end. Call fn itself to have them checked."
+                )
         data = [None] * self.size
         for i, (s, leaf, version, signature) in enumerate(self.leaves):
             if leaf._version != version or leaf.requires_grad is not signature[0]:  # assigned since
