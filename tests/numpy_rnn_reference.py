@@ -1,8 +1,8 @@
 """A hand-derived forward pass and BPTT for a vanilla tanh RNN with an output layer, in plain numpy.
 
 The framework never sees this file: it is the independent answer that ``loss.backward()`` on the
-unrolled graph must reproduce (tests/test_bptt.py), and the baseline the benchmark times it against
-(benchmarks/rnn.py). Written the way one writes it by hand (Karpathy's min-char-rnn, batched), with
+unrolled graph must reproduce (tests/test_bptt.py); benchmarks/rnn.py times its own, tighter numpy
+BPTT. Written the way one writes it by hand (Karpathy's min-char-rnn, batched), with
 the same structure as the framework's model: the recurrence is a loop forward over the steps and a
 loop backward, gradients accumulated in place; the output layer and the loss, which do not recur,
 are computed for all steps at once (one matmul, as ``Linear`` applied to the stacked h_t).
