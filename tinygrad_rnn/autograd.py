@@ -142,9 +142,9 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             if into_grad and node.op is not None:
                 g.setflags(write=False)  # (half the time of flags.writeable = False)
             elif into_grad or node in keep:
-                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
+                if id(g) in handed_out or g.base is not None:  # (ids, not flags: reading flags costs)
                     g = g.copy()
-                handed_out.add(id(g))
+            handed_out.add(id(g))
         if into_grad:
             node.grad = g if node.grad is None else node.grad + g
         if keep and node in keep:
