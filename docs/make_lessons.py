@@ -22,16 +22,7 @@ LESSONS = HERE.parent / "examples" / "lessons"
 OUT = HERE / "lessons"
 sys.path.insert(0, str(LESSONS))
 
-
-def _shrink_png(path: Path) -> None:
-    """A 256-colour palette keeps the PNG sharp at a fraction of the size (needs Pillow)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    with Image.open(path) as image:
-        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
+from make_pictures import shrink_png  # noqa: E402  (this folder is on the path: docs/make_pictures.py)
 
 
 def main(prefixes: list[str]) -> None:
@@ -49,7 +40,7 @@ def main(prefixes: list[str]) -> None:
                 if path.suffix == ".png":
                     target = OUT / path.name
                     shutil.copyfile(path, target)
-                    _shrink_png(target)
+                    shrink_png(target)
                     print(f"kept {target.relative_to(HERE.parent)} ({target.stat().st_size // 1024} KB)")
         print()
     print("run times at full size: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in times.items()))

@@ -37,11 +37,11 @@ def save(picture, name: str) -> None:
     for suffix in (".svg", ".png"):
         written = render(picture, HERE / f"{name}{suffix}")
         if written.suffix == ".png":
-            _shrink_png(written)
+            shrink_png(written)
         print(f"wrote {written.relative_to(HERE.parent)} ({written.stat().st_size // 1024} KB)")
 
 
-def _shrink_png(path: Path) -> None:
+def shrink_png(path: Path) -> None:
     """A 256-colour palette keeps the PNG sharp at a fraction of the size (needs Pillow)."""
     try:
         from PIL import Image
