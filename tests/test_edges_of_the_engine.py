@@ -388,3 +388,30 @@ def test_stack_and_concat_programs_match_central_differences(program, seed):
             numeric.flat[j] = (plus - minus) / (2 * eps)
         got = values[i].grad if values[i].grad is not None else np.zeros_like(a)
         np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_an_array_a_hook_returns_stays_the_hooks_own():
+    mine_inner, mine_leaf = np.full(3, 2.0), np.full(3, 5.0)
+    x = Value(np.ones(3))
+    y = x * 3.0
+    y.register_hook(lambda g: mine_inner)
+    x.register_hook(lambda g: mine_leaf)
+    y.sum().backward()
+    assert mine_inner.flags.writeable and mine_leaf.flags.writeable
+    assert x.grad is not mine_leaf
+    x.grad *= 0.0
+    np.testing.assert_array_equal(mine_leaf, [5.0, 5.0, 5.0])
+
+
+def test_concat_and_stack_take_numbers_and_lists_as_constants():
+    a = Value(np.ones(2))
+    joined = concat([a, [1.0, 2.0]])
+    np.testing.assert_array_equal(joined.data, [1.0, 1.0, 1.0, 2.0])
+    stacked = stack([a, [3.0, 4.0]])
+    (joined.sum() + stacked.sum()).backward()
+    np.testing.assert_array_equal(a.grad, [2.0, 2.0])
+
+
+def test_mean_over_an_axis_out_of_range_names_the_axis():
+    with pytest.raises(Exception, match="axis 2"):
+        Value(np.ones((2, 3))).mean(axis=2)

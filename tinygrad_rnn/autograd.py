@@ -92,7 +92,7 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
                 reached.add(parent)
                 stack.append(parent)
                 found.append(parent)
-    return sorted(found, key=_made_at)  # (constants all share tick 0: they have no parents)
+    return sorted(found, key=_made_at)  # (constants made by ops share tick 0: they have no parents)
 
 
 _made_at = operator.attrgetter("_made")
@@ -134,7 +134,7 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         if isinstance(g, LazySum):  # e.g. a shared weight's products from every step: one matmul now
             g = g.total()
         if hooks and node.hooks:
-            g = _run_hooks(node, g)
+            g = _run_hooks(node, g)  # a replacement array is handed out below like any other
         if type(g) is np.ndarray:
             # A pass-through op (add) hands one array to several nodes and a view (reshape) shares
             # another's memory. Inside the graph that is safe once the array is read-only; a leaf's
@@ -176,11 +176,13 @@ def _run_hooks(node, grad):
     """Each hook sees the gradient left by the one before; a replacement must be one like it."""
     previous, STATE.hook_node = STATE.hook_node, node
     try:
+        given = grad
         for hook in list(node.hooks):
             grad = _replacement(hook, node, grad, hook(grad))
     finally:
         STATE.hook_node = previous
-    return grad
+    # A replacement array stays the hook's own: the graph (which may mark it read-only) gets a copy.
+    return grad.copy() if grad is not given and type(grad) is np.ndarray else grad
 
 
 def _replacement(hook, node, grad, result):

@@ -17,7 +17,8 @@ def concat(values: Sequence, axis: int = 0) -> Value:
     """Join Values along an existing axis (numpy's concatenate)."""
     if not values:
         raise ValueError("concat: needs at least one Value")
-    shapes = [np.shape(ops.raw(v)) for v in values]
+    values = [as_value(v) for v in values]  # numbers and lists join as constants
+    shapes = [v.shape for v in values]
     if any(len(shape) == 0 for shape in shapes):
         raise ValueError(f"concat: zero-dimensional inputs cannot be joined, got shapes {shapes}")
     try:
@@ -31,7 +32,8 @@ def stack(values: Sequence, axis: int = 0) -> Value:
     """Join Values of one shape along a new axis (numpy's stack)."""
     if not values:
         raise ValueError("stack: needs at least one Value")
-    shapes = {np.shape(ops.raw(v)) for v in values}
+    values = [as_value(v) for v in values]
+    shapes = {v.shape for v in values}
     if len(shapes) > 1:
         raise ValueError(f"stack: all Values need the same shape, got {sorted(shapes)}")
     return apply(ops.Stack(axis), *values)
@@ -69,9 +71,9 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=N
 
     The one public gradient function. Accepts one Value or a sequence for ``outputs`` and ``inputs``;
     returns a list with one gradient per input (zeros for an input the outputs do not depend on).
-    Pass ``order=subgraph(outputs,
-    inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for many seeds, as Jacobians do; there
-    an input may also be a constant, such as a zero initial state. ``hooks=False`` skips hooks.
+    Pass ``order=subgraph(outputs, inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for
+    many seeds, as Jacobians do; there an input may also be a constant, such as a zero initial
+    state. ``hooks=False`` skips hooks.
     """
     outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Value) else list(inputs)

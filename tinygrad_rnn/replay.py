@@ -243,16 +243,16 @@ def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
             g = g.total()
         if node is not None and node.hooks:
             if op is not None:
-                node.data = data[s]  # the hook's node shows this call's value
+                node._data = data[s]  # the hook's node shows this call's value (not a change of data:
+                # the setter's version stamp would make the recorded graph look changed after use)
             g = _run_hooks(node, g)
         if type(g) is np.ndarray:
             # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
             if op is not None:
                 g.setflags(write=False)
-            else:
-                if id(g) in handed_out or g.base is not None or not g.flags.writeable:
-                    g = g.copy()
-                handed_out.add(id(g))
+            elif id(g) in handed_out or g.base is not None:  # eager mode's test, ids not flags
+                g = g.copy()
+            handed_out.add(id(g))
         if op is None:  # a leaf
             node.grad = g if node.grad is None else node.grad + g
             continue

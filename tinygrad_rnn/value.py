@@ -312,10 +312,11 @@ class Value:
 
     def mean(self, axis=None, keepdims: bool = False):
         """sum / count; the mean of nothing is nan (0/0), as in numpy and PyTorch."""
+        total = self.sum(axis, keepdims)  # first: it names an axis out of range
         axes = range(self.ndim) if axis is None else _axis(axis) if isinstance(axis, (tuple, list)) else (axis,)
         count = math.prod(self.shape[a] for a in axes)
         with np.errstate(invalid="ignore"):
-            return self.sum(axis, keepdims) / float(count)
+            return total / float(count)
 
     def max(self, axis=None, keepdims: bool = False):
         return apply(ops.Max(_axis(axis), keepdims), self)
