@@ -388,3 +388,15 @@ def test_python_m_visualize_refuses_in_one_line_without_a_traceback(tmp_path, ar
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_path_view_with_a_cut_unroll_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run_main(["render", "--steps", 3, "--truncate", 1, "--view", "path", "-o", tmp_path / "p.svg"],
+                            capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_radius_for_a_gate_block_left_at_zero_is_refused(tmp_path, capsys):
+    code, _, err = run_main(["render", "--cell", "lstm", "--init", "eye", "--radius", 2, "-o", tmp_path / "s.svg"],
+                            capsys)
+    assert code == 2 and "spectral radius 0" in err and len(err.strip().splitlines()) == 1

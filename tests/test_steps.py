@@ -364,3 +364,29 @@ def test_steps_of_a_blown_up_run_report_an_unknown_bound_instead_of_raising():
         source = visualize.draw_steps(loss, states).source
     assert len(rows) == 5 and all(np.isnan(row.bound) for row in rows[1:])
     assert "nan" in source.lower()
+
+
+def test_an_lstm_clipped_on_h_folds_in_the_whole_states_clip_factor():
+    rng = np.random.default_rng(3)
+    cell = nn.LSTMCell(3, 4, rng=rng)
+    cell.bias_hh.data[4:8] += 3.0  # an open forget gate: the gradient reaches back
+    cell.weight_hh.data *= 4.0
+    rnn = nn.RNN(cell, hidden_hook=clip_norm(0.05))
+    outputs, states = rnn(rng.standard_normal((12, 2, 3)), return_states=True)
+    loss = (outputs[-1] * rng.standard_normal((2, 4))).sum()
+    loss.backward()
+    rows = diagnostics.steps(loss, states)
+    assert any(r.clip is not None and r.clip.fired for r in rows)
+    factor, first, last = gradient_factor(rows)
+    assert factor == pytest.approx(rows[first].grad_norm / rows[last].grad_norm, rel=1e-9)
+
+
+def test_a_gradient_that_vanishes_to_exactly_zero_is_vanishing_not_stable():
+    h0 = Value(np.array([0.3]))
+    h1 = (h0 * 1e6).tanh()  # saturated: tanh' underflows to exactly 0
+    h2 = h1 * 1.0
+    loss = h2.sum()
+    loss.backward()
+    rows = diagnostics.steps(loss, [h0, h1, h2])
+    assert rows[0].grad_norm == 0.0 and rows[2].grad_norm == 1.0
+    assert verdict(rows) == "vanishing"

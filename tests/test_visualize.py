@@ -333,3 +333,14 @@ def test_command_line_renders_each_view(tmp_path, cell, view, capsys):
 def test_command_line_refuses_a_huge_op_view_and_suggests_steps(tmp_path, capsys):
     code = cli_main(["render", "--steps", "20", "--view", "ops", "--max-nodes", "50", "-o", str(tmp_path / "x.dot")])
     assert code == 2 and "--view steps" in capsys.readouterr().err
+
+
+def test_an_edge_no_gradient_reached_shows_no_gain_rather_than_zero():
+    x = Value(np.array([30.0, 40.0]))
+    y = (x * 1e3).tanh()  # saturated: tanh' is exactly 0, so nothing reaches x * 1e3
+    (y * 2.0).sum().backward()
+    edges = {e.child.op.name + str(e.position): e for e in walk(y).edges}
+    assert edges["tanh0"].observed_gain() == 0.0  # the tanh edge stopped a real gradient
+    assert edges["mul0"].observed_gain() is None  # after it, nothing flowed: 0/0
+    source = draw_graph(y * 2.0).source
+    assert "gain – (no gradient)" in source

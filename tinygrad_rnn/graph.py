@@ -67,13 +67,14 @@ class Edge:
 
     def observed_gain(self) -> float | None:
         """||contribution to parent|| / ||gradient of child||, after a backward pass; along a chain
-        these gains multiply to the ratio of the gradient norms at its two ends."""
+        these gains multiply to the ratio of the gradient norms at its two ends. None before a
+        backward pass, and where the child's gradient is exactly zero (nothing flowed: 0/0)."""
         contribution = self.contribution()
         if contribution is None:
             return None
         child_norm = float(np.linalg.norm(np.ravel(raw(self.child.grad))))
         if child_norm == 0.0:
-            return 0.0
+            return None
         return float(np.linalg.norm(np.ravel(contribution))) / child_norm
 
 

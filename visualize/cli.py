@@ -53,8 +53,11 @@ def _scale_blocks(weight_hh, hidden: int, radius: float) -> None:
     for start in range(0, data.shape[0], hidden):
         block = data[start : start + hidden]
         current = init.spectral_radius(block)
-        if current > 0.0:
-            data[start : start + hidden] = block * (radius / current)
+        if current == 0.0:
+            raise UsageError(f"--radius {radius:g}: a {hidden}x{hidden} block of weight_hh has spectral radius 0 "
+                             "(the eye init fills only the first gate's), so it cannot be scaled to it; "
+                             "use another --init")
+        data[start : start + hidden] = block * (radius / current)
     weight_hh.data = data.astype(np.result_type(weight_hh.data))
 
 
@@ -205,6 +208,8 @@ def _render(args) -> int:
             picture = draw_steps(loss, states, title=title)
     except GraphTooLarge as error:
         raise UsageError(f"{error} (use fewer --steps, or --view steps)") from None
+    except ValueError as error:  # e.g. no path from --source to the loss (the graph was cut by --truncate)
+        raise UsageError(f"render --view {args.view}: {error}") from None
     try:
         written = render(picture, output)
     except OSError as error:

@@ -139,6 +139,10 @@ class OpPicture:
         if gain is not None:
             label += f'<BR/><FONT POINT-SIZE="7">gain {style.number(gain, 3)}</FONT>'
             tip += f"; observed gain = {gain!r}"
+        elif child.grad is not None:  # backward ran, but the child's gradient is exactly zero: grey, no gain
+            label += '<BR/><FONT POINT-SIZE="7">gain – (no gradient)</FONT>'
+            tip += "; no gradient reached the child, so none flowed here"
+            return label, 1.0, tip
         return label, (gain if gain is not None else norm), tip
 
     def value_label(self, node) -> str:

@@ -10,7 +10,8 @@ long for the op view. Every number comes from ``tinygrad_rnn.diagnostics.steps``
   light for small, dark for large, the legend giving the values).
 
 Detached (truncated) boundaries are dotted: no gradient crosses them. Where a clipping hook fired on
-s_t, the node is marked with the gradient norm before and after (the node shows after). Long
+s_t, the node is marked with the clipped part's gradient norm before and after (the node shows the
+whole state's norm after). Long
 sequences wrap into rows of ``per_row`` steps, each row continuing from a faint copy of the last
 node of the row before, so T = 1,000 stays readable. ``axis="layer"`` reads the states as the
 activations of the layers of a feed-forward net, and says "layer" where it would say "step".
@@ -207,8 +208,8 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str
     if any(r.any_cut for r in runs):
         keys.append("dotted, cut: detached state (truncated BPTT), no gradient crosses")
     if any(r.any_clip for r in runs):
-        keys.append("✂ red border: a clipping hook fired on that state, gradient norm before → after "
-                    "(the node shows after)")
+        keys.append("✂ red border: a clipping hook fired on that state, the clipped part's gradient norm "
+                    "before → after (the node shows the whole state's, after)")
     if keys:
         notes.append(" · ".join(keys))
     return style.legend(title, rows, notes)

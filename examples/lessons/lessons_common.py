@@ -35,6 +35,9 @@ def command_line(doc: str) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes: finishes in a few seconds")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where pictures go (default {DEFAULT_OUT})")
     args = parser.parse_args()
+    taken = next((p for p in (args.out, *args.out.parents) if p.exists()), None)
+    if taken is not None and not taken.is_dir():
+        parser.error(f"--out {args.out}: {taken} is a file, not a folder")
     return {"quick": args.quick, "out": args.out}
 
 

@@ -230,10 +230,19 @@ def gradient_factor(rows: Sequence[StepRow]) -> tuple[float | None, int, int]:
         if row.cut:
             continue
         factor *= row.gain if row.gain is not None else 0.0  # a zero gradient inside: nothing got through
-        before = by_t[t - 1].clip
-        if before is not None and before.fired and before.norm_before > 0:
-            factor *= before.norm_after / before.norm_before
+        factor *= _clip_scale(by_t[t - 1])
     return factor, first, last
+
+
+def _clip_scale(row: StepRow) -> float:
+    """||delta|| after / before the clip that fired on this state (1 if none). The hook clipped one
+    part of the state (h): the other parts (an LSTM's c) kept their gradient, so the whole state's
+    norm before is sqrt(||delta||^2 - after^2 + before^2) of the clipped part."""
+    clip = row.clip
+    if clip is None or not clip.fired or not row.grad_norm:
+        return 1.0
+    whole_before = math.sqrt(max(row.grad_norm**2 - clip.norm_after**2 + clip.norm_before**2, 0.0))
+    return row.grad_norm / whole_before if whole_before > 0 else 1.0
 
 
 def verdict(rows: Sequence, vanishing: float = 1e-3, exploding: float = 1e3) -> str:
@@ -263,9 +272,16 @@ def verdict(rows: Sequence, vanishing: float = 1e-3, exploding: float = 1e3) -> 
         numbers = [x for r in rows for x in (r.grad_norm, r.gain) if x is not None]
         if any(not math.isfinite(x) for x in numbers):
             return "exploding"
-        factor = gradient_factor(rows)[0]
+        factor, first, last = gradient_factor(rows)
+        if all(r.grad_norm is None for r in rows):
+            return "no gradient"
+        # An earlier state that got exactly nothing, with no cut on the way, means the gradient
+        # vanished to zero (a saturated or dead unit) before it got there.
+        for row in rows[:first]:
+            if row.grad_norm == 0.0 and not any(r.cut for r in rows[row.t + 1:last + 1]):
+                return "vanishing"
         if factor is None:
-            return "no gradient" if all(r.grad_norm is None for r in rows) else "stable"
+            return "stable"
     if factor < vanishing:
         return "vanishing"
     if factor > exploding:
