@@ -28,10 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinygrad_rnn import graph
 from tinygrad_rnn.clip import grad_norm
-from tinygrad_rnn.diagnostics.nonfinite import NonfiniteReport, trace_nonfinite
-from tinygrad_rnn.ops import raw
+from tinygrad_rnn.diagnostics.nonfinite import NonfiniteReport, all_finite, trace_nonfinite
+from tinygrad_rnn.diagnostics.steps import delta_norms
 from tinygrad_rnn.value import Value
 
 __all__ = ["Monitor"]
@@ -62,34 +61,6 @@ def _named_parameters(model) -> dict[str, Value]:
     if not named:
         raise ValueError("Monitor: the model has no parameters to watch")
     return named
-
-
-def _finite(x) -> bool:
-    return bool(np.all(np.isfinite(raw(x))))
-
-
-def _step_grad_norms(states: Sequence) -> list[float | None]:
-    """||delta_t|| per state: the gradient that reached s_t from outside step t, the ``grad_norm`` of
-    ``diagnostics.steps`` and the number the step view shades its nodes by (for an Elman RNN,
-    ||dL/dh_t||; for an LSTM's (h, c) it leaves out the within-step path c_t -> h_t). None where
-    none arrived. Computed here without the steps' Jacobian bounds, which cost one vector-Jacobian
-    product per state unit and step: too much to pay at every training iteration."""
-    step_list = graph.step_graphs(states)
-    deltas = []
-    for t, state in enumerate(states):
-        step = step_list[t - 1] if t >= 1 else None
-        delta = []
-        for part in graph.state_parts(state):
-            within = None if step is None or part.grad is None else step.within(part)
-            delta.append(None if part.grad is None else raw(part.grad) if within is None else raw(part.grad) - within)
-        deltas.append(delta)
-    # A constant s_0 (the zeros an RNN starts from) holds no gradient: delta_0 is what step 1 sends it.
-    if step_list and all(d is None for d in deltas[0]) and any(d is not None for d in deltas[1]):
-        parts = graph.state_parts(states[1])
-        deltas[0] = step_list[0].vjp([d if d is not None else np.zeros_like(raw(p.data))
-                                      for d, p in zip(deltas[1], parts)])
-    return [None if all(d is None for d in delta) else math.sqrt(sum(grad_norm(d) ** 2 for d in delta if d is not None))
-            for delta in deltas]
 
 
 class Monitor:
@@ -158,9 +129,9 @@ class Monitor:
         finite = math.isfinite(self.losses[-1])
         for name, p in self.parameters.items():
             self.grad_norms[name].append(None if p.grad is None else grad_norm(p.grad))
-            finite = finite and (p.grad is None or _finite(p.grad))
+            finite = finite and (p.grad is None or all_finite(p.grad))
         with np.errstate(all="ignore"):  # a run that has blown up still gets its (non-finite) row
-            self.step_grad_norms.append(None if states is None else _step_grad_norms(states))
+            self.step_grad_norms.append(None if states is None else delta_norms(states))
         if not finite and self.first_nonfinite is None:
             self.first_nonfinite = iteration
             self.nonfinite_report = trace_nonfinite(loss)

@@ -12,7 +12,7 @@ from tinygrad_rnn.value import Value
 
 # ---- where a NaN or an Inf was born ------------------------------------------------------------
 
-def _finite(x) -> bool:
+def all_finite(x) -> bool:
     return bool(np.all(np.isfinite(raw(x))))
 
 
@@ -89,18 +89,18 @@ def trace_nonfinite(root: Value) -> NonfiniteReport:
     nodes = walk(root).nodes
     forward = None
     for node in nodes:
-        if _finite(node.data):
+        if all_finite(node.data):
             continue
-        if node.op is None or all(_finite(p.data) for p in node.parents):
+        if node.op is None or all(all_finite(p.data) for p in node.parents):
             forward = NonfiniteOrigin("forward", node)
             break
     backward, has_gradients = None, any(node.grad is not None for node in nodes)
     with np.errstate(all="ignore"):
         for node in reversed(nodes):
-            if node.op is None or node.grad is None or not _finite(node.grad):
+            if node.op is None or node.grad is None or not all_finite(node.grad):
                 continue
             for k, parent in enumerate(node.parents):
-                if parent.requires_grad and not _finite(Edge(parent, node, k).contribution()):
+                if parent.requires_grad and not all_finite(Edge(parent, node, k).contribution()):
                     backward = NonfiniteOrigin("backward", node, k)
                     break
             if backward is not None:

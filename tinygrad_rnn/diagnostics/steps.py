@@ -161,6 +161,31 @@ def _spectral_norm(jacobian: np.ndarray) -> float:
 
 # ---- the rows ----------------------------------------------------------------------------------
 
+def _deltas(states: list, step_list: list, every_step: bool = True) -> tuple[list, list]:
+    """(deltas, sent): delta_t per state (a list of parts, or None), and sent[t] = J_t^T delta_t,
+    what step t sends back to s_{t-1} (for every step, or only step 1 unless ``every_step``)."""
+    deltas: list = [None] * len(states)
+    sent: list = [None] * len(states)
+    for t in range(len(states) - 1, -1, -1):
+        parts = state_parts(states[t])
+        step = step_list[t - 1] if t >= 1 else None
+        # A constant s_0 (zeros) holds no gradient: what step 1 sent it is all it gets.
+        fallback = sent[1] if t == 0 and len(states) > 1 else None
+        deltas[t] = _fill(_delta(states[t], step), fallback, parts)
+        if step is not None and deltas[t] is not None and (every_step or t == 1):
+            sent[t] = step.vjp(deltas[t])
+    return deltas, sent
+
+
+def delta_norms(states: Sequence) -> list[float | None]:
+    """||delta_t|| per state, the ``grad_norm`` of ``steps`` without its gains and bounds (one
+    vector-Jacobian product instead of one per state unit and step: cheap enough for every
+    training iteration, as ``Monitor`` asks)."""
+    states = list(states)
+    deltas, _ = _deltas(states, graph.step_graphs(states), every_step=False)
+    return [None if delta is None else _norm(delta) for delta in deltas]
+
+
 def steps(loss, states: Sequence) -> list[StepRow]:
     """One StepRow per state of ``states = [s_0, ..., s_T]`` (module doc), from the gradients the
     last ``loss.backward()`` left. ``loss`` may be None (bounds only, or gradients from elsewhere).
@@ -187,16 +212,7 @@ def steps(loss, states: Sequence) -> list[StepRow]:
     if len(widths) > 1:
         raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
     step_list = graph.step_graphs(states)
-    deltas: list = [None] * len(states)
-    sent: list = [None] * len(states)  # sent[t] = J_t^T delta_t, what step t sends back to s_{t-1}
-    for t in range(len(states) - 1, -1, -1):
-        parts = state_parts(states[t])
-        step = step_list[t - 1] if t >= 1 else None
-        # A constant s_0 (zeros) holds no gradient: what step 1 sent it is all it gets.
-        fallback = sent[1] if t == 0 and len(states) > 1 else None
-        deltas[t] = _fill(_delta(states[t], step), fallback, parts)
-        if step is not None and deltas[t] is not None:
-            sent[t] = step.vjp(deltas[t])
+    deltas, sent = _deltas(states, step_list)
     rows = []
     for t, state in enumerate(states):
         norm = None if deltas[t] is None else _norm(deltas[t])
