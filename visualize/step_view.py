@@ -200,7 +200,10 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str
     whole = ", all parts of the state as one vector" if any("(" in r.state for r in runs) else ""
     notes.append(f"state {' / '.join(states)}; every norm is over {where}{whole}")
     methods = {r.bound_method for run in runs for r in run.rows[1:] if not r.cut}
-    if "full" in methods:
+    if methods == {"full", "rows"}:
+        notes.append("bound: the largest over batch rows, or the whole batch's Jacobian where a cell mixes "
+                     "rows (each edge's tooltip says which)")
+    elif "full" in methods:
         notes.append("bound: Jacobian of the whole batch (this cell mixes batch rows)")
     elif "rows" in methods and any((r.batch or 1) > 1 for r in runs):
         notes.append("bound: the largest over batch rows (the cell does not mix rows, checked)")
