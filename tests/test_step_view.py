@@ -220,3 +220,18 @@ def test_wrapped_rows_read_top_to_bottom_in_both_views(runs):
     height = {o["name"]: float(o["pos"].split(",")[1]) for o in laid_out["objects"] if "pos" in o}
     ys = [height[name] for name in firsts]
     assert ys == sorted(ys, reverse=True), "each row (and each run) below the one before"
+
+
+def test_a_comparison_of_row_wise_and_whole_batch_bounds_says_both():
+    from tinygrad_rnn.nn.batchnorm_rnn import BNRNNCell
+
+    def run(cell):
+        rng = np.random.default_rng(0)
+        h0 = Value(0.5 * rng.standard_normal((4, 3)), requires_grad=False)
+        outputs, states = nn.RNN(cell)(rng.standard_normal((3, 4, 2)), h0=h0, return_states=True)
+        loss = outputs[-1].sum()
+        loss.backward()
+        return loss, states
+
+    source = compare_steps({"plain": run(nn.RNNCell(2, 3)), "batch norm": run(BNRNNCell(2, 3))}).source
+    assert "the largest over batch rows, or the whole batch" in source
