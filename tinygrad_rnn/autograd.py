@@ -126,7 +126,8 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
     pending, found = {}, {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
-    handed_out = {id(g) for g in root_grads}
+    handed_out = set(map(id, root_grads))
+    ndarray = np.ndarray  # (a local: no global and attribute lookup per node)
     for node in reversed(topological_order(roots) if order is None else order):
         g = pending.pop(node, None)
         if g is None:
@@ -135,11 +136,12 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             g = g.total()
         if hooks and node.hooks:
             g = _run_hooks(node, g)  # a replacement array is handed out below like any other
-        if type(g) is np.ndarray:
+        op = node.op
+        if type(g) is ndarray:
             # A pass-through op (add) hands one array to several nodes and a view (reshape) shares
             # another's memory. Inside the graph that is safe once the array is read-only; a leaf's
             # gradient (and what grad() returns) is the caller's to scale in place: an own copy.
-            if into_grad and node.op is not None:
+            if into_grad and op is not None:
                 g.setflags(write=False)  # (half the time of flags.writeable = False)
             elif into_grad or node in keep:
                 if id(g) in handed_out or g.base is not None:  # (ids, not flags: reading flags costs)
@@ -149,7 +151,6 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             node.grad = g if node.grad is None else node.grad + g
         if keep and node in keep:
             found[node] = g
-        op = node.op
         if op is None:
             continue
         parents = node.parents
