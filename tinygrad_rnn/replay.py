@@ -234,6 +234,7 @@ def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
     seed = 1.0 if type(loss) is float else np.ones_like(loss)
     grads[root] = seed
     handed_out = {id(seed)}
+    ndarray = np.ndarray  # (a local: no global and attribute lookup per entry)
     for s, op, ins, flows, node, lazy in zip(*columns):
         g = grads[s]
         if g is None:
@@ -246,7 +247,7 @@ def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
                 node._data = data[s]  # the hook's node shows this call's value (not a change of data:
                 # the setter's version stamp would make the recorded graph look changed after use)
             g = _run_hooks(node, g)
-        if type(g) is np.ndarray:
+        if type(g) is ndarray:
             # Eager mode's rule: read-only inside the graph, an own copy in a leaf's .grad.
             if op is not None:
                 g.setflags(write=False)
@@ -257,7 +258,8 @@ def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
             node.grad = g if node.grad is None else node.grad + g
             continue
         out = data[s]
-        inputs = [data[ins[0]], data[ins[1]]] if len(ins) == 2 else [data[i] for i in ins]
+        n = len(ins)  # one and two inputs spelled out, no comprehension (with the local: RNN A -2.4% instructions)
+        inputs = [data[ins[0]], data[ins[1]]] if n == 2 else [data[ins[0]]] if n == 1 else [data[i] for i in ins]
         vjp = op.vjp_term
         for k, parent in flows:
             contribution = vjp(k, g, out, inputs)
