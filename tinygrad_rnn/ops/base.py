@@ -158,7 +158,15 @@ class Elementwise(Op, abstract=True):
         ...
 
     def vjp(self, k, grad, out, inputs):
-        d = self.derivative(k, out, *inputs)
+        # One and two inputs spelled out: a call with *inputs cost as much as the rest of this
+        # method (a scalar mul edge: 388 -> 207 ns; the scalar MLP's backward: 112 -> 92 ms).
+        n = len(inputs)
+        if n == 2:
+            d = self.derivative(k, out, inputs[0], inputs[1])
+        elif n == 1:
+            d = self.derivative(k, out, inputs[0])
+        else:
+            d = self.derivative(k, out, *inputs)
         if not (type(d) is float and d == 1.0):  # add, and sub's first input: pass the gradient through
             grad = grad * d
         x = inputs[k]

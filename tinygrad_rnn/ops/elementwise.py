@@ -45,7 +45,7 @@ class Mul(Elementwise):
         return a * b
 
     def derivative(self, k, out, a, b):
-        return (b, a)[k]
+        return b if k == 0 else a
 
 
 class Div(Elementwise):

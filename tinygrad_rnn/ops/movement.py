@@ -200,7 +200,7 @@ class Concat(_Permutation):
 
     def vjp(self, k, grad, out, inputs):
         axis = self.axis % len(shape_of(out))
-        return GetItem((slice(None),) * axis + (slice(self.starts[k], self.starts[k + 1]),))(grad)
+        return grad[(slice(None),) * axis + (slice(self.starts[k], self.starts[k + 1]),)]
 
     def params(self):
         return {"axis": self.axis}
@@ -219,4 +219,4 @@ class Stack(_Permutation):
 
     def vjp(self, k, grad, out, inputs):
         axis = self.axis % len(shape_of(out))
-        return GetItem((slice(None),) * axis + (k,))(grad)
+        return grad[(slice(None),) * axis + (k,)]  # (a view of an array; a recorded GetItem of a Value)
