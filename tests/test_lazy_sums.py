@@ -16,7 +16,10 @@ def _products(rng, rows, n=4, m=3):
     return [(rng.normal(size=(r, n)), rng.normal(size=(r, m))) for r in rows]
 
 
-def test_products_add_up_to_the_sum_of_the_plain_matmul_vjps():
+@pytest.mark.parametrize("block_rows", [1, 3, 6, 512], ids=lambda n: f"blocks of {n} rows")
+def test_products_add_up_to_the_sum_of_the_plain_matmul_vjps(block_rows, monkeypatch):
+    # total() stacks blocks of about block_rows rows; every blocking gives the same sum.
+    monkeypatch.setattr(ops.Products, "BLOCK_ROWS", block_rows)
     rng = np.random.default_rng(0)
     w = rng.normal(size=(4, 3))
     matmul = ops.MatMul()
