@@ -165,3 +165,30 @@ def test_hook_on_a_hidden_state_sees_dL_dh_from_every_later_step():
     h1, h2, h3 = (s.data for s in states)
     expected = (1 - h3**2) * 0.8 * (1 - h2**2) * 0.8
     assert seen == [pytest.approx(expected, rel=1e-14)]
+
+
+@pytest.mark.parametrize("mode", ["eager", "replayed"])
+def test_a_hook_gets_its_gradient_read_only_and_a_leaf_keeps_a_writable_copy(mode):
+    # a + b hands one array to both: a hook changing it in place would change b's gradient too.
+    a, b = Value(np.array([1.0, 2.0])), Value(np.array([3.0, 4.0]))
+    refused = []
+
+    def scale_in_place(g):
+        try:
+            g *= 10.0
+        except ValueError as error:
+            refused.append(str(error))
+
+    a.register_hook(scale_in_place)
+    if mode == "eager":
+        (a + b).sum().backward()
+    else:
+        step = tg.replay(lambda: (a + b).sum())
+        step()
+        a.grad = b.grad = None
+        step()
+    assert refused and "read-only" in refused[-1]
+    np.testing.assert_array_equal(a.grad, [1.0, 1.0])
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+    a.grad *= 2.0  # a leaf's gradient is its own, even the one a hook was shown
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])

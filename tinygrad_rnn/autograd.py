@@ -135,7 +135,7 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         if isinstance(g, LazySum):  # e.g. a shared weight's products from every step: one matmul now
             g = g.total()
         if hooks and node.hooks:
-            g = _run_hooks(node, g)  # a replacement array is handed out below like any other
+            g = _run_hooks(node, g, handed_out)  # a replacement array is handed out below like any other
         op = node.op
         if type(g) is ndarray:
             # A pass-through op (add) hands one array to several nodes and a view (reshape) shares
@@ -173,8 +173,15 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
     return found
 
 
-def _run_hooks(node, grad):
-    """Each hook sees the gradient left by the one before; a replacement must be one like it."""
+def _run_hooks(node, grad, handed_out: set):
+    """Each hook sees the gradient left by the one before; a replacement must be one like it.
+
+    A hook gets the gradient read-only (as PyTorch's hooks must not change theirs, it may be shared
+    with other nodes); it returns a replacement instead. The array counts as handed out, so a leaf
+    that keeps it as ``.grad`` takes a copy of its own."""
+    if type(grad) is np.ndarray:
+        grad.setflags(write=False)
+        handed_out.add(id(grad))
     previous, STATE.hook_node = STATE.hook_node, node
     try:
         given = grad
