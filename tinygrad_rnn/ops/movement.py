@@ -143,9 +143,14 @@ class Scattered(LazySum):
         return out
 
 
+_BASIC_PARTS = (int, np.integer, slice, type(None), type(Ellipsis))
+
+
 def _is_basic(index) -> bool:
-    parts = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(p, (int, np.integer, slice)) or p is None or p is Ellipsis for p in parts)
+    """Integers, slices, None and ... pick each entry at most once; integer arrays may repeat one."""
+    if type(index) is not tuple:
+        return isinstance(index, _BASIC_PARTS)
+    return all(isinstance(part, _BASIC_PARTS) for part in index)
 
 
 def _selection_norm(index, shape: tuple) -> float:
