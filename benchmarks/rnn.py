@@ -20,11 +20,14 @@ The contenders take turns, step for step, so all see the same machine load; figu
 each ratio is the median of the per-turn ratios. Every run first checks that all compute the same
 loss and gradients. BLAS runs single-threaded: on a small shared machine a second thread mostly spins.
 
-Memory, at size B: a step frees many MB of arrays when it ends; glibc hands the top of its heap back
-to the system and the next step faults the pages in again (about 5,000 minor page faults per eager
-step, 1,800 per replayed one, none for the numpy loop, whose few large arrays glibc keeps). Run with
-``MALLOC_TRIM_THRESHOLD_=1000000000`` in the environment to see the steps without that cost (eager
-went from 1.35x to 1.25x numpy when measured).
+Memory, at size B: each row ends with the minor page faults per step (median). An eager step keeps
+its whole graph, 30 to 45 MB of arrays, until it is dropped; when the next step frees the last
+parameter gradients above that space, glibc may hand the top of its heap back to the system, and the
+step pages it in again, zeroed: about 2 us per fault, 0 to 5,000 faults per eager step depending on
+where the arrays happened to land. So B eager moves between about 0.86x and 1.0x torch eager from
+run to run; the faults column says which case a run was. (Environment settings such as
+``MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000`` stop it for every
+contender; the engine sets nothing process-wide.)
 """
 
 from __future__ import annotations
@@ -230,21 +233,34 @@ def check(contenders: dict) -> list[str]:
     return lines
 
 
-def time_in_turns(contenders: dict, repeats: int) -> dict:
-    """{name: list of seconds}, the contenders taking turns after a short warm-up."""
+def time_in_turns(contenders: dict, repeats: int) -> tuple[dict, dict]:
+    """({name: list of seconds}, {name: list of page faults}) per step, the contenders taking turns
+    after a short warm-up. A page fault is memory the allocator returned to the system and gets
+    back, zeroed, at the next step (see the module docstring)."""
     for _ in range(3):
         for step in contenders.values():
             step()
     times = {name: [] for name in contenders}
+    faults = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, step in contenders.items():
+            before = minor_page_faults()
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    return times
+            faults[name].append(minor_page_faults() - before)
+    return times, faults
 
 
-def report(size: str, times: dict) -> None:
+def minor_page_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def report(size: str, times: dict, faults: dict) -> None:
     import numpy as np
 
     medians = {name: float(np.median(t)) for name, t in times.items()}
@@ -252,7 +268,7 @@ def report(size: str, times: dict) -> None:
     for name, median in medians.items():
         ratios = "".join(f"  {float(np.median(np.array(times[name]) / times[r])):6.2f}x {r:<11}"
                          for r in references if r != name)
-        print(f"  {name:<17} {median * 1e3:8.3f} ms{ratios}")
+        print(f"  {name:<17} {median * 1e3:8.3f} ms{ratios}  {np.median(faults[name]):6.0f} page faults")
     for name, reference, goal in GOALS[size]:
         if name in times and reference in times:
             ratio = float(np.median(np.array(times[name]) / times[reference]))
@@ -321,7 +337,7 @@ def main() -> None:
             print("  engine replayed: not measured (this engine has no tinygrad_rnn.replay)")
         for line in check(contenders):
             print("  " + line)
-        report(size, time_in_turns(contenders, repeats))
+        report(size, *time_in_turns(contenders, repeats))
         if args.profile:
             for name in ("engine eager", "engine replayed"):
                 if name in contenders:
