@@ -218,6 +218,19 @@ def test_integer_arguments_reach_the_ops_that_index_with_them():
     train_side_by_side(EmbeddingModel, EmbeddingModel.loss, batches)
 
 
+def test_one_integer_array_passed_in_two_places_is_two_arguments():
+    table = tg.Value(np.arange(12.0).reshape(6, 2))
+    step = tg.replay(lambda rows, picks: (table[rows] * table[picks]).sum())
+    ids = np.array([1, 2])
+    step(ids, ids)
+    table.grad = None
+    loss = step(np.array([0, 5]), np.array([3, 4]))  # now two different arrays
+    replayed, table.grad = table.grad, None
+    eager = (table[np.array([0, 5])] * table[np.array([3, 4])]).sum()
+    eager.backward()
+    assert loss == eager.item() and np.array_equal(replayed, table.grad)
+
+
 def test_a_negative_target_on_replay_is_an_error_not_a_wrapped_index():
     model = EmbeddingModel()
     step = tg.replay(model.loss)

@@ -288,7 +288,12 @@ class Replay:
 
     def _record(self, key: tuple, arrays: tuple) -> float:
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
-        arguments = [as_value(a) if type(a) is float or a.dtype.kind == "f" else a for a in arrays]
+        arguments = []
+        for a in arrays:
+            if type(a) is float or a.dtype.kind == "f":
+                arguments.append(as_value(a))  # a Value of its own, even for an array passed twice
+            else:  # an integer array passed twice gets a view per place, so the tape knows which place an op read
+                arguments.append(a.view() if any(a is b for b in arguments) else a)
         previous, STATE.tape = STATE.tape, []
         try:
             loss = self.fn(*arguments)
