@@ -330,6 +330,25 @@ def test_ops_do_not_import_value():
 # ---- many inputs -------------------------------------------------------------------------------------
 
 
+def test_parents_are_the_inputs_in_order_for_any_number_of_them():
+    x, y = Value(2.0), Value(3.0)
+    parts = [Value(np.ones(2)) for _ in range(5)]
+    assert x.parents == () and (x * x).parents == (x, x) and (x - y).parents == (x, y)
+    assert x.tanh().parents == (x,) and stack(parts).parents == tuple(parts)
+    assert (x * 2.0).parents[0] is x and (x * 2.0).parents[1].op is None  # the constant 2.0
+
+
+def test_recording_a_node_leaves_one_object_for_the_garbage_collector():
+    # A Value holds its parents in slots, not a tuple: one tracked object per node, not two.
+    import gc
+
+    x, y = Value(1.0), Value(2.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    nodes = [x * y for _ in range(1000)]
+    assert len(gc.get_objects()) - before <= len(nodes) + 10
+
+
 class _Counted(np.ndarray):
     """A gradient that counts the slices taken of it."""
 
