@@ -46,21 +46,13 @@ def cells(rng) -> dict:
             "LSTM, forget-gate bias 2, state (h, c)": open_lstm}
 
 
-def run(cell, xs, target):
-    """(loss, states, rows of diagnostics.steps) for one net, loss on the last hidden state."""
-    outputs, states = nn.RNN(cell)(xs, return_states=True)
-    loss = nn.mse_loss(outputs[-1], target)
-    loss.backward()
-    return loss, states, diagnostics.steps(loss, states)
-
-
 def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     timer = lc.Timer()
     steps = 20 if quick else 100
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(steps, BATCH, INPUTS))
     target = rng.normal(size=(BATCH, HIDDEN))
-    runs = {label: run(cell, xs, target) for label, cell in cells(np.random.default_rng(1)).items()}
+    runs = {label: lc.unroll_to_last_state(cell, xs, target) for label, cell in cells(np.random.default_rng(1)).items()}
 
     picture = compare_steps({label: (loss, states) for label, (loss, states, _) in runs.items()}, per_row=25,
                             title=f"{steps} steps back in time: the gradient that reaches each state, six nets")

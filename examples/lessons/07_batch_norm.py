@@ -33,13 +33,6 @@ def pair(scale: float):
     return plain, batch_norm
 
 
-def run(cell, xs, h0, target):
-    outputs, states = nn.RNN(cell)(xs, h0=Value(h0, requires_grad=False), return_states=True)
-    loss = nn.mse_loss(outputs[-1], target)
-    loss.backward()
-    return loss, states, diagnostics.steps(loss, states)
-
-
 def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     timer = lc.Timer()
     steps = 8 if quick else 30
@@ -51,8 +44,8 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     runs = {}
     for scale in SCALES:
         plain, batch_norm = pair(scale)
-        runs[("plain", scale)] = run(plain, xs, h0, target)
-        runs[("batch norm", scale)] = run(batch_norm, xs, h0, target)
+        for kind, cell in (("plain", plain), ("batch norm", batch_norm)):
+            runs[(kind, scale)] = lc.unroll_to_last_state(cell, xs, target, h0=Value(h0, requires_grad=False))
 
     numbers = {key: {"factor": diagnostics.gradient_factor(rows)[0],
                      "gain": float(np.median([r.gain for r in rows[1:] if r.gain is not None])),

@@ -41,6 +41,17 @@ def command_line(doc: str) -> dict:
     return {"quick": args.quick, "out": args.out}
 
 
+def unroll_to_last_state(cell, xs, target, h0=None) -> tuple:
+    """(loss, states, rows of diagnostics.steps) for one net: ``cell`` unrolled over ``xs`` from
+    ``h0`` (None: the cell's zeros), a mean squared error on the last hidden state, backpropagated."""
+    from tinygrad_rnn import diagnostics, nn
+
+    outputs, states = nn.RNN(cell)(xs, h0=h0, return_states=True)
+    loss = nn.mse_loss(outputs[-1], target)
+    loss.backward()
+    return loss, states, diagnostics.steps(loss, states)
+
+
 def figure(*args, **kwargs):
     """A matplotlib Figure (no pyplot, no global state); draw on it inside ``with plot_style():``."""
     try:
