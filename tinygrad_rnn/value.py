@@ -387,7 +387,8 @@ class Value:
     def register_hook(self, hook: Callable) -> HookHandle:
         """Run ``hook(grad)`` when the backward pass reaches this node with its fully accumulated
         gradient, before it flows to the parents (on a leaf: before it is added to ``.grad``).
-        A hook may return a replacement of the same shape; several run in registration order."""
+        The gradient it gets is read-only (it may be shared with other nodes); a hook may return a
+        replacement of the same shape and dtype instead. Several run in registration order."""
         if not isinstance(self.hooks, list):
             self.hooks = []  # most nodes never get a hook: they share one empty tuple
         self.hooks.append(hook)
