@@ -21,13 +21,13 @@ each ratio is the median of the per-turn ratios. Every run first checks that all
 loss and gradients. BLAS runs single-threaded: on a small shared machine a second thread mostly spins.
 
 Memory, at size B: each row ends with the minor page faults per step (median). An eager step keeps
-its whole graph, 30 to 45 MB of arrays, until it is dropped; when the next step frees the last
-parameter gradients above that space, glibc may hand the top of its heap back to the system, and the
-step pages it in again, zeroed: about 2 us per fault, 0 to 5,000 faults per eager step depending on
-where the arrays happened to land. So B eager moves between about 0.84x and 1.06x torch eager from
-run to run; the faults column says which case a run was. (Environment settings such as
-``MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000`` stop it for every
-contender; the engine sets nothing process-wide.)
+its whole graph until it is dropped (about 24 MB of arrays after the forward pass, 40 MB after
+backward); when the next step frees the last parameter gradients above that space, glibc may hand
+the top of its heap back to the system, and the step pages it in again, zeroed: about 2 us per
+fault, 0 to 5,000 faults per eager step depending on where the arrays happened to land. So B eager
+moves between about 0.84x and 1.06x torch eager from run to run; the faults column says which case a
+run was. Environment settings stop it for every contender, and the engine sets nothing process-wide:
+``MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000``.
 """
 
 from __future__ import annotations

@@ -359,6 +359,22 @@ class _Counted(np.ndarray):
         return np.asarray(self)[index]
 
 
+class _CountedInputs(list):
+    """An op's inputs that note which of them a vjp reads."""
+
+    def __init__(self, inputs, seen: list):
+        super().__init__(inputs)
+        self.seen = seen
+
+    def __getitem__(self, i):
+        self.seen.append(i)
+        return list.__getitem__(self, i)
+
+    def __iter__(self):
+        self.seen.extend(range(len(self)))
+        return list.__iter__(self)
+
+
 @pytest.mark.parametrize("join", ["stack", "concat"])
 def test_backward_through_twenty_thousand_inputs_touches_each_input_once(join, monkeypatch):
     n = 20_000
@@ -369,19 +385,8 @@ def test_backward_through_twenty_thousand_inputs_touches_each_input_once(join, m
     original = op_class.vjp
 
     def counting_vjp(self, k, grad, out, inputs):
-        seen = []
-
-        class Inputs(list):  # counts what the vjp reads of the other inputs
-            def __getitem__(self, i):
-                seen.append(i)
-                return list.__getitem__(self, i)
-
-            def __iter__(self):
-                seen.extend(range(len(self)))
-                return list.__iter__(self)
-
-        reads.append(seen)
-        return original(self, k, grad.view(_Counted), out, Inputs(inputs))
+        reads.append([])
+        return original(self, k, grad.view(_Counted), out, _CountedInputs(inputs, reads[-1]))
 
     monkeypatch.setattr(op_class, "vjp", counting_vjp)
     monkeypatch.setattr(op_class, "vjp_term", counting_vjp)

@@ -171,8 +171,9 @@ class Value:
 
         Held as two slots, ``_first`` and ``_second``, not as a tuple: a tuple per node doubled the
         objects Python's garbage collector scans while a graph grows (the collector frees nothing
-        here, the graphs have no cycles). Scalar MLP step: 278 -> 234 ms, the collector's share
-        halved. An op with more than two inputs keeps them all as a tuple in ``_first``.
+        here, the graphs have no cycles). Scalar MLP step: 278 -> 234 ms; its forward pass spent
+        about 60 ms in the collector, now 23. An op with more than two inputs keeps them all as a
+        tuple in ``_first``.
         """
         second = self._second
         if second is None:

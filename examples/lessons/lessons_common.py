@@ -1,4 +1,5 @@
-"""What every lesson shares: its command line (--quick, --out), and writing its pictures as PNG and SVG.
+"""What every lesson shares: its command line (--quick, --out), writing its pictures as PNG and SVG, and
+the unroll-and-backpropagate run that lessons 3 and 7 compare nets with.
 
 A lesson is run from a checkout as ``python examples/lessons/NN_name.py``; the repository root goes on
 sys.path here, so the library needs no installing.

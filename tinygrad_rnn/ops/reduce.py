@@ -131,7 +131,7 @@ class Products(LazySum):
     BLOCK_ROWS = 512  # see total
 
     def total(self):
-        # Stacked a block of about BLOCK_ROWS rows at a time: large enough for one efficient matmul,
+        # Stack a block of about BLOCK_ROWS rows at a time: large enough for one efficient matmul,
         # small enough that the stacked copies stay small (char-RNN B: 6.4 MB of copies -> 1 MB, and
         # the replayed step 40 -> 33 ms, as freeing 6.4 MB at once let the allocator return it to the
         # system only to page it in again at the next step).
