@@ -154,5 +154,8 @@ OPS = [
          elementwise=False),
     Case("stack", lambda a, b: stack([a, b], axis=-1), lambda a, b: np.stack([a, b], axis=-1),
          one_shape().map(lambda s: s * 2), elementwise=False),
+    # Along axis 0 (arrays of one or more dimensions) Stack joins end to end and reshapes: its own path.
+    Case("stack_axis_0", lambda a, b, c: stack([a, b, c]), lambda a, b, c: np.stack([a, b, c]),
+         one_shape().map(lambda s: s * 3), elementwise=False),
     Case("matmul", lambda a, b: a @ b, np.matmul, matmul_shapes(), elementwise=False),
 ]

@@ -100,3 +100,26 @@ def test_rows_read_one_by_one_get_exactly_their_gradients():
     loss = sum((x[t] * weights[t]).sum() for t in range(5))
     loss.backward()
     assert np.array_equal(x.grad, weights)
+
+
+@pytest.mark.parametrize("rows", [[2, 0, 1, 3], [3, 2, 1, 0], [0, 1, 1, 2], [0, 1, 2], [0, 1, 2, -1]],
+                         ids=["every row once, shuffled", "every row once, reversed", "a row twice",
+                              "a row never", "a negative index"])
+def test_scattered_rows_give_the_plain_sum_whether_or_not_they_fill_the_array(rows):
+    # Rows that fill the array, each read once (an unrolled RNN's steps), are written without zeros
+    # first; any other reading falls back to adding into zeros. Both give the plain vjps' sum.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 2, 3))
+    lazy, plain = None, 0.0
+    for row in rows:
+        op, g = ops.GetItem(row), rng.normal(size=(2, 3))
+        term = op.vjp_term(0, g, x[row], [x])
+        lazy = term if lazy is None else lazy + term
+        plain = plain + op.vjp(0, g, x[row], [x])
+    np.testing.assert_array_equal(lazy.total(), plain)
+
+
+def test_stacking_raw_arrays_of_different_shapes_is_refused():
+    # Stack joins arrays of one shape end to end; arrays whose lengths happen to add up must not pass.
+    with pytest.raises(ValueError, match="same shape"):
+        ops.Stack()(np.ones((2, 3)), np.ones((1, 3)), np.ones((3, 3)))
