@@ -243,5 +243,7 @@ class Stack(_Permutation):
         return np.stack(xs, axis=self.axis)
 
     def vjp(self, k, grad, out, inputs):
-        axis = self.axis % len(shape_of(out))
-        return grad[(slice(None),) * axis + (k,)]  # (a view of an array; a recorded GetItem of a Value)
+        # A view of an array; a recorded GetItem of a Value.
+        if self.axis == 0:  # the common case, without building an index (25 slices: 15 -> 8 us)
+            return grad[k]
+        return grad[(slice(None),) * (self.axis % len(shape_of(out))) + (k,)]
