@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -11,8 +12,9 @@ from tinygrad_rnn.ops.movement import BroadcastTo, Reshape, Transpose
 
 # ---- reductions --------------------------------------------------------------------------------
 
+@functools.cache
 def _kept_shape(shape: tuple, axis) -> tuple:
-    """The shape a reduction over ``axis`` has with keepdims=True."""
+    """The shape a reduction over ``axis`` has with keepdims=True (kept: a few distinct ones per program)."""
     if axis is None:
         return (1,) * len(shape)
     axes = {a % len(shape) for a in (axis if isinstance(axis, tuple) else (axis,))}
