@@ -67,12 +67,11 @@ class Tape:
 
     ``arguments``: (slot, position) of the float arguments; ``leaves``: (slot, Value, version,
     signature), read afresh per call; ``ops``: the op instances in the order they ran (``DETACH``
-    for a ``detach``). The forward pass, one entry per op the loss depends on, and the backward
-    pass, one entry per node that needs a gradient in eager backward's order, are kept as columns
-    (lists of numbers and of tuples of numbers, which the garbage collector does not scan): forward
-    (op, input slots, output slot); backward (slot, op or None for a leaf, input slots, the (input
-    position, input slot) pairs that get a gradient, the Value whose hooks run or None, whether a
-    LazySum may arrive).
+    for a ``detach``). ``forward``, one row per op the loss depends on: (op, input slots, output
+    slot). ``backward``, one row per node that needs a gradient, in eager backward's order: (slot,
+    op or None for a leaf, input slots, the (input position, input slot) pairs that get a gradient,
+    the Value whose hooks run or None, whether a LazySum may arrive). (Rows, not columns zipped at
+    each call: RNN A replayed -1%.)
     """
 
     def __init__(self, records: list, loss: Value, arguments: list):
@@ -96,8 +95,7 @@ class Tape:
             if out in needed:
                 needed.update(ins)
         kept = [entry for entry, (_, out) in enumerate(recorded) if out in needed]
-        self.forward_columns = ([self.ops[e] for e in kept], [recorded[e][0] for e in kept],
-                                [recorded[e][1] for e in kept])
+        self.forward = [(self.ops[e],) + recorded[e] for e in kept]
         values = {slot_of[id(v)]: v for _, inputs, _ in records for v in inputs}
         values[self.root] = loss
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
@@ -113,8 +111,7 @@ class Tape:
         self.nonnegative = [i for i, a in enumerate(arguments)
                             if not isinstance(a, Value) and a.dtype.kind == "i" and not (a < 0).any()]
         self._check_reached(arguments)
-        columns = ([], [], [], [], [], [])
-        lazy = set()
+        rows, lazy = [], set()
         for node in reversed(autograd.topological_order([loss])):
             s = slot_of[id(node)]
             op = None if node.op is None else self.ops[made[s]]
@@ -122,14 +119,12 @@ class Tape:
             if op is not None and type(op).vjp_term is not type(op).vjp:
                 lazy.update(p for _, p in flows)
             # A leaf is always kept, for its .grad and its hooks (read at each call).
-            row = (s, op, () if op is None else recorded[made[s]][0], flows, node if node.hooks or op is None else None)
-            for column, value in zip(columns, row):
-                column.append(value)
-        columns[5].extend(s in lazy for s in columns[0])
-        self.backward_columns = columns
-        # Where in the columns (forward, backward) each op whose parameters hold an integer argument is called.
+            rows.append((s, op, () if op is None else recorded[made[s]][0], flows,
+                         node if node.hooks or op is None else None))
+        self.backward = [row + (row[0] in lazy,) for row in rows]
+        # Where (forward row, backward row) each op whose parameters hold an integer argument is called.
         self._uses = {entry: ([i for i, e in enumerate(kept) if e == entry],
-                              [i for i, b in enumerate(columns[1]) if b is self.ops[entry]])
+                              [i for i, row in enumerate(self.backward) if row[1] is self.ops[entry]])
                       for entry, _, _ in self.bindings}
 
     def _check_reached(self, arguments: list) -> None:
@@ -149,7 +144,7 @@ class Tape:
                 )
 
     def __len__(self) -> int:
-        return len(self.forward_columns[0])
+        return len(self.forward)
 
     def __str__(self) -> str:
         """The Wengert list: one line per op, ``v14 = tanh(v13)``, after the arguments and the leaves
@@ -159,7 +154,7 @@ class Tape:
             kind = "leaf" if leaf.requires_grad else "constant"
             what = repr(leaf.data) if type(leaf.data) is float else f"{leaf.name or ''} {leaf.data.shape}".lstrip()
             lines.append(f"v{s} = {kind} {what}")
-        for op, ins, out in zip(*self.forward_columns):
+        for op, ins, out in self.forward:
             params = ", ".join(f"{k}={v}" for k, v in op.params().items())
             lines.append(f"v{out} = {op.name}({', '.join(f'v{s}' for s in ins)})" + (f"    {params}" if params else ""))
         return "\n".join(lines + [f"loss = v{self.root}"])
@@ -182,12 +177,9 @@ class Tape:
             data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
-        forward_ops, inputs, outputs = self.forward_columns
-        backward = self.backward_columns
-        if self.bindings:
-            forward_ops, backward = self._rebound(arrays)
+        forward, backward = self._rebound(arrays) if self.bindings else (self.forward, self.backward)
         try:
-            for op, ins, out in zip(forward_ops, inputs, outputs):
+            for op, ins, out in forward:
                 # One and two inputs spelled out: no list to build (as in value.apply).
                 if len(ins) == 2:
                     data[out] = op.forward(data[ins[0]], data[ins[1]])
@@ -202,18 +194,18 @@ class Tape:
         return loss if type(loss) is float else loss.item()
 
     def _rebound(self, arrays: tuple) -> tuple:
-        """The forward ops and the backward columns, with the ops whose parameters hold integer
-        arguments given this call's arrays (a copy of each such op: the recorded one stays as it was)."""
-        forward_ops, backward_ops = list(self.forward_columns[0]), list(self.backward_columns[1])
+        """The forward and backward rows, with the ops whose parameters hold integer arguments given
+        this call's arrays (a copy of each such op: the recorded one stays as it was)."""
+        forward, backward = list(self.forward), list(self.backward)
         for entry, name, template in self.bindings:
             op = copy.copy(self.ops[entry])
             setattr(op, name, _fill(template, arrays))
             forward_uses, backward_uses = self._uses[entry]
             for i in forward_uses:
-                forward_ops[i] = op
+                forward[i] = (op,) + forward[i][1:]
             for i in backward_uses:
-                backward_ops[i] = op
-        return forward_ops, self.backward_columns[:1] + (backward_ops,) + self.backward_columns[2:]
+                backward[i] = backward[i][:1] + (op,) + backward[i][2:]
+        return forward, backward
 
 
 class _Detach:
@@ -231,7 +223,7 @@ class _Detach:
 DETACH = _Detach()
 
 
-def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
+def _backward(rows: list, data: list, size: int, root: int, loss) -> None:
     """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order, the
     same hooks, the same additions, so the same floats."""
     grads = [None] * size
@@ -239,7 +231,7 @@ def _backward(columns: tuple, data: list, size: int, root: int, loss) -> None:
     grads[root] = seed
     handed_out = set()
     ndarray = np.ndarray  # (a local: no global and attribute lookup per entry)
-    for s, op, ins, flows, node, lazy in zip(*columns):
+    for s, op, ins, flows, node, lazy in rows:
         g = grads[s]
         if g is None:
             continue
