@@ -119,6 +119,11 @@ def test_scattered_rows_give_the_plain_sum_whether_or_not_they_fill_the_array(ro
     np.testing.assert_array_equal(lazy.total(), plain)
 
 
+def test_scattered_into_a_zero_dimensional_array_adds_its_pieces():
+    pieces = ops.Scattered(Ellipsis, (), np.full((), 2.0)) + ops.Scattered((), (), np.full((), 3.0))
+    assert pieces.total() == 5.0
+
+
 def test_stacking_raw_arrays_of_different_shapes_is_refused():
     # Stack joins arrays of one shape end to end; arrays whose lengths happen to add up must not pass.
     with pytest.raises(ValueError, match="same shape"):

@@ -142,8 +142,8 @@ class Scattered(LazySum):
     def total(self):
         shape, terms = self.terms[0][1], self.terms
         dtype = np.result_type(*[g for _, _, g in terms], np.float32)
-        rows = [index for index, _, _ in terms]
-        if len(rows) == shape[0] and all(type(i) is int for i in rows) and set(rows) == set(range(shape[0])):
+        rows = {index for index, _, _ in terms if type(index) is int}
+        if shape and len(terms) == shape[0] and rows == set(range(shape[0])):
             # Each row read once, as an unrolled RNN reads its steps: the pieces fill the array, with
             # no zeros to write first and nothing to add to (char-RNN B replayed: -1%).
             out = np.empty(shape, dtype)

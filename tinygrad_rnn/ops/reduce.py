@@ -23,7 +23,10 @@ def _kept_shape(shape: tuple, axis) -> tuple:
 
 def _spread(grad, shape: tuple, axis):
     """The gradient of a reduction's output, copied back over the axes it reduced."""
-    return BroadcastTo(shape)(Reshape(_kept_shape(shape, axis))(grad))
+    kept = _kept_shape(shape, axis)
+    if shape_of(grad) != kept:  # (a reduction with keepdims=True made it so already)
+        grad = Reshape(kept)(grad)
+    return BroadcastTo(shape)(grad)
 
 
 class Sum(Op):
