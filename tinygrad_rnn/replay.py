@@ -181,9 +181,10 @@ class Tape:
         try:
             for op, ins, out in forward:
                 # One and two inputs spelled out: no list to build (as in value.apply).
-                if len(ins) == 2:
+                n = len(ins)
+                if n == 2:
                     data[out] = op.forward(data[ins[0]], data[ins[1]])
-                elif len(ins) == 1:
+                elif n == 1:
                     data[out] = op.forward(data[ins[0]])
                 else:
                     data[out] = op.forward(*[data[i] for i in ins])
