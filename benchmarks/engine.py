@@ -9,7 +9,9 @@ against hand-written numpy, side by side in one process on one BLAS thread.
    ``pip install micrograd``; it is never a dependency). Same weights, same formulas; the first step's
    loss and gradients are compared before timing.
 2. 8x8 ``tanh(a * b + c)``, forward + backward, per op: eager against the same three ops and their
-   derivatives written in numpy; and ``tanh(a * b + c).sum()`` replayed against numpy with the sum.
+   derivatives written in numpy, and against PyTorch's eager autograd on float64 tensors (when torch is
+   importable; it is never a dependency), for scale; and ``tanh(a * b + c).sum()`` replayed against
+   numpy with the sum.
 
 The contenders take turns so that all see the same machine load; figures are medians.
 """
@@ -206,7 +208,12 @@ def chain_contenders(reps: int) -> dict:
     def repeated(fn):
         return lambda: [fn() for _ in range(reps)]
 
+    eager()
+    _check_chain("eager", (va.grad, vb.grad, vc.grad), numpy_chain())
     contenders = {"eager": (repeated(eager), 3), "numpy": (repeated(numpy_chain), 3)}
+    torch_chain = _torch_chain(a, b, c, numpy_chain())
+    if torch_chain is not None:
+        contenders["torch eager"] = (repeated(torch_chain), 3)
     if hasattr(tinygrad_rnn, "replay"):
         step = tinygrad_rnn.replay(lambda: (va * vb + vc).tanh().sum())
 
@@ -217,6 +224,32 @@ def chain_contenders(reps: int) -> dict:
         contenders["replayed, with .sum()"] = (repeated(replayed), 4)
         contenders["numpy, with .sum()"] = (repeated(numpy_chain_sum), 4)
     return contenders
+
+
+def _check_chain(name: str, gradients, expected) -> None:
+    for got, want in zip(gradients, expected):
+        if not np.allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12):
+            raise AssertionError(f"8x8 chain: {name}'s gradients differ from numpy's")
+
+
+def _torch_chain(a, b, c, expected):
+    """The chain in PyTorch's eager autograd (one thread), its gradients checked against ``expected``,
+    or None when torch is not importable."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    ta, tb, tc = (torch.tensor(x, requires_grad=True) for x in (a, b, c))
+    ones = torch.ones(a.shape, dtype=torch.float64)
+
+    def chain():
+        ta.grad = tb.grad = tc.grad = None
+        torch.tanh(ta * tb + tc).backward(ones)
+
+    chain()
+    _check_chain("torch eager", (ta.grad.numpy(), tb.grad.numpy(), tc.grad.numpy()), expected)
+    return chain
 
 
 def main() -> None:
