@@ -247,7 +247,7 @@ def _backward(rows: list, data: list, size: int, root: int, loss) -> None:
         if op is None:  # a leaf: its .grad is an array of its own
             # Unlike eager mode, a replay keeps no inner node's gradient, so it marks none read-only,
             # and an array is shared only when hooks (see _run_hooks) or another leaf got it, or it is
-            # a view (RNN A replayed: -6%, and -2% for counting only those).
+            # a view (RNN A replayed: -6%, and 3% less again for counting only those).
             if type(g) is ndarray:
                 if id(g) in handed_out or g.base is not None:
                     g = g.copy()

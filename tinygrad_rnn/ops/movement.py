@@ -28,7 +28,7 @@ class Reshape(_Permutation):
         self.shape = tuple(shape)
 
     def forward(self, x):
-        # The method where there is one: np.reshape's wrapper costs three times the reshape.
+        # The method where there is one: np.reshape's wrapper is most of its cost (1.1 us; the method 0.24).
         return x.reshape(self.shape) if type(x) is np.ndarray else np.reshape(x, self.shape)
 
     def vjp(self, k, grad, out, inputs):
@@ -241,7 +241,7 @@ class Stack(_Permutation):
             shape = first.shape
             if all(type(x) is np.ndarray and x.shape == shape for x in xs):
                 # Joined end to end, then given the new axis: np.stack's per-input expansion cost more
-                # than the copy (25 rows of 100: 13 -> 6 us).
+                # than the copy (25 rows of 100: 13 -> 9 us).
                 return np.concatenate(xs).reshape((len(xs),) + shape)
         return np.stack(xs, axis=self.axis)
 
