@@ -128,3 +128,5 @@ def test_stacking_raw_arrays_of_different_shapes_is_refused():
     # Stack joins arrays of one shape end to end; arrays whose lengths happen to add up must not pass.
     with pytest.raises(ValueError, match="same shape"):
         ops.Stack()(np.ones((2, 3)), np.ones((1, 3)), np.ones((3, 3)))
+    with pytest.raises(ValueError, match="at least one array"):
+        ops.Stack()()

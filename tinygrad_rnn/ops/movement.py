@@ -236,7 +236,7 @@ class Stack(_Permutation):
         self.axis = axis
 
     def forward(self, *xs):
-        first = xs[0]
+        first = xs[0] if xs else None  # (none at all: np.stack says so)
         if self.axis == 0 and type(first) is np.ndarray and first.ndim:
             shape = first.shape
             if all(type(x) is np.ndarray and x.shape == shape for x in xs):
