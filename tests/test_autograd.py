@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pytest
 
-from tinygrad_rnn import Value, grad, gradcheck, log_softmax, no_grad, scope, softmax, stack
+from tinygrad_rnn import Value, grad, gradcheck, log_softmax, logsumexp, no_grad, scope, softmax, stack
 from tinygrad_rnn.autograd import subgraph
 
 
@@ -166,11 +166,24 @@ def test_softmax_and_log_softmax_are_stable_and_agree():
     assert np.all(np.isfinite(log_softmax(logits).data))
 
 
+@pytest.mark.parametrize("axis, keepdims", [(-1, False), (0, False), (1, True), (-1, True)])
+def test_logsumexp_is_log_of_summed_exp_stable_and_its_gradient_is_softmax(axis, keepdims):
+    x = np.random.default_rng(4).normal(size=(3, 4)) * 3.0
+    value = Value(x)
+    out = logsumexp(value, axis=axis, keepdims=keepdims)
+    np.testing.assert_allclose(out.data, np.log(np.exp(x).sum(axis=axis, keepdims=keepdims)), rtol=1e-12)
+    out.sum().backward()
+    np.testing.assert_allclose(value.grad, softmax(Value(x), axis=axis).data, rtol=1e-12)
+    huge = logsumexp(Value(x + 1000.0), axis=axis, keepdims=keepdims).data  # exp(1000) overflows
+    np.testing.assert_allclose(huge, out.data + 1000.0, rtol=1e-12)
+
+
 def test_composites_pass_gradcheck():
     rng = np.random.default_rng(3)
     a, b = Value(rng.standard_normal((3, 4))), Value(rng.standard_normal((3, 4)))
     assert gradcheck(lambda a: softmax(a, axis=0)[:, 1:3] * 2.0, [a])
     assert gradcheck(lambda a: log_softmax(a)[np.arange(3), np.array([0, 3, 1])].sum(), [a])
+    assert gradcheck(lambda a: logsumexp(a, axis=0) * np.arange(4.0), [a])
     assert gradcheck(lambda a, b: stack([a, b], axis=1).mean(axis=(0, 2)), [a, b])
     assert gradcheck(lambda a, b: (a.abs() + 0.5) ** b, [a, b])  # a Value exponent: exp(b ln a)
 

@@ -1,5 +1,5 @@
 """Functions of several Values, and composites built from primitives so their insides show in
-the graph: concat, stack, where, maximum, softmax, log_softmax, grad."""
+the graph: concat, stack, where, maximum, logsumexp, softmax, log_softmax, grad."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from tinygrad_rnn import autograd, ops
 from tinygrad_rnn.value import Value, _seed, apply, as_value
 
-__all__ = ["concat", "stack", "where", "maximum", "softmax", "log_softmax", "grad", "zero_grad"]
+__all__ = ["concat", "stack", "where", "maximum", "logsumexp", "softmax", "log_softmax", "grad", "zero_grad"]
 
 
 def concat(values: Sequence, axis: int = 0) -> Value:
@@ -49,14 +49,22 @@ def maximum(a, b) -> Value:
     return apply(ops.Maximum(), a, b)
 
 
-def log_softmax(x: Value, axis: int = -1) -> Value:
-    """log softmax(x)_i = z_i - log sum_j exp(z_j), with z = x - max(x).
+def logsumexp(x: Value, axis: int = -1, keepdims: bool = False) -> Value:
+    """log sum_i exp(x_i) along ``axis``, as m + log sum_i exp(x_i - m) with m = max(x).
 
     Subtracting the (detached) max changes nothing mathematically but keeps exp from overflowing.
+    Its gradient is softmax(x).
     """
     x = as_value(x)
-    shifted = x - x.max(axis=axis, keepdims=True).detach()
-    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+    peak = x.max(axis=axis, keepdims=True).detach()
+    total = (x - peak).exp().sum(axis=axis, keepdims=keepdims).log()
+    return total + (peak if keepdims else peak.reshape(total.shape))
+
+
+def log_softmax(x: Value, axis: int = -1) -> Value:
+    """log softmax(x)_i = x_i - logsumexp(x)."""
+    x = as_value(x)
+    return x - logsumexp(x, axis=axis, keepdims=True)
 
 
 def softmax(x: Value, axis: int = -1) -> Value:

