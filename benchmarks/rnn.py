@@ -22,12 +22,15 @@ loss and gradients. BLAS runs single-threaded: on a small shared machine a secon
 
 Memory, at size B: each row ends with the minor page faults per step (median). An eager step keeps
 its whole graph until it is dropped (about 24 MB of arrays after the forward pass, 40 MB after
-backward); when the next step frees the last parameter gradients above that space, glibc may hand
-the top of its heap back to the system, and the step pages it in again, zeroed: about 2 us per
-fault, 0 to 5,000 faults per eager step depending on where the arrays happened to land. So B eager
-moves between about 0.84x and 1.06x torch eager from run to run; the faults column says which case a
-run was. Environment settings stop it for every contender, and the engine sets nothing process-wide:
-``MALLOC_TRIM_THRESHOLD_=1000000000 MALLOC_MMAP_THRESHOLD_=1000000000``.
+backward). When a contender frees that much at once, glibc may hand the top of its heap back to the
+system, and whichever contender runs next pages it in again, zeroed: about 2 us per fault, up to
+5,000 faults per step, depending on where every contender's arrays happened to land. One
+contender's frees then show up in another's time (numpy's hand-written step has measured 2,400
+faults a step after the engine's eager one), and a change anywhere in the process moves them. So
+on Linux this benchmark turns glibc's trimming off for the whole process before it starts (it runs
+itself again with ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_`` set, the same for every
+contender, and says so); ``--default-malloc`` measures with glibc's defaults instead. The engine
+itself sets nothing process-wide.
 """
 
 from __future__ import annotations
@@ -45,6 +48,22 @@ GOALS = {
     "A": [("engine eager", "torch eager", 0.8), ("engine replayed", "numpy", 2.5)],
     "B": [("engine eager", "torch eager", 0.9), ("engine eager", "numpy", 1.15), ("engine replayed", "numpy", 1.1)],
 }
+
+
+STEADY_HEAP = {"MALLOC_TRIM_THRESHOLD_": "1000000000", "MALLOC_MMAP_THRESHOLD_": "1000000000"}
+
+
+def steady_heap() -> None:
+    """On Linux, run this script again with glibc's heap trimming off (it reads these variables only
+    when a process starts), so that no contender pays for pages another one freed."""
+    if sys.platform.startswith("linux") and any(os.environ.get(k) != v for k, v in STEADY_HEAP.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_HEAP})
+
+
+def heap_setting() -> str:
+    if all(os.environ.get(k) == v for k, v in STEADY_HEAP.items()):
+        return "glibc heap trimming off (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_ set; --default-malloc keeps it)"
+    return "glibc's default heap trimming"
 
 
 def one_thread(threads: str = "1") -> None:
@@ -305,9 +324,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=0, help="timed steps per contender (default: 300 at A, 30 at B)")
     parser.add_argument("--profile", action="store_true", help="also profile the engine's eager (and replayed) step")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="keep glibc's heap trimming on (see the module docstring)")
     args = parser.parse_args()
     if set(args.sizes) - set(SIZES) or not args.sizes:
         parser.error(f"--sizes: use letters from {''.join(SIZES)}, got {args.sizes!r}")
+    if not args.default_malloc:
+        steady_heap()
     one_thread()
     sys.path.insert(0, str(ROOT))
 
@@ -320,7 +343,7 @@ def main() -> None:
         torch_version = "torch not installed (its column is skipped)"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {torch_version}; one BLAS thread; "
-          f"{os.cpu_count()} cores; load average {load}")
+          f"{os.cpu_count()} cores; load average {load}; {heap_setting()}")
     for size in args.sizes:
         model, weights, inputs, targets = make_problem(**SIZES[size], dtype=np.dtype(args.dtype))
         eager, replayed = engine_steps(model, inputs, targets)
