@@ -178,6 +178,16 @@ def test_logsumexp_is_log_of_summed_exp_stable_and_its_gradient_is_softmax(axis,
     np.testing.assert_allclose(huge, out.data + 1000.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logsumexp_of_infinite_rows_is_infinite_not_nan(dtype):
+    # log(e^-inf + e^-inf) = -inf, log(e^inf + e^1) = inf, log(e^-inf + e^0) = 0 (PyTorch's answers)
+    rows = np.array([[-np.inf, -np.inf], [np.inf, 1.0], [-np.inf, 0.0]], dtype=dtype)
+    with np.errstate(invalid="raise"):  # no inf - inf on the way
+        out = logsumexp(Value(rows), axis=-1).data
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, [-np.inf, np.inf, 0.0])
+
+
 def test_composites_pass_gradcheck():
     rng = np.random.default_rng(3)
     a, b = Value(rng.standard_normal((3, 4))), Value(rng.standard_normal((3, 4)))

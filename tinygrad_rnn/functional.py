@@ -56,7 +56,10 @@ def logsumexp(x: Value, axis: int = -1, keepdims: bool = False) -> Value:
     Its gradient is softmax(x).
     """
     x = as_value(x)
-    peak = x.max(axis=axis, keepdims=True).detach()
+    # An infinite max (a row all -inf, or holding +inf) would make x - max nan; clipped to the largest
+    # finite number, the shift gives -inf and inf there, as PyTorch does.
+    limit = float(np.finfo(x.dtype).max)
+    peak = x.max(axis=axis, keepdims=True).detach().clip(-limit, limit)
     total = (x - peak).exp().sum(axis=axis, keepdims=keepdims).log()
     return total + (peak if keepdims else peak.reshape(total.shape))
 
