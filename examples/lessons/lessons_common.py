@@ -82,6 +82,7 @@ def save_graph(picture, out: Path, name: str) -> list[Path]:
     """Render a Graphviz picture (from visualize) as ``out/name.png`` and ``out/name.svg``."""
     from visualize import render
 
+    out.mkdir(parents=True, exist_ok=True)  # run from a fresh folder, out/lessons does not exist yet
     return [render(picture, out / f"{name}{suffix}") for suffix in (".png", ".svg")]
 
 
