@@ -2,26 +2,35 @@
 
 - ``steps.py``: one row per state of an unrolled recurrence: the gradient that reached it, what the
   step before it did to that gradient (gain) and could have done (bound), clips, cuts; the verdict.
+- ``split.py``: the gradient split by loss (``lags``: how far each loss reaches back, ``reach``) and by
+  step (``contributions``: what each step gives a weight).
 - ``nonfinite.py``: where a NaN or an infinity was born.
 - ``plots.py``: plots of the per-step numbers (the ``plot`` extra).
 """
 
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport, trace_nonfinite
 from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
+from tinygrad_rnn.diagnostics.split import contributions, lags, reach
 from tinygrad_rnn.diagnostics.steps import (
+    EXPLODING,
+    FROZEN,
+    VANISHING,
     StepRow,
     clip_events,
     gradient_factor,
     gradient_norms,
+    reads,
     step_jacobian,
     step_jacobian_norms,
     steps,
     verdict,
+    weight_share,
 )
 
 __all__ = [
-    "steps", "StepRow", "verdict", "gradient_factor", "step_jacobian", "step_jacobian_norms", "gradient_norms",
-    "clip_events", "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
+    "steps", "StepRow", "verdict", "gradient_factor", "reads", "weight_share", "VANISHING", "EXPLODING", "FROZEN",
+    "lags", "reach", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms", "clip_events",
+    "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
 ]
 
 from tinygrad_rnn.diagnostics.monitor import Monitor  # noqa: E402

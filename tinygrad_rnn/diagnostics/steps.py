@@ -18,6 +18,12 @@ last step and no clipping, that is all of delta_{t-1}, so the gains multiply exa
 
 Every bound is at least its gain; for a non-normal W_hh the bounds can all exceed 1 while the
 gradient vanishes, which is why the pictures show the gains.
+
+With a loss that reads several states (a loss at every step), delta_t mixes the gradients of all the
+reads after t, and the gains no longer say how far any one of them reaches: ``direct`` says which states
+the loss reads, and the verdict then follows the last read alone (``tinygrad_rnn.diagnostics.lags``
+splits the loss by read). ``contribution`` = ||C_t||, what step t gave the weights (all parameters used
+inside the steps, as one vector): gains near 1 with C_t near 0 is a frozen cell, not a stable one.
 """
 
 from __future__ import annotations
@@ -31,13 +37,18 @@ import numpy as np
 
 from tinygrad_rnn import graph
 from tinygrad_rnn.clip import grad_norm
+from tinygrad_rnn.diagnostics import split
 from tinygrad_rnn.graph import ClipRecord, StepGraph, state_parts
 from tinygrad_rnn.ops import raw
 
 __all__ = [
-    "StepRow", "steps", "verdict", "gradient_factor", "step_jacobian", "step_jacobian_norms",
-    "gradient_norms", "clip_events",
+    "StepRow", "steps", "verdict", "gradient_factor", "reads", "weight_share", "step_jacobian", "step_jacobian_norms",
+    "gradient_norms", "clip_events", "VANISHING", "EXPLODING", "FROZEN",
 ]
+
+# The verdict's thresholds (pictures print them): a gradient scaled by less than VANISHING or more than
+# EXPLODING over the run; a run whose steps give the weights less than FROZEN x the gradient they carry.
+VANISHING, EXPLODING, FROZEN = 1e-3, 1e3, 1e-6
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,11 @@ class StepRow:
     random probe), or ``"full"``, the Jacobian of the whole batch at once (a step that mixes rows,
     such as batch norm). ``clip``: the record of a clipping hook on s_t, if any. ``cut``: the graph was
     cut on purpose at the start of step t (a detached state, as in truncated BPTT): nothing crosses it.
+    ``direct``: ||d_t||, the gradient the loss sent to s_t directly, not through a later step (0 where
+    it does not read s_t; None without a loss). ``last_read``: ||delta_t|| of what the loss reads at its
+    last read state alone (equal to ``grad_norm`` with one read and no hook; None without a loss).
+    ``contribution``: ||C_t|| for all the parameters used inside step t as one vector (None for t = 0,
+    without a loss, or when no parameter is used inside the steps).
     """
 
     t: int
@@ -60,6 +76,9 @@ class StepRow:
     bound_method: str | None
     clip: ClipRecord | None
     cut: bool
+    direct: float | None = None
+    last_read: float | None = None
+    contribution: float | None = None
 
 
 def _norm(parts) -> float:
@@ -213,6 +232,7 @@ def steps(loss, states: Sequence) -> list[StepRow]:
         raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
     step_list = graph.step_graphs(states)
     deltas, sent = _deltas(states, step_list)
+    direct, last_read, given = _reads(loss, states, step_list)
     rows = []
     for t, state in enumerate(states):
         norm = None if deltas[t] is None else _norm(deltas[t])
@@ -225,16 +245,51 @@ def steps(loss, states: Sequence) -> list[StepRow]:
             jacobian, method = step_jacobian_matrix(step)
             bound, cut = _spectral_norm(jacobian), step.cut
         clip = next((r for r in map(graph.clip_record, state_parts(state)) if r is not None), None)
-        rows.append(StepRow(t, norm, gain, bound, method, clip, cut))
+        rows.append(StepRow(t, norm, gain, bound, method, clip, cut, direct[t], last_read[t], given[t]))
     return rows
+
+
+def _reads(loss, states: list, step_list: list) -> tuple[list, list, list]:
+    """Per state: ||d_t|| (what the loss reads there directly), ||delta_t|| of the last read alone,
+    and ||C_t|| for every parameter used inside the steps (None where it cannot be said)."""
+    nothing = [None] * len(states)
+    if loss is None or not getattr(loss, "requires_grad", False):
+        return nothing, nothing, nothing
+    (read,) = split.read_gradients([loss], states, step_list)
+    direct = [_norm(parts) for parts in read]
+    held = [t for t, d in enumerate(direct) if d > 0.0]
+    if held:
+        last = held[-1]  # the last read alone: its direct gradient, carried back step by step
+        only = [read[t] if t == last else [np.zeros_like(p) for p in read[t]] for t in range(len(read))]
+        last_read = split.carry_back(only, step_list, None)
+    else:
+        last_read = [0.0] * len(states)
+    params, per_step = split.step_contributions(states, None, step_list)
+    given = [None] + [_norm(c) if params else None for c in per_step]
+    return direct, last_read, given
+
+
+def reads(rows: Sequence[StepRow]) -> list[int]:
+    """The states the loss reads directly (``direct`` > 0): [T] for one loss at the end."""
+    return [r.t for r in rows if r.direct]
 
 
 def gradient_factor(rows: Sequence[StepRow]) -> tuple[float | None, int, int]:
     """(factor, first, last): how much the gradient was scaled on its way back from the last state
-    holding one (``last``) to the first (``first``): the product of the gains of the steps between
-    them, times norm_after/norm_before wherever a clip fired on the way. Cut steps are left out (no
-    gradient crosses them on purpose). With one loss at the end, factor = ||delta_first|| /
-    ||delta_last||. None when fewer than two states hold a nonzero gradient."""
+    holding one (``last``) to the first (``first``).
+
+    With one read (a loss at the end): the product of the gains of the steps between them, times
+    norm_after/norm_before wherever a clip fired on the way; cut steps are left out (no gradient
+    crosses them on purpose). Then factor = ||delta_first|| / ||delta_last||. When the loss reads
+    several states the gains mix them, so the factor follows the last read alone instead
+    (``last_read``, without hooks): ``last`` is that state. None when fewer than two states hold a
+    nonzero gradient."""
+    if len(reads(rows)) > 1 and all(r.last_read is not None for r in rows):
+        held = [r.t for r in rows if r.last_read]
+        if len(held) < 2:
+            return None, (held or [0])[0], (held or [0])[-1]
+        first, last = held[0], held[-1]
+        return rows[first].last_read / rows[last].last_read, first, last
     held = [r.t for r in rows if r.grad_norm]
     if len(held) < 2:
         return None, (held or [0])[0], (held or [0])[-1]
@@ -250,6 +305,14 @@ def gradient_factor(rows: Sequence[StepRow]) -> tuple[float | None, int, int]:
     return factor, first, last
 
 
+def weight_share(rows: Sequence[StepRow]) -> float | None:
+    """The most any step gave the weights for the gradient it carried: max over t of ||C_t|| /
+    ||delta_t|| (None when unknown). Below FROZEN, the steps pass the gradient on without using their
+    weights: a frozen cell, whatever its gains."""
+    shares = [r.contribution / r.grad_norm for r in rows if r.contribution is not None and r.grad_norm]
+    return max(shares) if shares else None
+
+
 def _clip_scale(row: StepRow) -> float:
     """||delta|| after / before the clip that fired on this state (1 if none). The hook clipped one
     part of the state (h): the other parts (an LSTM's c) kept their gradient, so the whole state's
@@ -261,14 +324,16 @@ def _clip_scale(row: StepRow) -> float:
     return row.grad_norm / whole_before if whole_before > 0 else 1.0
 
 
-def verdict(rows: Sequence, vanishing: float = 1e-3, exploding: float = 1e3) -> str:
-    """"vanishing", "exploding", "stable" (or "no gradient") for the rows of ``steps``.
+def verdict(rows: Sequence, vanishing: float = VANISHING, exploding: float = EXPLODING) -> str:
+    """"vanishing", "exploding", "stable", "frozen" (or "no gradient") for the rows of ``steps``.
 
     Rule: factor = ``gradient_factor(rows)``, how much a gradient was scaled on its way back through
-    the span, clips included: factor < ``vanishing`` (1e-3) -> "vanishing"; factor > ``exploding``
-    (1e3) or any non-finite gain or norm -> "exploding"; else "stable". So a run clipped at every step,
-    whose gradient is held at the clip norm, is "stable", and a loss at every step cannot hide gains
-    that shrink the gradient at each step.
+    the span (clips included; with several reads, the last read's own gradient): factor <
+    ``vanishing`` (1e-3) -> "vanishing"; factor > ``exploding`` (1e3) or any non-finite gain or norm
+    -> "exploding"; else "stable", unless no step gave its weights more than FROZEN (1e-6) of the
+    gradient it carried (``weight_share``): then "frozen". So a run clipped at every step, whose
+    gradient is held at the clip norm, is "stable"; per-step losses cannot make a last loss that
+    reaches back whole look vanishing; and a GRU whose update gate is stuck at 1 is "frozen".
 
     Also accepts a plain list of gradient norms in time order (the older form): then factor is
     first / last, which means the same only with one loss at the end and no clipping.
@@ -302,6 +367,10 @@ def verdict(rows: Sequence, vanishing: float = 1e-3, exploding: float = 1e3) -> 
         return "vanishing"
     if factor > exploding:
         return "exploding"
+    if rows and isinstance(rows[0], StepRow):
+        share = weight_share(rows)
+        if share is not None and share < FROZEN:
+            return "frozen"
     return "stable"
 
 
