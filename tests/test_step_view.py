@@ -28,9 +28,14 @@ def _edges(source: str, prefix: str = "s") -> dict[int, str]:
 
 
 def _label_numbers(attrs: str) -> tuple[float, float]:
-    """(gain, bound) from an edge label ``<B>gain</B><FONT ...> ≤bound</FONT>``."""
-    match = re.search(r"label=<<B>([-\d.e+]+)</B><FONT[^>]*> ≤([-\d.e+]+)</FONT>>", attrs)
+    """(gain, bound) from an edge label ``<B>gain</B><FONT ...> ≤bound</FONT>...``."""
+    match = re.search(r"label=<<B>([-\d.e+]+)</B><FONT[^>]*> ≤([-\d.e+]+)</FONT>", attrs)
     return float(match.group(1)), float(match.group(2))
+
+
+def _weight_number(attrs: str) -> float:
+    """||C_t|| from the edge label's third line ``<BR/><FONT ...>w number</FONT>``."""
+    return float(re.search(r"<BR/><FONT[^>]*>w ([-\d.e+]+)</FONT>", attrs).group(1))
 
 
 def _node_numbers(source: str, prefix: str = "s") -> dict[int, float]:
@@ -39,21 +44,22 @@ def _node_numbers(source: str, prefix: str = "s") -> dict[int, float]:
     return {int(t): float(x) for t, x in found}
 
 
-def _elman(T=15, H=5, seed=0):
+def _elman(T=15, H=5, seed=0, inputs=False):
     """A tanh RNN with 0.5 I + a large upper-triangular W_hh (spectral radius 0.5, norm > 1)."""
     rng = np.random.default_rng(seed)
     W = 0.5 * np.eye(H) + np.triu(rng.normal(0, 1.5, (H, H)), k=1)
     cell = nn.RNNCell(2, H, rng=seed)
     cell.weight_hh.data = W
-    outputs, states = nn.RNN(cell)(rng.normal(size=(T, 1, 2)), return_states=True)
+    xs = rng.normal(size=(T, 1, 2))
+    outputs, states = nn.RNN(cell)(xs, return_states=True)
     target = rng.normal(size=(1, H))
     loss = ((outputs[-1] - target) ** 2).sum()
     loss.backward()
-    return W, target, loss, states
+    return (W, target, loss, states, xs) if inputs else (W, target, loss, states)
 
 
 def test_edges_show_the_gain_first_and_the_bound_beside_it_as_hand_derived_bptt_gives_them():
-    W, target, loss, states = _elman()
+    W, target, loss, states, xs = _elman(inputs=True)
     source = draw_steps(loss, states, digits=17).source
     h = [s.data[0] for s in states]
     delta = 2 * (h[-1] - target[0])  # dL/dh_T
@@ -61,6 +67,11 @@ def test_edges_show_the_gain_first_and_the_bound_beside_it_as_hand_derived_bptt_
     for t in range(len(h) - 1, 0, -1):
         sent = (delta * (1 - h[t] ** 2)) @ W  # (dh_t/dh_{t-1})^T delta_t, J_t = diag(1 - h_t^2) W_hh
         gain, bound = _label_numbers(_edges(source)[t])
+        # C_t: step t's a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh gets da = delta (1 - h_t^2), so the
+        # weights get da x_t^T and da h_{t-1}^T, each bias da.
+        da = delta * (1 - h[t] ** 2)
+        weights = np.linalg.norm(da) * math.sqrt(np.sum(xs[t - 1, 0] ** 2) + np.sum(h[t - 1] ** 2) + 2)
+        assert _weight_number(_edges(source)[t]) == pytest.approx(weights, rel=1e-12)
         assert gain == pytest.approx(np.linalg.norm(sent) / np.linalg.norm(delta), rel=1e-12)
         assert bound == pytest.approx(np.linalg.norm((1 - h[t] ** 2)[:, None] * W, 2), rel=1e-12)
         assert gain <= bound * (1 + 1e-12)
@@ -79,7 +90,7 @@ def test_with_one_loss_at_the_end_the_edge_labels_multiply_to_the_ratio_of_the_e
     nodes = _node_numbers(source)
     assert product == pytest.approx(nodes[0] / nodes[20], rel=1e-12)
     assert f"gains multiply to {style.number(product, 2)}" in source
-    assert "the gradient at step t−1 is the gradient at step t times the edge's label" in source
+    assert "with one loss at the end, the gradient at step t−1 is the gradient at step t times the edge's label" in source
 
 
 def test_edges_are_coloured_by_the_gain_and_nodes_shaded_by_the_absolute_gradient_norm():
@@ -87,8 +98,8 @@ def test_edges_are_coloured_by_the_gain_and_nodes_shaded_by_the_absolute_gradien
     rows = diagnostics.steps(loss, states)
     source = draw_steps(loss, states).source
     scale = style.magnitude_range(r.grad_norm for r in rows)
-    for t, attrs in _edges(source).items():
-        assert f'color="{style.colour(rows[t].gain, 1.0)}"' in attrs
+    for t, attrs in _edges(source).items():  # coloured by what the gain compounds to over the 15 steps
+        assert f'color="{style.colour(rows[t].gain ** 15, 3.0)}"' in attrs
     for row in rows:
         fill = re.search(rf'^\s*sn{row.t} \[.*fillcolor="(#[0-9a-f]{{6}})"', source, flags=re.M).group(1)
         assert fill == style.magnitude_fill(row.grad_norm, *scale)
@@ -235,3 +246,47 @@ def test_a_comparison_of_row_wise_and_whole_batch_bounds_says_both():
 
     source = compare_steps({"plain": run(nn.RNNCell(2, 3)), "batch norm": run(BNRNNCell(2, 3))}).source
     assert "the largest over batch rows, or the whole batch" in source
+
+
+def test_a_loss_at_every_step_is_said_and_the_caption_follows_the_last_read_alone():
+    from test_split import preserved_direction_run
+
+    total, losses, states = preserved_direction_run()
+    total.backward()
+    source = draw_steps(total, states).source
+    assert "the loss reads 30 states" in source and "gains multiply to" not in source
+    assert "the read at h₃₀ alone reaches h₀ × 1 (lag view: draw_lags)" in source
+    assert "· stable" in source and "vanishing" not in source.split("verdict:")[0]
+    assert "with one loss at the end" not in source and "draw_lags(losses, states) shows every read" in source
+    # What the caption says, independently: the last loss alone, cut at h_0, reaches it whole.
+    assert diagnostics.lags(losses, states)[-1, 0] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_a_frozen_gru_is_called_frozen_with_what_its_steps_gave_the_weights():
+    from test_split import frozen_gru
+
+    _, loss, states = frozen_gru(40.0)
+    rows = diagnostics.steps(loss, states)
+    source = draw_steps(loss, states).source
+    share = style.number(max(r.contribution / r.grad_norm for r in rows[1:]), 2)
+    assert f"frozen: no step gave the weights more than {share} of the gradient it carried" in source
+    assert "stable" not in source.split("verdict:")[0]
+
+
+def test_a_gain_is_coloured_by_what_it_compounds_to_over_the_drawn_length():
+    T = 100
+    cell = nn.RNNCell(1, 1, bias=False, nonlinearity="identity")
+    cell.weight_hh.data, cell.weight_ih.data = np.array([[0.94]]), np.zeros((1, 1))
+    outputs, states = nn.RNN(cell)(np.zeros((T, 1, 1)), h0=Value(np.ones((1, 1))), return_states=True)
+    loss = outputs[-1].sum()
+    loss.backward()
+    attrs = _edges(draw_steps(loss, states).source)[50]
+    assert _label_numbers(attrs)[0] == pytest.approx(0.94, rel=1e-12)
+    assert f'color="{style.colour(0.94**T, 3.0)}"' in attrs
+    assert style.scale(0.94**T, 3.0) < -0.85  # 0.002 over 100 steps: nearly the full blue of 10^-3
+
+
+def test_the_verdicts_thresholds_are_printed_on_the_picture():
+    _, _, loss, states = _elman()
+    source = draw_steps(loss, states).source
+    assert "less than 0.001" in source and "more than 1e+03" in source and "1e-06 × ‖δ" in source

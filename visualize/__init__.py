@@ -6,6 +6,8 @@
 - ``draw_steps(loss, states)`` / ``compare_steps(runs)``: one node per state (or per layer, with
   ``axis="layer"``), each edge labelled with what that step did to the gradient (its gain, the bound
   beside it), each node shaded by the size of the gradient that reached it (tinygrad_rnn.diagnostics.steps);
+- ``draw_lags(losses, states)``: how far each loss's gradient reaches back (a heatmap over loss and
+  state) and the reach curve over the lag (tinygrad_rnn.diagnostics.lags), for a loss at every step;
 - ``render(picture, "out.svg")``: svg, png or pdf by suffix; ``to_json(root)``: nodes and edges for
   other tools.
 
@@ -14,11 +16,13 @@ through ``tinygrad_rnn.graph``; the engine never imports this package.
 """
 
 from visualize.export import to_json
+from visualize.lag_view import draw_lags
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
 from visualize.render import render
 from visualize.step_view import compare_steps, draw_steps
 
 __all__ = [
-    "draw_graph", "draw_path", "draw_steps", "compare_steps", "render", "to_json", "GraphTooLarge", "MAX_NODES",
+    "draw_graph", "draw_path", "draw_steps", "compare_steps", "draw_lags", "render", "to_json", "GraphTooLarge",
+    "MAX_NODES",
 ]

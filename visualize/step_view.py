@@ -19,6 +19,7 @@ activations of the layers of a feed-forward net, and says "layer" where it would
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,10 @@ from visualize import style
 
 __all__ = ["draw_steps", "compare_steps", "AXES"]
 
-GAIN_DECADES = 1.0  # a gain of 0.1 is already full blue: per step, that is a lot
+# A gain is coloured by what it compounds to over the drawn length, gain^T, on the verdict's scale:
+# full blue at the vanishing threshold (10^-3), full red at the exploding one (10^3). So 0.94 a step
+# over 100 steps (0.002) is nearly full blue, not the grey of a factor near 1.
+GAIN_DECADES = math.log10(diagnostics.EXPLODING)
 AXES = {
     "time": {"unit": "step", "units": "steps", "index": "t", "letter": "h",
              "runs": "time runs left to right"},
@@ -48,6 +52,15 @@ class _Run:
     letter: str
     state: str
     batch: int | None
+
+    @property
+    def length(self) -> int:
+        return len(self.rows) - 1
+
+    @property
+    def multi_read(self) -> bool:
+        """The loss reads more than one state: delta_t mixes their gradients."""
+        return len(diagnostics.reads(self.rows)) > 1
 
     @property
     def any_cut(self) -> bool:
@@ -110,23 +123,38 @@ def _node_attrs(run: _Run, row: StepRow, scale: tuple, axis: str, digits: int) -
     return attrs
 
 
+def compounded(gain: float, length: int) -> float:
+    """gain^length without overflow: what a gain would compound to over ``length`` steps."""
+    if gain <= 0.0 or not math.isfinite(gain):
+        return gain
+    return math.exp(max(-745.0, min(709.0, length * math.log(gain))))
+
+
 def _edge_attrs(run: _Run, row: StepRow, digits: int, axis: str) -> dict:
     unit = AXES[axis]["unit"]
     how = "largest over batch rows" if row.bound_method == "rows" else "Jacobian of the whole batch"
     tip = (f"{unit} {row.t}: gain ‖J_{row.t}ᵀ δ_{row.t}‖ / ‖δ_{row.t}‖ = {row.gain!r}; "
            f"bound ‖J_{row.t}‖₂ = {row.bound!r} ({how})")
+    weights = ""
+    if row.contribution is not None:
+        tip += f"; ‖C_{row.t}‖ = {row.contribution!r}, what {unit} {row.t} gave the weights"
+        weights = f'<BR/><FONT POINT-SIZE="7" COLOR="{style.MUTED}">w {style.number(row.contribution, digits)}</FONT>'
+
     if row.cut:
         return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">cut</FONT>'), "style": "dotted",
                 "color": "#9a9a9a", "penwidth": "1.4", "arrowhead": "none",
                 "tooltip": style.tooltip(f"{unit} {row.t}: detached state (truncated BPTT), no gradient crosses")}
     bound = f'<FONT POINT-SIZE="7" COLOR="{style.MUTED}"> ≤{style.number(row.bound, digits)}</FONT>'
     if row.gain is None:
-        return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">–</FONT>{bound}'), "color": "#b0b0b0",
-                "tooltip": style.tooltip(tip + " (no gradient crossed)"), "labeltooltip": style.tooltip(tip)}
-    colour = style.colour(row.gain, GAIN_DECADES)
+        return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">–</FONT>{bound}{weights}'),
+                "color": "#b0b0b0", "tooltip": style.tooltip(tip + " (no gradient crossed)"),
+                "labeltooltip": style.tooltip(tip)}
+    over = compounded(row.gain, run.length)
+    colour = style.colour(over, GAIN_DECADES)
+    tip += f"; coloured by gain^{run.length} = {over!r}"
     return {
-        "label": style.html_label(f"<B>{style.number(row.gain, digits)}</B>{bound}"), "color": colour,
-        "fontcolor": colour, "penwidth": style.pen_width(row.gain, GAIN_DECADES),
+        "label": style.html_label(f"<B>{style.number(row.gain, digits)}</B>{bound}{weights}"), "color": colour,
+        "fontcolor": colour, "penwidth": style.pen_width(over, GAIN_DECADES),
         "tooltip": style.tooltip(tip), "labeltooltip": style.tooltip(tip),
     }
 
@@ -157,11 +185,18 @@ def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int
 
 
 def _summary(run: _Run, axis: str) -> str:
-    """Plain text (escape before use): length, the end gradients, the product of gains, verdict."""
+    """Plain text (escape before use): length, the end gradients, what they were scaled by, verdict."""
     rows, words = run.rows, AXES[axis]
-    parts = [f"{len(rows) - 1} {words['units']}", f"state {run.state}"]
+    letter, unit = style.clean(run.letter, 12), words["unit"]
+    parts = [f"{run.length} {words['units']}", f"state {run.state}"]
     factor, first, last = diagnostics.gradient_factor(rows)
-    if factor is not None:
+    if run.multi_read:
+        parts.append(f"the loss reads {len(diagnostics.reads(rows))} states, so δ mixes their gradients and the "
+                     "gains do not say how far one read reaches")
+        if factor is not None:
+            parts.append(f"the read at {letter}{_subscript(last)} alone reaches {letter}{_subscript(first)} "
+                         f"× {style.number(factor, 2)} (lag view: draw_lags)")
+    elif factor is not None:
         parts.append(f"‖δ{_subscript(first)}‖ = {style.number(rows[first].grad_norm, 2)}, "
                      f"‖δ{_subscript(last)}‖ = {style.number(rows[last].grad_norm, 2)}")
         clipped = sum(1 for r in rows if r.clip is not None and r.clip.fired)
@@ -172,7 +207,11 @@ def _summary(run: _Run, axis: str) -> str:
     cuts = sum(r.cut for r in rows)
     if cuts:
         parts.append(f"cut at {cuts}")
-    parts.append(diagnostics.verdict(rows))
+    verdict = diagnostics.verdict(rows)
+    if verdict == "frozen":
+        verdict += (f": no {unit} gave the weights more than {style.number(diagnostics.weight_share(rows), 2)} "
+                    "of the gradient it carried")
+    parts.append(verdict)
     return " · ".join(parts)
 
 
@@ -180,20 +219,35 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str
     words = AXES[axis]
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
+    lengths = sorted({r.length for r in runs})
+    length = f"T = {lengths[0]}" if len(lengths) == 1 else "T, its run's length"
     rows = [
-        style.legend_row(f"edge colour and label: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖,<BR/>"
-                         f"what {unit} {i} did to the gradient that crossed it", GAIN_DECADES),
+        style.legend_row(f"edge label: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖, what {unit} {i} did to the "
+                         f"gradient that crossed it;<BR/>edge colour: gain{sub}<SUP>T</SUP>, what it would compound "
+                         f"to over the drawn {length} {words['units']}", GAIN_DECADES),
         style.magnitude_row(f"node shade and number: ‖δ{sub}‖, the size of the<BR/>"
                             f"gradient that reached s{sub} (absolute values)", *scale),
     ]
+    if any(r.multi_read for r in runs):
+        story = (f"the loss reads several states, so δ{sub} mixes the gradients of every read after {i}: the labels "
+                 f"multiply to ‖δ<SUB>0</SUB>‖ / ‖δ<SUB>T</SUB>‖ but say nothing of how far one read reaches; "
+                 f"the caption follows the last read alone, and draw_lags(losses, states) shows every read")
+    else:
+        story = (f"with one loss at the end, the gradient at {unit} {i}−1 is the gradient at {unit} {i} times the "
+                 f"edge's label: ‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}")
     notes = [
-        f"{words['runs']}; the gradient flows back right to left. With one loss at the end, the gradient at "
-        f"{unit} {i}−1 is the gradient at {unit} {i} times the edge's label: "
-        f"‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}",
+        f"{words['runs']}; the gradient flows back right to left; {story}",
         f"small grey ≤: the bound ‖J{sub}‖₂, the most {unit} {i} could stretch any gradient (it need not); "
         f"J{sub} = ∂s{sub}/∂s<SUB>{i}−1</SUB>, δ{sub} = the gradient reaching s{sub} from outside {unit} {i} "
         f"(from {unit} {i}+1 and any loss reading s{sub})",
     ]
+    if any(r.contribution is not None for run in runs for r in run.rows):
+        notes.append(f"small grey w: ‖C{sub}‖, what {unit} {i} gave the weights (the gradient of every parameter "
+                     f"used inside it, as one vector; the C{sub} add up to their gradients)")
+    notes.append(f"verdict: the gradient scaled by less than {style.number(diagnostics.VANISHING)} from the last "
+                 f"state read back to the first: vanishing; by more than {style.number(diagnostics.EXPLODING)}: "
+                 f"exploding (clips included); else stable, or frozen where no {unit} gave the weights more than "
+                 f"{style.number(diagnostics.FROZEN)} × ‖δ{sub}‖")
     states = sorted({style.text(r.state, 60) for r in runs})
     batches = sorted({r.batch for r in runs if r.batch})
     where = f"all {batches[0]} batch rows" if len(batches) == 1 and batches[0] > 1 else "the whole batch"

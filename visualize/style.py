@@ -56,10 +56,12 @@ def _mix(a: tuple, b: tuple, t: float) -> str:
     return f"#{r:02x}{g:02x}{b_:02x}"
 
 
-def colour(x: float | None, decades: float = 2.0) -> str:
-    """Cool below 1, grey about 1, warm above 1 (hex #rrggbb)."""
+def colour(x: float | None, decades: float = 2.0, power: float = 0.5) -> str:
+    """Cool below 1, grey about 1, warm above 1 (hex #rrggbb). The strength is |scale|^power: the
+    default square root makes small factors visible; ``power=1`` spreads a scale of many decades
+    evenly (the lag view's)."""
     s = scale(x, decades)
-    strength = math.sqrt(abs(s))
+    strength = abs(s) ** power
     return _mix(GREY, COOL if s < 0 else WARM, strength)
 
 

@@ -1,0 +1,198 @@
+"""Lag view: how far each loss's gradient reaches back, for a loss at every step (or any losses).
+
+Every number comes from ``tinygrad_rnn.diagnostics.lags`` and ``reach``:
+
+- the heatmap, one row per loss i and one column per state s_k: the share of loss i's gradient that
+  reaches s_k, ||delta_k^(i)|| / ||delta_{t_i}^(i)||, where t_i is the last state the loss reads (so
+  the cell at k = t_i is 1). Coloured on a log scale, blue where it shrank, red where it grew; an
+  empty cell is a state the loss does not reach (after t_i, or across a cut).
+- the reach curve, one bar per lag: the median over losses of that share ``lag`` steps back,
+  [i, t_i - lag] / [i, t_i]. A bar below the line shrank, above it grew, on the same scale.
+
+With one loss at the end this is the step view's story for one row; with a loss at every step it says
+what the step view's mixed gradients cannot: how far any one loss reaches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from graphviz import Digraph
+
+from tinygrad_rnn import diagnostics
+from tinygrad_rnn.value import Value
+from visualize import style
+
+__all__ = ["draw_lags", "lag_decades"]
+
+NUMBERED = 16  # up to this many states, every heatmap cell shows its number
+BAR = 60  # the reach curve's half height in points: a bar this tall shrank or grew by 10^decades
+
+
+def lag_decades(shares) -> int:
+    """The colour scale's half width in decades: enough for the largest |log10| share drawn, 1 to 16."""
+    logs = [abs(math.log10(x)) for x in np.ravel(shares) if x > 0 and math.isfinite(x)]
+    return int(min(16, max(1, math.ceil(max(logs, default=1.0)))))
+
+
+def _shares(matrix: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(shares, rows): each loss's row divided by its own entry at t_i; only losses that reach a state."""
+    shares, kept = [], []
+    for i, row in enumerate(matrix):
+        held = np.flatnonzero(np.nan_to_num(row, nan=0.0) > 0.0)
+        if held.size:
+            t = int(held[-1])
+            shares.append(np.where(np.arange(row.size) <= t, row / row[t], 0.0))
+            kept.append(i)
+    return (np.array(shares) if shares else np.zeros((0, matrix.shape[1]))), kept
+
+
+def _small(text, size: int = 8) -> str:
+    """Text in a small font (a FONT element may not be empty: nothing for no text)."""
+    return f'<FONT POINT-SIZE="{size}">{text}</FONT>' if text != "" else ""
+
+
+def _cell(share: float, decades: int, width: int, numbered: bool) -> str:
+    if math.isnan(share):
+        return f'<TD WIDTH="{width}" HEIGHT="{width}">{_small("·", 7)}</TD>'
+    if share == 0.0:
+        return f'<TD WIDTH="{width}" HEIGHT="{width}"></TD>'
+    colour = style.colour(share, decades, power=1.0)
+    text = ""
+    if numbered:
+        ink = "white" if abs(style.scale(share, decades)) > 0.45 else style.INK
+        text = f'<FONT POINT-SIZE="7" COLOR="{ink}">{style.number(share, 2)}</FONT>'
+    return f'<TD WIDTH="{width}" HEIGHT="{width}" BGCOLOR="{colour}">{text}</TD>'
+
+
+def _axis(count: int, every: int, text) -> str:
+    """A row of labels under ``count`` columns, one every ``every`` columns, each spanning its group
+    (so a long label does not widen its column)."""
+    cells = []
+    starts = list(range(0, count, every))
+    if len(starts) > 1 and count - starts[-1] < every:  # a short last group joins the one before it
+        starts.pop()
+    for n, start in enumerate(starts):
+        span = (starts[n + 1] if n + 1 < len(starts) else count) - start
+        cells.append(f'<TD COLSPAN="{span}" ALIGN="LEFT">{_small(text(start), 7)}</TD>')
+    return "".join(cells)
+
+
+def _heatmap(shares: np.ndarray, names: list[str], decades: int) -> str:
+    columns = shares.shape[1]
+    numbered = columns <= NUMBERED
+    width = 26 if numbered else max(4, min(14, 700 // columns))
+    every = 1 if numbered else max(1, round(columns / 10))
+    rows = [f'<TR><TD ALIGN="RIGHT">{_small("state k →")}</TD>{_axis(columns, every, str)}</TR>']
+    for name, share in zip(names, shares):
+        cells = "".join(_cell(float(x), decades, width, numbered) for x in share)
+        rows.append(f'<TR><TD ALIGN="RIGHT">{_small(style.text(name, 30))}</TD>{cells}</TR>')
+    return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
+
+
+def _reach_curve(curve: np.ndarray, decades: int) -> str:
+    """Bars over the lag, down from the line for a share below 1 (up for one above), their length
+    log10(share) / decades of the half height."""
+    width = max(4, min(26, 700 // max(len(curve), 1)))
+    every = max(1, round(len(curve) / 10))
+    grows = bool(np.nanmax(curve, initial=0.0) > 1.0)
+    up, down = [], []
+    for r in curve:
+        s = 0.0 if math.isnan(r) else style.scale(r, decades)
+        colour = "#ffffff" if math.isnan(r) else style.colour(r, decades, power=1.0)
+        high, low = max(s, 0.0) * BAR, max(-s, 0.0) * BAR
+        up.append(_bar(width, [("#ffffff", BAR - high), (colour, high), (style.INK, 1)]))
+        down.append(_bar(width, [(colour, low), ("#ffffff", BAR - low)]))
+    scale_up = f'<TD ALIGN="RIGHT" VALIGN="TOP">{_small(f"×10<SUP>{decades}</SUP>")}</TD>'
+    scale_down = (f'<TD ALIGN="RIGHT" VALIGN="TOP">{_small("×1")}</TD>' if not grows else "<TD></TD>")
+    line = "".join(_bar(width, [(style.INK, 1)]) for _ in curve)
+    rows = [f'<TR>{scale_up}{"".join(up)}</TR>' if grows else f"<TR><TD></TD>{line}</TR>"]
+    rows.append(f'<TR>{scale_down}{"".join(down)}</TR>')
+    rows.append(f'<TR><TD ALIGN="RIGHT" VALIGN="BOTTOM">{_small(f"×10<SUP>−{decades}</SUP>")}</TD>'
+                f'<TD COLSPAN="{len(curve)}"></TD></TR>')
+    rows.append(f'<TR><TD ALIGN="RIGHT">{_small("lag")}</TD>{_axis(len(curve), every, str)}</TR>')
+    rows.append(f'<TR><TD ALIGN="RIGHT">{_small("reach")}</TD>'
+                f'{_axis(len(curve), every, lambda lag: style.number(curve[lag], 2))}</TR>')
+    return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
+
+
+def _bar(width: int, pieces: list) -> str:
+    """One column of the reach curve: fixed-size cells stacked top to bottom, (colour, height) each."""
+    cells = "".join(f'<TR><TD FIXEDSIZE="TRUE" WIDTH="{width}" HEIGHT="{round(h)}" BGCOLOR="{c}"></TD></TR>'
+                    for c, h in pieces if round(h) > 0)
+    return f'<TD><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">{cells}</TABLE></TD>'
+
+
+def _power(e: int, decades: int, clipped: bool) -> str:
+    text = "×1" if e == 0 else f"×10<SUP>{e}</SUP>".replace("-", "−")
+    return ("≤" if e < 0 else "≥") + text if clipped and abs(e) == decades else text
+
+
+def _swatches(decades: int, grows: bool, clipped: bool) -> str:
+    """The legend's colour key: shares from 10^-decades to 1 (to 10^decades if any grew); the end
+    swatch says ≤ (≥) when some share lies beyond the scale."""
+    step = max(1, math.ceil(decades / 4))
+    exponents = list(range(-decades, 1, step)) + ([] if -decades % step == 0 and 0 in range(-decades, 1, step)
+                                                     else [0])
+    exponents = sorted(set(exponents + ([e for e in range(step, decades + 1, step)] if grows else [])))
+    cells = "".join(
+        f'<TD BGCOLOR="{style.colour(10.0**e, decades, power=1.0)}" WIDTH="38" HEIGHT="18"><FONT POINT-SIZE="9" '
+        f'COLOR="{"white" if abs(e) / decades > 0.45 else style.INK}">'
+        f'{_power(e, decades, clipped)}</FONT></TD>' for e in exponents)
+    caption = ("cell and bar colour: a share of a loss's gradient, ‖δ<SUB>k</SUB><SUP>(i)</SUP>‖ / "
+               "‖δ<SUB>t<SUB>i</SUB></SUB><SUP>(i)</SUP>‖ (log scale)")
+    return (f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="10">{caption}</FONT></TD><TD><TABLE BORDER="0" '
+            f'CELLBORDER="0" CELLSPACING="1" CELLPADDING="1"><TR>{cells}</TR></TABLE></TD></TR>')
+
+
+def draw_lags(losses, states: Sequence, *, matrix: np.ndarray | None = None, max_lag: int | None = None,
+              title: str | None = None) -> Digraph:
+    """The lag view (module doc) of ``losses`` over ``states = [s_0, ..., s_T]``.
+
+    ``losses``: a list of Values (a loss at every step, say), or one Value, split by where it reads the
+    states (row t: the part read at s_t). ``matrix``: the ``diagnostics.lags`` result, if already
+    computed; ``max_lag`` thins a long run (``diagnostics.lags``). Needs no backward pass.
+    """
+    if matrix is None:
+        matrix = diagnostics.lags(losses, states, max_lag=max_lag)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != len(states):
+        raise ValueError(f"draw_lags: the matrix must be (losses, {len(states)} states), got {matrix.shape}")
+    shares, kept = _shares(matrix)
+    split = isinstance(losses, Value)
+    names = [f"read at s{i}" if split else f"losses[{i}], t={_last(matrix[i])}" for i in kept]
+    curve = diagnostics.reach(matrix)
+    decades = lag_decades(np.concatenate([shares[shares > 0], curve[np.isfinite(curve)]]))
+    T = len(states) - 1
+    picture = style.base_digraph("lag_view")
+    body = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="6">'
+            f'<TR><TD ALIGN="LEFT"><B>share of each loss\'s gradient that reaches s<SUB>k</SUB></B></TD></TR>'
+            f'<TR><TD>{_heatmap(shares, names, decades) if kept else "no loss reaches any state"}</TD></TR>'
+            f'<TR><TD ALIGN="LEFT"><B>reach: the median share that arrives lag steps back</B></TD></TR>'
+            f'<TR><TD>{_reach_curve(curve, decades)}</TD></TR></TABLE>')
+    picture.node("lags", label=style.html_label(body), shape="plaintext")
+    far = next((lag for lag in range(len(curve) - 1, -1, -1) if math.isfinite(curve[lag])), 0)
+    summary = (f"{len(kept)} loss{'es' if len(kept) != 1 else ''} over {T} steps · median reach "
+               f"{far} steps back: {style.number(curve[far], 2)}")
+    drawn = np.concatenate([shares[shares > 0], curve[np.isfinite(curve) & (curve > 0)]])
+    clipped = bool(drawn.size and np.abs(np.log10(drawn)).max() > decades)
+    rows = [_swatches(decades, bool(drawn.size and drawn.max() > 1.0), clipped)]
+    notes = [
+        "δ<SUB>k</SUB><SUP>(i)</SUP>: the gradient loss i alone sends to s<SUB>k</SUB> from outside step k "
+        "(the step view's δ, for one loss); t<SUB>i</SUB>: the last state loss i reads, where its share is 1",
+        "reach at lag ℓ: the median over losses of ‖δ<SUB>t<SUB>i</SUB>−ℓ</SUB><SUP>(i)</SUP>‖ / "
+        "‖δ<SUB>t<SUB>i</SUB></SUB><SUP>(i)</SUP>‖, over the losses with t<SUB>i</SUB> ≥ ℓ (the longest lags "
+        "rest on the fewest losses); hooks (clipping) are not applied",
+        "blank: a state the loss does not reach (after t<SUB>i</SUB>, or across a cut); ·: not computed (max_lag); "
+        "norms are over the whole batch",
+    ]
+    heading = style.clean(title, 200) if title is not None else "lag view"
+    picture.attr("graph", label=style.legend(f"{heading} — {summary}", rows, notes))
+    return picture
+
+
+def _last(row: np.ndarray) -> int:
+    held = np.flatnonzero(np.nan_to_num(row, nan=0.0) > 0.0)
+    return int(held[-1]) if held.size else -1
