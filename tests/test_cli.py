@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_rnn import checkpoint
-from visualize import cli, preflight, train
+from tinygrad_rnn import checkpoint, diagnostics
+from visualize import cli, preflight, style, train
 from visualize.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,9 @@ def test_train_writes_checkpoint_pictures_and_says_what_to_look_at(tmp_path, tex
         assert picture.is_file() and picture.stat().st_size > 1000
     assert "<svg" in (tmp_path / "pictures" / "char_rnn_steps.svg").read_text(encoding="utf-8")
     for expected in ("sample:", "checkpoint: " + str(tmp_path / "run.npz"), "pictures:", "what to look at:",
-                     "before step 1 (untrained)", "after step 4"):
-        assert expected in out
+                     "char_rnn_lags", "before step 1 (untrained)", "after step 4"):
+        assert expected in " ".join(out.split())  # (the headline is wrapped)
+    assert "<svg" in (tmp_path / "pictures" / "char_rnn_lags.svg").read_text(encoding="utf-8")
     assert "steps/s" in err and "loss" in err  # the progress bar, on stderr
 
 
@@ -91,8 +92,9 @@ def test_the_picture_compares_the_whole_window_before_and_after(tmp_path, text_f
     code, _, err = run_main(small_run(tmp_path, text_file, "--steps", 2, "--seq", 9), capsys)
     assert code == 0, err
     assert list(drawn) == ["before step 1 (untrained)", "after step 2"]
-    for loss, states in drawn.values():  # all T = 9 steps of the window, h_0 to h_9, and one loss at the end
+    for loss, states in drawn.values():  # all T = 9 steps of the window, h_0 to h_9, a prediction at every step
         assert len(states) == 10 and loss.size == 1 and states[-1].grad is not None
+        assert diagnostics.reads(diagnostics.steps(loss, states)) == list(range(1, 10))
     (_, untrained), (_, trained) = drawn.values()
     assert not np.allclose(untrained[-1].data, trained[-1].data)  # two sets of weights, not one drawn twice
 
@@ -119,6 +121,7 @@ def test_resume_restores_the_saved_configuration_and_counts_on(tmp_path, text_fi
                                "--out", tmp_path / "pictures"], capsys)
     assert code == 0, err
     assert "resumed from" in out and "at step 3" in out and "hidden 8, T=6, B=2" in out
+    out = " ".join(out.split())  # (the headline is wrapped)
     assert "before step 4 (as resumed)" in out and "after step 5" in out
     saved = checkpoint.load(tmp_path / "run.npz")
     config = json.loads(str(saved["meta.config"]))
@@ -400,3 +403,35 @@ def test_radius_for_a_gate_block_left_at_zero_is_refused(tmp_path, capsys):
     code, _, err = run_main(["render", "--cell", "lstm", "--init", "eye", "--radius", 2, "-o", tmp_path / "s.svg"],
                             capsys)
     assert code == 2 and "spectral radius 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_demos_headline_quotes_the_lag_views_numbers_and_its_verdict_holds_for_the_last_prediction():
+    from visualize.char_rnn import CharRNN, window_predictions
+    from visualize.lag_view import draw_lags
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 12, size=(26, 1))
+    runs = []
+    for seed in (0, 1):
+        model = CharRNN(12, 16, seed=seed, dtype=np.float64)
+        runs.append(window_predictions(model, ids[:-1], ids[1:]))
+    matrices = [diagnostics.lags(loss, states) for loss, states in runs]
+    rows = diagnostics.steps(*runs[1])
+    text = " ".join(train.what_to_look_at(matrices, diagnostics.verdict(rows), 7, "before training").split())
+    T = 25
+
+    def median_share(matrix, lag):  # by hand: prediction t reads h_t, rows 1..T of the split loss
+        return np.median([matrix[t, t - lag] / matrix[t, t] for t in range(max(lag, 1), T + 1)])
+
+    after, before = (median_share(matrices[1], lag) for lag in (5, 24)), (median_share(matrices[0], lag) for lag in (5, 24))
+    (a5, a24), (b5, b24) = after, before
+    assert (f"{style.number(a5, 2)} at lag 5 and {style.number(a24, 2)} at lag 24 after step 7 "
+            f"(before training: {style.number(b5, 2)} and {style.number(b24, 2)})") in text
+    source = draw_lags(*runs[1], matrix=matrices[1]).source
+    for number in (a5, a24):
+        assert f'<FONT POINT-SIZE="7">{style.number(number, 2)}</FONT>' in source  # the reach row shows them
+    factor = diagnostics.gradient_factor(rows)[0]
+    assert f"reaches the window's start × {style.number(factor, 2)}" in text
+    assert factor == pytest.approx(matrices[1][-1, 0] / matrices[1][-1, -1], rel=1e-10)
+    line = "below 0.001" if factor < 1e-3 else "above 0.001"
+    assert line in text

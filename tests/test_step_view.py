@@ -254,8 +254,8 @@ def test_a_loss_at_every_step_is_said_and_the_caption_follows_the_last_read_alon
     total, losses, states = preserved_direction_run()
     total.backward()
     source = draw_steps(total, states).source
-    assert "the loss reads 30 states" in source and "gains multiply to" not in source
-    assert "the read at h₃₀ alone reaches h₀ × 1 (lag view: draw_lags)" in source
+    assert "The loss reads 30 states" in source and "gains multiply to" not in source
+    assert "the read at h₃₀ alone reaches h₀ × 1" in source and "see the lag view (draw_lags)" in source
     assert "· stable" in source and "vanishing" not in source.split("verdict:")[0]
     assert "with one loss at the end" not in source and "draw_lags(losses, states) shows every read" in source
     # What the caption says, independently: the last loss alone, cut at h_0, reaches it whole.
@@ -269,7 +269,7 @@ def test_a_frozen_gru_is_called_frozen_with_what_its_steps_gave_the_weights():
     rows = diagnostics.steps(loss, states)
     source = draw_steps(loss, states).source
     share = style.number(max(r.contribution / r.grad_norm for r in rows[1:]), 2)
-    assert f"frozen: no step gave the weights more than {share} of the gradient it carried" in source
+    assert f"frozen: its steps gave the weights at most {share} × the gradient they carried (threshold 1e-06)" in source
     assert "stable" not in source.split("verdict:")[0]
 
 

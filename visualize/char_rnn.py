@@ -1,6 +1,6 @@
 """A character-level RNN: one-hot characters -> a recurrent cell -> a linear layer giving the next
-character's logits; its loss over a window, sampling text from it, and the loss of a window's last
-prediction alone, which the picture of ``tinygrad-rnn train`` (visualize/train.py) reads.
+character's logits; its loss over a window, sampling text from it, and one window's loss with its
+states, which the pictures of ``tinygrad-rnn train`` (visualize/train.py) read.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tinygrad_rnn import nn, no_grad, softmax, stack
 from tinygrad_rnn.data import CharVocab, one_hot
 from visualize.preflight import CELLS
 
-__all__ = ["CharRNN", "window_loss", "last_prediction", "sample"]
+__all__ = ["CharRNN", "window_loss", "window_predictions", "sample"]
 
 
 class CharRNN(nn.Module):
@@ -37,15 +37,14 @@ def window_loss(model: CharRNN, inputs, targets, state):
     return nn.cross_entropy(logits, targets, reduction="sum") / targets.shape[1], hiddens, state
 
 
-def last_prediction(model: CharRNN, inputs, targets):
-    """The loss of a window's last prediction alone, after backward, and the states [s_0, ..., s_T]
-    (from a zero state; tuples (h, c) for an LSTM).
+def window_predictions(model: CharRNN, inputs, targets):
+    """The loss the model trains on, for one window: every prediction's cross-entropy, summed, after
+    backward, and the states [s_0, ..., s_T] (from a zero state; tuples (h, c) for an LSTM).
 
-    With one loss at the end, the gradient reaching state t is exactly how much of that prediction's
-    error got back to step t, and the step gains multiply to the whole way's factor: the window's
-    reach back in time, which the step view draws."""
+    It reads every state (prediction t reads h_t), so the step view's gradients mix all T predictions;
+    the lag view (``visualize.draw_lags(loss, states)``) splits it back into one row per prediction."""
     logits, _, states = model(inputs, return_states=True)
-    loss = nn.cross_entropy(logits[-1], targets[-1])
+    loss = nn.cross_entropy(logits, targets, reduction="sum")
     loss.backward()
     return loss, states
 

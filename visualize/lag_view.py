@@ -96,7 +96,7 @@ def _reach_curve(curve: np.ndarray, decades: int) -> str:
     """Bars over the lag, down from the line for a share below 1 (up for one above), their length
     log10(share) / decades of the half height."""
     width = max(4, min(26, 700 // max(len(curve), 1)))
-    every = max(1, round(len(curve) / 10))
+    every = 1 if len(curve) <= 26 else max(1, round(len(curve) / 10))  # a window of 25 steps: every number
     grows = bool(np.nanmax(curve, initial=0.0) > 1.0)
     up, down = [], []
     for r in curve:

@@ -184,18 +184,21 @@ def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int
                 band.edge(tail, f"{prefix}n{t}", **_edge_attrs(run, rows[t], digits, axis))
 
 
-def _summary(run: _Run, axis: str) -> str:
-    """Plain text (escape before use): length, the end gradients, what they were scaled by, verdict."""
+def _summary(run: _Run, axis: str) -> tuple[str, str]:
+    """Plain text (escape before use): (the headline: length, state, the end gradients, what they were
+    scaled by, verdict; and, for a loss that reads several states, a sentence saying what that means)."""
     rows, words = run.rows, AXES[axis]
-    letter, unit = style.clean(run.letter, 12), words["unit"]
+    letter = style.clean(run.letter, 12)
     parts = [f"{run.length} {words['units']}", f"state {run.state}"]
     factor, first, last = diagnostics.gradient_factor(rows)
+    story = ""
     if run.multi_read:
-        parts.append(f"the loss reads {len(diagnostics.reads(rows))} states, so δ mixes their gradients and the "
-                     "gains do not say how far one read reaches")
+        story = (f"The loss reads {len(diagnostics.reads(rows))} states, so δ mixes their gradients and the gains "
+                 "do not say how far one read reaches")
         if factor is not None:
             parts.append(f"the read at {letter}{_subscript(last)} alone reaches {letter}{_subscript(first)} "
-                         f"× {style.number(factor, 2)} (lag view: draw_lags)")
+                         f"× {style.number(factor, 2)}")
+            story += f"; the read at {letter}{_subscript(last)} alone, carried back: see the lag view (draw_lags)"
     elif factor is not None:
         parts.append(f"‖δ{_subscript(first)}‖ = {style.number(rows[first].grad_norm, 2)}, "
                      f"‖δ{_subscript(last)}‖ = {style.number(rows[last].grad_norm, 2)}")
@@ -209,13 +212,13 @@ def _summary(run: _Run, axis: str) -> str:
         parts.append(f"cut at {cuts}")
     verdict = diagnostics.verdict(rows)
     if verdict == "frozen":
-        verdict += (f": no {unit} gave the weights more than {style.number(diagnostics.weight_share(rows), 2)} "
-                    "of the gradient it carried")
+        verdict += (f": its {words['units']} gave the weights at most {style.number(diagnostics.weight_share(rows), 2)}"
+                    f" × the gradient they carried (threshold {style.number(diagnostics.FROZEN)})")
     parts.append(verdict)
-    return " · ".join(parts)
+    return " · ".join(parts), story
 
 
-def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str:
+def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story: str = "") -> str:
     words = AXES[axis]
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
@@ -229,14 +232,14 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str
                             f"gradient that reached s{sub} (absolute values)", *scale),
     ]
     if any(r.multi_read for r in runs):
-        story = (f"the loss reads several states, so δ{sub} mixes the gradients of every read after {i}: the labels "
+        rule = (f"the loss reads several states, so δ{sub} mixes the gradients of every read after {i}: the labels "
                  f"multiply to ‖δ<SUB>0</SUB>‖ / ‖δ<SUB>T</SUB>‖ but say nothing of how far one read reaches; "
                  f"the caption follows the last read alone, and draw_lags(losses, states) shows every read")
     else:
-        story = (f"with one loss at the end, the gradient at {unit} {i}−1 is the gradient at {unit} {i} times the "
+        rule = (f"with one loss at the end, the gradient at {unit} {i}−1 is the gradient at {unit} {i} times the "
                  f"edge's label: ‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}")
     notes = [
-        f"{words['runs']}; the gradient flows back right to left; {story}",
+        f"{words['runs']}; the gradient flows back right to left; {rule}",
         f"small grey ≤: the bound ‖J{sub}‖₂, the most {unit} {i} could stretch any gradient (it need not); "
         f"J{sub} = ∂s{sub}/∂s<SUB>{i}−1</SUB>, δ{sub} = the gradient reaching s{sub} from outside {unit} {i} "
         f"(from {unit} {i}+1 and any loss reading s{sub})",
@@ -269,7 +272,7 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str) -> str
                     "before → after (the node shows the whole state's, after)")
     if keys:
         notes.append(" · ".join(keys))
-    return style.legend(title, rows, notes)
+    return style.legend(title, rows, notes, subtitle=story)
 
 
 def _check(axis: str, per_row: int, caller: str) -> None:
@@ -298,7 +301,8 @@ def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "
     if loss is not None and getattr(loss, "size", 0) == 1:
         loss_text = f"L = {style.number(loss.item(), 4)} · "
     heading = style.clean(title, 200) if title is not None else f"{AXES[axis]['unit']} view"
-    dot.attr("graph", label=_legend(f"{heading} — {loss_text}{_summary(run, axis)}", [run], scale, axis))
+    headline, story = _summary(run, axis)
+    dot.attr("graph", label=_legend(f"{heading} — {loss_text}{headline}", [run], scale, axis, story))
     return dot
 
 
@@ -318,7 +322,11 @@ def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digit
     # Written last first, so that they appear top to bottom in the order given (see _draw_block).
     for index, (label, run) in reversed(list(enumerate(prepared))):
         with dot.subgraph(name=f"cluster_run{index}") as band:
-            caption = f"<B>{style.text(label, 100)}</B> · {style.text(_summary(run, axis), 240)}"
+            headline, story = _summary(run, axis)
+            caption = f"<B>{style.text(label, 100)}</B> · {style.text(headline, 240)}"
+            if story:
+                caption += f'<BR/><FONT POINT-SIZE="10">{style.text(story, 240)}</FONT>'
+
             band.attr(label=style.html_label(caption), labeljust="l", labelloc="t", style="rounded,filled",
                       fillcolor="#f7f8fa", color="#d3d9e2", fontsize="12",
                       tooltip=style.tooltip(label))

@@ -197,11 +197,14 @@ def magnitude_row(caption: str, low: int, high: int) -> str:
     )
 
 
-def legend(title: str | None, rows: list[str], notes: list[str]) -> str:
-    """The graph label: an optional title, swatch rows (from ``legend_row``), and lines of key."""
+def legend(title: str | None, rows: list[str], notes: list[str], subtitle: str = "") -> str:
+    """The graph label: an optional title (and a plain-text line under it), swatch rows (from
+    ``legend_row``), and lines of key."""
     parts = ['<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2">']
     if title:
         parts.append(f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="14"><B>{text(title, 240)}</B></FONT></TD></TR>')
+    if subtitle:
+        parts.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="11">{text(subtitle, 300)}</FONT></TD></TR>')
     parts.extend(rows)
     for note in notes:
         parts.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="{MUTED}">{note}</FONT></TD></TR>')

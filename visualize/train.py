@@ -37,8 +37,9 @@ from tinygrad_rnn import checkpoint, diagnostics, nn, no_grad
 from tinygrad_rnn.clip import clip_grad_norm_, clip_grad_value_
 from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, random_windows, sequential_windows
 from tinygrad_rnn.optim import Adam
-from visualize import preflight
-from visualize.char_rnn import CharRNN, last_prediction, sample, window_loss
+from visualize import preflight, style
+from visualize.char_rnn import CharRNN, sample, window_loss, window_predictions
+from visualize.lag_view import draw_lags
 from visualize.preflight import CELLS, UsageError
 from visualize.render import render
 from visualize.step_view import compare_steps
@@ -313,46 +314,61 @@ def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, ela
 
 
 def _pictures(model, starting_weights, window, config: TrainConfig, first_step, step, out_dir: Path) -> None:
-    """The step view of one stream of a training window, with the weights this run started from and
-    with the trained ones, as SVG and PNG, and what to look at in it."""
-    # One stream: the view differentiates step by step (H backward passes per step), and the
+    """The pictures of one stream of a training window, with the loss the model trains on (a prediction
+    at every step): the step view with the weights this run started from and with the trained ones,
+    and the lag view (how far each prediction's error reaches back) with the trained ones; as SVG and
+    PNG, and what to look at in them."""
+    # One stream: the step view differentiates step by step (H backward passes per step), and the
     # numbers of one stream are the easiest to read.
     inputs, targets = window[0][:, :1], window[1][:, :1]
     start_model = CharRNN(model.vocab_size, config.hidden, config.cell)
     start_model.load_state_dict(starting_weights)
     before = f"before step {first_step + 1} ({'untrained' if first_step == 0 else 'as resumed'})"
-    runs = {before: last_prediction(start_model, inputs, targets),
-            f"after step {step}": last_prediction(model, inputs, targets)}
-    T = config.seq
-    title = (f"{config.cell.upper()}, hidden {config.hidden}: the loss of the last prediction in a window of {T} "
-             f"characters, back through its {T} steps")
-    picture = compare_steps(runs, title=title)  # up to 40 steps in one row: a window reads left to right
+    runs = {before: window_predictions(start_model, inputs, targets),
+            f"after step {step}": window_predictions(model, inputs, targets)}
+    T, cell = config.seq, f"{config.cell.upper()}, hidden {config.hidden}"
+    title = f"{cell}: the loss of one window of {T} characters (a prediction at every step), back through its steps"
+    matrices = [diagnostics.lags(loss, states) for loss, states in runs.values()]
+    pictures = {
+        "char_rnn_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
+        "char_rnn_lags": draw_lags(*runs[f"after step {step}"], matrix=matrices[1],
+                                   title=f"{cell}, after step {step}: how far each prediction's error reaches back"),
+    }
     written = []
-    for suffix in (".svg", ".png"):
-        try:
-            written.append(str(render(picture, out_dir / f"char_rnn_steps{suffix}")))
-        except OSError as error:
-            print(f"pictures: could not write in {out_dir} ({_one_line(error)})")
-            return
+    for name, picture in pictures.items():
+        for suffix in (".svg", ".png"):
+            try:
+                written.append(str(render(picture, out_dir / f"{name}{suffix}")))
+            except OSError as error:
+                print(f"pictures: could not write in {out_dir} ({_one_line(error)})")
+                return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
-    letter = "s" if config.cell == "lstm" else "h"
-    (start_factor, _, _), (end_factor, verdict, span) = (_reach(*run) for run in runs.values())
+    verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after step {step}"]))
+    print(textwrap.fill(what_to_look_at(matrices, verdict, step, before), width=110, subsequent_indent="  "))
+
+
+def what_to_look_at(matrices, verdict: str, step: int, before: str = "before training") -> str:
+    """The demo's headline, from the lag view's numbers (``matrices``: before and after this run's
+    training, ``before`` naming the first) in the words the picture uses, and the step view's verdict
+    after training."""
+    (first, after) = (diagnostics.reach(m) for m in matrices)
+    T = len(after) - 1
+    near, far = min(5, T - 1), T - 1
+    start = matrices[1][-1, 0] / matrices[1][-1, -1]
+    vanishing = style.number(diagnostics.VANISHING)
     conclusion = {
-        "vanishing": f"the gradient vanishes on its way back: the model can hardly learn from characters {T} "
-                     "steps back" + (" (an LSTM is built to do better: --cell lstm)" if config.cell == "rnn" else ""),
-        "exploding": "the gradient grows on its way back (exploding); --clip-norm keeps the updates in check",
-    }.get(verdict, f"the gradient still reaches the characters {T} steps back")
-    first, last = span
-    print(textwrap.fill(
-        f"what to look at: each box holds the size of the gradient that reached step t from the error of the "
-        f"window's last prediction; each arrow, what one step back in time did to it (below 1: it shrank). From "
-        f"{letter}_{last} back to {letter}_{first} the gradient became {start_factor} of itself {before} and "
-        f"{end_factor} after step {step}: {conclusion}.", width=110, subsequent_indent="  "))
+        "vanishing": f"below {vanishing}, the line the verdict calls vanishing: the model can hardly learn from "
+                     f"what it saw {T} characters earlier",
+        "exploding": "it grew on the way back (exploding); --clip-norm keeps the updates in check",
+        "frozen": "yet the steps gave their weights almost nothing (frozen): the cell passes the gradient on "
+                  "without learning from it",
+    }.get(verdict, f"above {vanishing}, the line the verdict calls vanishing: the gradient still reaches the "
+                   f"characters {T} steps back")
+    return (f"what to look at: in char_rnn_lags, each row is one prediction of the window and each cell the share "
+            f"of its error's gradient that reached an earlier step (1 where the prediction was made). The reach "
+            f"row gives the median share that arrives lag steps back: {style.number(after[near], 2)} at lag "
+            f"{near} and {style.number(after[far], 2)} at lag {far} after step {step} ({before}: "
+            f"{style.number(first[near], 2)} and {style.number(first[far], 2)}). The last prediction alone "
+            f"reaches the window's start × {style.number(start, 2)} (the step view's caption), {conclusion}.")
 
 
-def _reach(loss, states) -> tuple[str, str, tuple[int, int]]:
-    """How much the gradient was scaled from the last state back to the first, as text; the
-    diagnostics' verdict; and the span (first, last) it was measured over."""
-    rows = diagnostics.steps(loss, states)
-    factor, first, last = diagnostics.gradient_factor(rows)
-    return ("nothing" if factor is None else f"{factor:.2g}"), diagnostics.verdict(rows), (first, last)
