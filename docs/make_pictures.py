@@ -8,6 +8,8 @@
    whole state (h, c), with the forget-gate bias at 0 (the default) and at 2.
 5. steps_exploding_clipped: 30 steps of a tanh RNN whose W_hh has all singular values 1.4, without
    and with clip_norm(1.0) on every h_t (the clipped steps are marked with the norms before and after).
+6. lags_loss_every_step: the lag view of a 30-step tanh RNN with a squared error at every step: how
+   far each step's loss reaches back, which the step view of their sum cannot say.
 
 The step views' edges carry each step's gain, what it did to the gradient that crossed it; with the
 one loss at the last step they multiply to ||delta_0|| / ||delta_T||, which ``main`` prints.
@@ -28,7 +30,7 @@ import tinygrad_rnn as tg  # noqa: E402
 from tinygrad_rnn import Value, diagnostics, graph, nn  # noqa: E402
 from tinygrad_rnn.clip import clip_norm  # noqa: E402
 from tinygrad_rnn.nn import init  # noqa: E402
-from visualize import compare_steps, draw_graph, draw_path, render  # noqa: E402
+from visualize import compare_steps, draw_graph, draw_lags, draw_path, render  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,6 +122,15 @@ def exploding_with_and_without_clipping(steps: int = 30, hidden: int = 16, input
     return runs
 
 
+def loss_at_every_step(steps: int = 30, hidden: int = 16, inputs: int = 4) -> tuple:
+    """A tanh RNN (PyTorch's default init) with a squared error read at every step: (losses, states)."""
+    rng = np.random.default_rng(0)
+    cell = nn.RNNCell(inputs, hidden, rng=1)
+    outputs, states = nn.RNN(cell)(rng.normal(size=(steps, 1, inputs)), return_states=True)
+    targets = rng.normal(size=(steps, 1, hidden))
+    return [nn.mse_loss(h, y) for h, y in zip(outputs, targets)], states
+
+
 def report(runs: dict) -> None:
     """For each run: the product of its edge labels (the gains) and the true ||delta_0|| / ||delta_T||."""
     for name, (loss, states, *_) in runs.items():
@@ -154,6 +165,14 @@ def main() -> None:
                        title="An exploding tanh RNN, and the same RNN with its gradient clipped at every step"),
          "steps_exploding_clipped")
     report(runs)
+    losses, states = loss_at_every_step()
+    matrix = diagnostics.lags(losses, states)
+    save(draw_lags(losses, states, matrix=matrix,
+                   title="A tanh RNN with a loss at every step: how far each loss's gradient reaches back"),
+         "lags_loss_every_step")
+    reach = diagnostics.reach(matrix)
+    print(f"  lag view: median share 1, 5, 10, 29 steps back: {reach[1]:.2g}, {reach[5]:.2g}, {reach[10]:.2g}, "
+          f"{reach[29]:.2g}")
 
 
 if __name__ == "__main__":
