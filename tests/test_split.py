@@ -267,3 +267,11 @@ def test_the_same_gru_with_a_working_gate_is_not_frozen():
     rows = diagnostics.steps(loss, states)
     assert diagnostics.weight_share(rows) > 1e-3
     assert diagnostics.verdict(rows) in ("stable", "vanishing")
+
+
+def test_a_loss_that_reads_inside_a_step_is_refused_not_dropped():
+    cell, xs, readout, targets, h0 = setup("two-part")
+    _, states = nn.RNN(cell)(xs, h0=h0, return_states=True)
+    inner = states[3][0].parents[0]  # tanh(m_3), inside step 3, not a part of the state
+    with pytest.raises(ValueError, match="lags: .* made inside a step but not a state"):
+        diagnostics.lags([(inner**2).sum()], states)

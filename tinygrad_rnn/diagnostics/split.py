@@ -43,19 +43,25 @@ def _norm(parts) -> float:
     return math.sqrt(sum(float(np.sum(np.square(raw(p), dtype=np.float64))) for p in parts))
 
 
-def _outside(roots: Sequence, step_list: Sequence[StepGraph], ends: set) -> list:
+def _outside(roots: Sequence, step_list: Sequence[StepGraph], ends: set, reader: str | None = None) -> list:
     """The nodes behind ``roots`` reached without entering a step, parents first: a walk back that
-    stops at the nodes whose ids are in ``ends`` (kept, not passed) and at every node inside a step."""
+    stops at the nodes whose ids are in ``ends`` (kept, not passed) and at every node inside a step.
+    With ``reader`` (who asks), reading a node inside a step that is not a state is an error: its
+    gradient would reach the states by a way no row could show."""
     inside = {id(n) for step in step_list for n in step.nodes}
     found, stack = {id(r): r for r in roots}, list(roots)
     while stack:
-        for parent in stack.pop().parents:
+        child = stack.pop()
+        for parent in child.parents:
             if id(parent) in found or not parent.requires_grad:
                 continue
             if id(parent) in ends or id(parent) not in inside:
                 found[id(parent)] = parent
                 if id(parent) not in ends:
                     stack.append(parent)
+            elif reader is not None:
+                raise ValueError(f"{reader}: {child!r} reads {parent!r}, made inside a step but not a state; "
+                                 "pass states that hold everything the losses read (say, the gate as a part)")
     return sorted(found.values(), key=operator.attrgetter("_made"))
 
 
@@ -64,7 +70,7 @@ def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepG
     step (a list of parts per state; zeros where it reads nothing). Hooks are not run."""
     step_list = graph.step_graphs(states) if step_list is None else step_list
     parts = [p for s in states for p in state_parts(s)]
-    order = _outside(losses, step_list, {id(p) for p in parts})
+    order = _outside(losses, step_list, {id(p) for p in parts}, reader="lags")
     result = []
     for loss in losses:
         if not isinstance(loss, Value) or not loss.requires_grad:

@@ -63,7 +63,8 @@ class StepRow:
     such as batch norm). ``clip``: the record of a clipping hook on s_t, if any. ``cut``: the graph was
     cut on purpose at the start of step t (a detached state, as in truncated BPTT): nothing crosses it.
     ``direct``: ||d_t||, the gradient the loss sent to s_t directly, not through a later step (0 where
-    it does not read s_t; None without a loss). ``last_read``: ||delta_t|| of what the loss reads at its
+    it does not read s_t; None without a loss, or when the loss reads a node inside a step).
+    ``last_read``: ||delta_t|| of what the loss reads at its
     last read state alone (equal to ``grad_norm`` with one read and no hook; None without a loss).
     ``contribution``: ||C_t|| for all the parameters used inside step t as one vector (None for t = 0,
     without a loss, or when no parameter is used inside the steps).
@@ -255,17 +256,19 @@ def _reads(loss, states: list, step_list: list) -> tuple[list, list, list]:
     nothing = [None] * len(states)
     if loss is None or not getattr(loss, "requires_grad", False):
         return nothing, nothing, nothing
-    (read,) = split.read_gradients([loss], states, step_list)
+    params, per_step = split.step_contributions(states, None, step_list)
+    given = [None] + [_norm(c) if params else None for c in per_step]
+    try:
+        (read,) = split.read_gradients([loss], states, step_list)
+    except ValueError:  # the loss reads a node inside a step: which states it reads cannot be said
+        return nothing, nothing, given
     direct = [_norm(parts) for parts in read]
     held = [t for t, d in enumerate(direct) if d > 0.0]
+    last_read = [0.0] * len(states)
     if held:
         last = held[-1]  # the last read alone: its direct gradient, carried back step by step
         only = [read[t] if t == last else [np.zeros_like(p) for p in read[t]] for t in range(len(read))]
         last_read = split.carry_back(only, step_list, None)
-    else:
-        last_read = [0.0] * len(states)
-    params, per_step = split.step_contributions(states, None, step_list)
-    given = [None] + [_norm(c) if params else None for c in per_step]
     return direct, last_read, given
 
 
