@@ -31,9 +31,12 @@ def lesson_files():
     return sorted(p.stem for p in LESSONS.glob("[0-9][0-9]_*.py"))
 
 
-def test_every_lesson_file_is_tested_here():
-    assert lesson_files() == ["01_bptt_sum", "02_saturation", "03_cells_and_inits", "04_cliff", "05_clipping",
-                              "06_spectral_radius", "07_batch_norm", "08_depth", "09_monitor"]
+def test_every_lesson_file_is_tested_here_or_in_its_own_file():
+    tests = Path(__file__).resolve().parent
+    here = Path(__file__).read_text(encoding="utf-8")
+    for name in lesson_files():
+        number = int(name[:2])
+        assert (tests / f"test_lessons_{number:02d}.py").exists() or f"def test_lesson_{number}_" in here, name
 
 
 def test_lesson_1_per_step_contributions_add_up_to_the_shared_gradient(tmp_path):
@@ -57,11 +60,6 @@ def test_lesson_2_saturation_gradient_is_the_product_of_local_derivatives(tmp_pa
     assert runs[("sigmoid", "small inputs")]["dL/dh_0"] <= 0.25**3
 
 
-def test_lesson_3_irnn_keeps_the_gradient_that_the_default_tanh_rnn_loses(tmp_path):
-    result = run("03_cells_and_inits", tmp_path)
-    factors = result["factors"]
-    assert factors["tanh RNN"] < 1e-3 * factors["IRNN (ReLU, W_hh = I)"]
-    assert factors["LSTM, state (h, c)"] < factors["LSTM, forget-gate bias 2, state (h, c)"]
 
 
 def test_lesson_4_cliff_throws_plain_sgd_and_not_the_clipped_run(tmp_path, capsys):
@@ -79,27 +77,10 @@ def test_lesson_5_global_norm_clipping_keeps_the_direction_and_value_clipping_be
     assert min(result["per_step"]["clip_value hook"]) < 0.99
 
 
-def test_lesson_6_gradient_grows_with_the_spectral_radius_and_crosses_one(tmp_path):
-    result = run("06_spectral_radius", tmp_path)
-    for runs in result["curves"].values():
-        medians = np.median(runs, axis=1)
-        assert medians[0] < 1e-3 and medians[0] < medians[-1]
-    tiny = next(iter(result["crossings"].values()))
-    assert tiny is not None and 0.8 < tiny < 1.3
 
 
-def test_lesson_6_crossing_interpolates_in_log_space():
-    lesson = importlib.import_module("06_spectral_radius")
-    assert lesson.crossing(np.array([1.0, 2.0]), np.array([0.1, 10.0])) == pytest.approx(1.5)
-    assert lesson.crossing(np.array([1.0, 2.0]), np.array([2.0, 10.0])) is None
 
 
-def test_lesson_7_batch_norm_gains_do_not_depend_on_the_scale_of_w_hh(tmp_path):
-    numbers = run("07_batch_norm", tmp_path)["numbers"]
-    bn = [n["gain"] for (kind, _), n in numbers.items() if kind == "batch norm"]
-    plain = [n["gain"] for (kind, _), n in numbers.items() if kind == "plain"]
-    assert max(bn) - min(bn) < 0.02 and max(plain) / min(plain) > 3
-    assert all(n["methods"] == (["full"] if kind == "batch norm" else ["rows"]) for (kind, _), n in numbers.items())
 
 
 def test_lesson_8_deeper_sigmoid_nets_lose_more_of_the_gradient(tmp_path):
