@@ -13,9 +13,11 @@ model trains, kept per iteration and plotted on one page.
 
 What each problem looks like in these numbers:
 
-- **vanishing**: the update ratio ||update|| / ||parameter|| of the earlier layers (or of the weights
-  that only the early time steps reach) stays orders of magnitude below the later ones'; in the
-  heatmap the gradient per time step fades towards t = 0; the loss flattens early and stays high.
+- **vanishing across layers**: the update ratio ||update|| / ||parameter|| of the earlier layers
+  stays orders of magnitude below the later ones'; the loss flattens early and stays high.
+- **vanishing through time**: the update ratios cannot show it, since every step shares the same
+  weights and the late steps alone keep their ratios looking healthy (about 1e-3); the heatmap does:
+  the gradient per time step fades towards t = 0 (lesson 9 shows an RNN stuck so).
 - **exploding**: gradient norms and update ratios jump from iteration to iteration, ratios near or
   above 1 (one step rewrites the weights), and finally the loss or the gradients turn NaN or Inf:
   ``first_nonfinite`` says at which iteration, ``nonfinite_report`` which op made the first one.
@@ -215,6 +217,7 @@ def _plot(monitor: Monitor, path, title):
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(8.5, 10), layout="constrained")
     loss_axes, ratio_axes, heat_axes = figure.subplots(3, 1, height_ratios=(1, 1.2, 1.2))
@@ -275,6 +278,10 @@ def _plot(monitor: Monitor, path, title):
         heat_axes.set_xlabel("time step t (s_0 is the initial state)" if monitor.state_axis == "time step"
                              else "layer l (a_0 is the input)")
         heat_axes.set_ylabel("iteration")
+        # Each row is one iteration and each column one state: label only whole numbers, so the axis
+        # ends at the last iteration's row instead of at a tick such as 2.5 past it.
+        for axis in (heat_axes.xaxis, heat_axes.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         heat_axes.grid(False)
         bar = figure.colorbar(image, ax=heat_axes, pad=0.01)
         bar.set_label(f"log10 ||dL/d{symbol}|| (blank: zero, none or NaN/Inf)", fontsize=8)
