@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinygrad_rnn as tg  # noqa: E402
-from tinygrad_rnn import Value, diagnostics, graph, nn  # noqa: E402
+from tinygrad_rnn import Value, diagnostics, nn, recurrence  # noqa: E402
 from tinygrad_rnn.clip import clip_norm  # noqa: E402
 from tinygrad_rnn.nn import init  # noqa: E402
 from visualize import compare_steps, draw_graph, draw_lags, draw_path, render  # noqa: E402
@@ -60,7 +60,7 @@ def scalar_rnn(h0: float = 0.0):
     h = h_0 = Value(h0, requires_grad=False, name="h_0")
     for t, x in enumerate([1.0, -0.5, 0.3, 0.8], 1):
         x_t = Value(x, requires_grad=False, name=f"x_{t}")
-        with tg.scope(graph.step_scope(t)):
+        with tg.scope(recurrence.step_scope(t)):
             h = (w_hh * h + w_ih * x_t + b).tanh()
         h.name = f"h_{t}"
     loss = (h - 0.5) ** 2

@@ -7,7 +7,8 @@ from numpy_rnn_reference import numpy_rnn_loss_and_grads
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import nn
-from tinygrad_rnn.graph import is_cut, time_step, walk
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.recurrence import is_cut, time_step
 
 
 class CharRNN(nn.Module):

@@ -16,7 +16,7 @@ from tinygrad_rnn.diagnostics import (
     trace_nonfinite,
     verdict,
 )
-from tinygrad_rnn.graph import mark_cut
+from tinygrad_rnn.recurrence import mark_cut
 
 
 def _tanh_rnn(W, U, xs, h0, detach_after=None):

@@ -12,7 +12,8 @@ import pytest
 from picture_helpers import HAS_DOT, cluster_members
 
 from tinygrad_rnn import Value, nn
-from tinygrad_rnn.graph import time_step, walk
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.recurrence import time_step
 from visualize import draw_graph
 
 

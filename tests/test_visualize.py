@@ -20,7 +20,8 @@ from picture_helpers import HAS_DOT, attribute_lists, cluster_members, dot_token
 
 from tinygrad_rnn import Value, nn
 from tinygrad_rnn.clip import clip_norm
-from tinygrad_rnn.graph import time_step, walk
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.recurrence import time_step
 from visualize import GraphTooLarge, draw_graph, draw_path, draw_steps, render, style, to_json
 from visualize.cli import main as cli_main
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
 
-__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate"]
+__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate", "edge_vjp"]
 
 
 class _State(threading.local):
@@ -171,6 +171,13 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
                 pending[parent] = contribution if previous is None else previous + contribution
             k += 1
     return found
+
+
+def edge_vjp(node, k: int, grad):
+    """The gradient input ``k`` of ``node``'s op receives when ``node``'s gradient is ``grad``: one
+    vector-Jacobian product, by the op's own definition, as the loop above computes it for every edge
+    (pictures label an edge with it)."""
+    return node.op.vjp(k, grad, node.data, [p.data for p in node.parents])
 
 
 def _run_hooks(node, grad, handed_out: set):

@@ -11,8 +11,8 @@ Two places to clip an exploding gradient (Pascanu, Mikolov and Bengio 2013):
   g * max_norm / (||g|| + 1e-6): the direction of the update is kept, only its length is capped
   (Algorithm 1 of the paper; PyTorch's semantics exactly).
 
-Every clip hook notes what it did on its node (``graph.record_clip``: norm before, norm after, fired;
-``graph.clip_record`` reads it back), so the renderer can mark clipped edges and diagnostics can count
+Every clip hook notes what it did on its node (``recurrence.record_clip``: norm before, norm after, fired;
+``recurrence.clip_record`` reads it back), so the renderer can mark clipped edges and diagnostics can count
 clip events per step.
 
 How a hook finds its node: the engine calls ``hook(grad)`` with the gradient only (PyTorch's
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tinygrad_rnn import autograd, graph
+from tinygrad_rnn import autograd, recurrence
 from tinygrad_rnn.autograd import no_grad
 from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
@@ -53,7 +53,7 @@ def grad_norm(grad, norm_type: float = 2.0) -> float:
 class ClipHook:
     """Base of the clip hooks: ``__call__(grad)`` returns the clipped gradient and records the event.
 
-    Subclasses define ``clip(grad) -> (new_grad, fired)``. The record goes (``graph.record_clip``) to the
+    Subclasses define ``clip(grad) -> (new_grad, fired)``. The record goes (``recurrence.record_clip``) to the
     node the engine is running hooks for, and to ``self.last``.
     """
 
@@ -70,7 +70,7 @@ class ClipHook:
                      "fired": bool(fired)}
         node = autograd.STATE.hook_node
         if node is not None:
-            graph.record_clip(node, **self.last)
+            recurrence.record_clip(node, **self.last)
         return new_grad if fired else None  # None: the gradient goes on unchanged
 
 

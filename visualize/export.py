@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygrad_rnn.graph import clip_record, is_cut, time_step, walk
+from tinygrad_rnn.graph import walk
+from tinygrad_rnn.recurrence import clip_record, is_cut, time_step
 from tinygrad_rnn.value import Value
 from visualize.labels import measure
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_rnn import graph
+from tinygrad_rnn import recurrence
 from tinygrad_rnn.value import Value
 from visualize import style
 
@@ -108,15 +108,15 @@ def display_name(node) -> str | None:
     return None
 
 
-def clip_note(node) -> graph.ClipRecord | None:
+def clip_note(node) -> recurrence.ClipRecord | None:
     """The record of a clipping hook on ``node``, when it fired."""
-    record = graph.clip_record(node)
+    record = recurrence.clip_record(node)
     return record if record is not None and record.fired else None
 
 
 def is_truncated(node) -> bool:
     """Whether ``node`` is a state detached on purpose (truncated BPTT)."""
-    return graph.is_cut(node)
+    return recurrence.is_cut(node)
 
 
 def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tinygrad_rnn.graph import TimeStep, time_step
+from tinygrad_rnn.recurrence import TimeStep, time_step
 
 __all__ = ["Placement", "place", "Rows", "wrap", "step_depth", "SHARED"]
 

@@ -21,7 +21,7 @@ from itertools import pairwise
 import numpy as np
 from graphviz import Digraph
 
-from tinygrad_rnn import graph
+from tinygrad_rnn import graph, recurrence
 from tinygrad_rnn.graph import Graph, walk
 from visualize import style
 from visualize.labels import (
@@ -147,7 +147,7 @@ class OpPicture:
 
     def value_label(self, node) -> str:
         lines = []
-        part = graph.inner_scope(node)
+        part = recurrence.inner_scope(node)
         if part:  # made in a named scope inside its step: a cell's gate ("forget gate")
             self.kinds.add("gates")
             lines.append(f'<FONT POINT-SIZE="8" COLOR="{GATE_INK}">{style.text(part, 30)}</FONT>')
@@ -190,7 +190,7 @@ class OpPicture:
         parts = [repr(node)]
         if is_truncated(node):
             parts.append("detached here: the graph was cut (truncated BPTT)")
-        clip = graph.clip_record(node)
+        clip = recurrence.clip_record(node)
         if clip is not None:
             parts.append(f"clip hook: norm before {clip.norm_before!r}, after {clip.norm_after!r}"
                          f" ({'fired' if clip.fired else 'did not fire'})")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from graphviz import Digraph
 
-from tinygrad_rnn.graph import Graph, step_graph
+from tinygrad_rnn.graph import Graph
+from tinygrad_rnn.recurrence import step_graph
 from visualize import style
 from visualize.labels import measure
 from visualize.op_view import MAX_NODES, OpPicture, checked_walk

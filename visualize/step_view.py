@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from graphviz import Digraph
 
-from tinygrad_rnn import diagnostics, graph
+from tinygrad_rnn import diagnostics, recurrence
 from tinygrad_rnn.diagnostics import StepRow
 from visualize import style
 
@@ -76,7 +76,7 @@ def _run(loss, states: Sequence, name: str | None, axis: str, caller: str) -> _R
     if len(states) < 2:
         raise ValueError(f"{caller}: needs the states [s_0, ..., s_T] with T >= 1, got {len(states)} state(s)")
     rows = diagnostics.steps(loss, states)
-    parts = graph.state_parts(states[-1])
+    parts = recurrence.state_parts(states[-1])
     letter = name if name is not None else "s" if len(parts) > 1 else AXES[axis]["letter"]
     index = AXES[axis]["index"]
     if len(parts) == 1:

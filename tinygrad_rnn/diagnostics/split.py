@@ -30,10 +30,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tinygrad_rnn import graph
+from tinygrad_rnn import graph, recurrence
 from tinygrad_rnn.functional import grad
-from tinygrad_rnn.graph import StepGraph, state_parts
 from tinygrad_rnn.ops import raw
+from tinygrad_rnn.recurrence import StepGraph, state_parts
 from tinygrad_rnn.value import Value
 
 __all__ = ["lags", "reach", "contributions"]
@@ -68,7 +68,7 @@ def _outside(roots: Sequence, step_list: Sequence[StepGraph], ends: set, reader:
 def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepGraph] | None = None) -> list:
     """For each loss, d_k per state: the gradient it sends to s_k directly, through nodes outside every
     step (a list of parts per state; zeros where it reads nothing). Hooks are not run."""
-    step_list = graph.step_graphs(states) if step_list is None else step_list
+    step_list = recurrence.step_graphs(states) if step_list is None else step_list
     parts = [p for s in states for p in state_parts(s)]
     order = _outside(losses, step_list, {id(p) for p in parts}, reader="lags")
     result = []
@@ -122,7 +122,7 @@ def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
         raise ValueError(f"lags: needs the states [s_0, ..., s_T] with T >= 1, got {len(states)} state(s)")
     if max_lag is not None and (not isinstance(max_lag, int) or max_lag < 0):
         raise ValueError(f"lags: max_lag must be a number of steps >= 0 or None, got {max_lag!r}")
-    step_list = graph.step_graphs(states)
+    step_list = recurrence.step_graphs(states)
     if isinstance(losses, Value):
         (read,) = read_gradients([losses], states, step_list)
         zero = [[np.zeros_like(p) for p in d] for d in read]
@@ -174,7 +174,7 @@ def step_contributions(states: Sequence, params: Sequence | None,
     """(params, per_step): for t = 1..T, one gradient per param, what flowed to it through its use
     inside step t (the ``contributions`` of each param at once). ``params`` None: every leaf that
     needs a gradient and feeds the steps (the weights, whatever the cell calls them)."""
-    step_list = graph.step_graphs(states) if step_list is None else step_list
+    step_list = recurrence.step_graphs(states) if step_list is None else step_list
     inside = {id(n) for step in step_list for n in step.nodes}
     ends = {id(p) for s in states for p in state_parts(s)}
     sent = [_step_inputs(step, inside, ends) for step in step_list]

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygrad_rnn import graph
+from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics import split
-from tinygrad_rnn.graph import ClipRecord, StepGraph, state_parts
 from tinygrad_rnn.ops import raw
+from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
     "StepRow", "steps", "verdict", "gradient_factor", "reads", "weight_share", "step_jacobian", "step_jacobian_norms",
@@ -202,7 +202,7 @@ def delta_norms(states: Sequence) -> list[float | None]:
     vector-Jacobian product instead of one per state unit and step: cheap enough for every
     training iteration, as ``Monitor`` asks)."""
     states = list(states)
-    deltas, _ = _deltas(states, graph.step_graphs(states), every_step=False)
+    deltas, _ = _deltas(states, recurrence.step_graphs(states), every_step=False)
     return [None if delta is None else _norm(delta) for delta in deltas]
 
 
@@ -231,7 +231,7 @@ def steps(loss, states: Sequence) -> list[StepRow]:
     widths = {len(state_parts(s)) for s in states}
     if len(widths) > 1:
         raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
-    step_list = graph.step_graphs(states)
+    step_list = recurrence.step_graphs(states)
     deltas, sent = _deltas(states, step_list)
     direct, last_read, given = _reads(loss, states, step_list)
     rows = []
@@ -245,7 +245,7 @@ def steps(loss, states: Sequence) -> list[StepRow]:
                 gain = _norm(sent[t]) / norm
             jacobian, method = step_jacobian_matrix(step)
             bound, cut = _spectral_norm(jacobian), step.cut
-        clip = next((r for r in map(graph.clip_record, state_parts(state)) if r is not None), None)
+        clip = next((r for r in map(recurrence.clip_record, state_parts(state)) if r is not None), None)
         rows.append(StepRow(t, norm, gain, bound, method, clip, cut, direct[t], last_read[t], given[t]))
     return rows
 
@@ -383,7 +383,7 @@ def step_jacobian(h_t, h_prev) -> np.ndarray:
     """dh_t/dh_prev from the recorded graph: (B, H, H_prev) per batch row for (B, H) states,
     (H, H_prev) for unbatched ones. Zero where h_prev does not reach h_t (a cut). For states that
     are tuples, the parts are joined along the last axis."""
-    step = graph.step_graph(h_t, h_prev)
+    step = recurrence.step_graph(h_t, h_prev)
     parts = state_parts(h_t) + state_parts(h_prev)
     if len({p.ndim for p in parts}) > 1 or (parts[0].ndim == 2 and _batch_size(parts) is None):
         shapes = " and ".join(str(p.shape) for p in parts)
@@ -407,5 +407,5 @@ def gradient_norms(states: Sequence) -> list[float | None]:
 
 def clip_events(states: Sequence) -> list[dict | None]:
     """Per state, what a clip hook did (``{"norm_before", "norm_after", "fired"}``) or None."""
-    records = [next((r for r in map(graph.clip_record, state_parts(s)) if r is not None), None) for s in states]
+    records = [next((r for r in map(recurrence.clip_record, state_parts(s)) if r is not None), None) for s in states]
     return [None if r is None else dataclasses.asdict(r) for r in records]

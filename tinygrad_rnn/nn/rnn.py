@@ -2,7 +2,7 @@
 unrolled steps are one graph, and ``loss.backward()`` walks it from the last step to the first.
 
 Each step runs inside ``scope(step_scope(t))`` ("t=3", t = 1..T), so every Value a step makes, whatever
-the cell, carries its time step: pictures cluster by it (``tinygrad_rnn.graph.time_step``).
+the cell, carries its time step: pictures cluster by it (``tinygrad_rnn.recurrence.time_step``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn.autograd import scope
-from tinygrad_rnn.graph import mark_cut, step_scope
 from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
+from tinygrad_rnn.recurrence import mark_cut, step_scope
 from tinygrad_rnn.value import Value
 
 __all__ = ["RNN", "detach_state"]
@@ -23,7 +23,7 @@ __all__ = ["RNN", "detach_state"]
 
 def detach_state(state):
     """The same state cut from the graph (a Value or a tuple of them), each piece marked as a cut
-    (``tinygrad_rnn.graph.mark_cut``) so pictures and diagnostics show where no gradient crosses."""
+    (``tinygrad_rnn.recurrence.mark_cut``) so pictures and diagnostics show where no gradient crosses."""
     if isinstance(state, (tuple, list)):
         return type(state)(detach_state(s) for s in state)
     return mark_cut(state.detach() if isinstance(state, Value) else Value(state, requires_grad=False))
