@@ -36,7 +36,7 @@ from __future__ import annotations
 import lessons_common as lc
 import numpy as np
 
-from tinygrad_rnn import Value, diagnostics, graph, nn
+from tinygrad_rnn import Value, diagnostics, graph, nn, recurrence
 from visualize import draw_graph
 
 INPUTS, HIDDEN, BATCH = 4, 16, 4
@@ -78,7 +78,7 @@ def gate_values(loss, kind: str) -> np.ndarray:
     """Every value of the swept gate (f or z) in the recorded graph, found by its name and scope."""
     name, scope = SWEPT[kind]
     return np.concatenate([np.ravel(node.data) for node in graph.walk(loss).nodes
-                           if node.name == name and graph.inner_scope(node) == scope])
+                           if node.name == name and recurrence.inner_scope(node) == scope])
 
 
 # ---- the LSTM's two paths ----------------------------------------------------------------------
