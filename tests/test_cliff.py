@@ -3,6 +3,7 @@ agrees with central finite differences and with the hand-derived forward-mode re
 surface really has a wall."""
 
 import math
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from tinygrad_rnn.problems import (
     cliff_loss_grid,
     cliff_loss_slice,
     cliff_states,
+    cliff_wall,
 )
 
 
@@ -111,3 +113,76 @@ def test_states_are_recorded_one_scope_per_step():
 def test_steps_must_be_a_positive_whole_number():
     with pytest.raises(ValueError, match="steps"):
         cliff_loss(1.0, 0.0, steps=0)
+
+
+def decimal_wall(w, steps, levels=("0.1", "0.9"), digits=60):
+    """The wall's crossings by bisection in 60-digit decimals: attractors by iterating the map from
+    x0 -+ 1 at b_inf = x0 - w sigmoid(x0), then each level of x_T bisected in b."""
+    with localcontext() as context:
+        context.prec = digits
+        w, x0 = Decimal(str(w)), Decimal("0.5")
+
+        def sigmoid(x):
+            return 1 / (1 + (-x).exp())
+
+        def last(b):
+            x = x0
+            for _ in range(steps):
+                x = w * sigmoid(x) + b
+            return x
+
+        b_inf = x0 - w * sigmoid(x0)
+        attractors = []
+        for start in (x0 - 1, x0 + 1):
+            x = start
+            for _ in range(2000):
+                x = w * sigmoid(x) + b_inf
+            attractors.append(x)
+        low, high = attractors
+        crossings = []
+        for fraction in map(Decimal, levels):
+            level, a, b = low + fraction * (high - low), b_inf - (high - low) - 1, b_inf + (high - low) + 1
+            for _ in range(220):
+                middle = (a + b) / 2
+                a, b = (middle, b) if last(middle) < level else (a, middle)
+            crossings.append((a + b) / 2)
+        return [float(c) for c in crossings], float(crossings[1] - crossings[0])
+
+
+@pytest.mark.parametrize("w,steps", [(8.0, 10), (8.0, 15), (8.0, 50), (5.285, 15), (5.285, 50)])
+def test_wall_width_is_the_60_digit_bisection(w, steps):
+    wall = cliff_wall(w, steps)
+    crossings, width = decimal_wall(w, steps)
+    assert wall["b"] == pytest.approx(crossings, rel=1e-14, abs=1e-15)  # each end to about an ulp of b
+    assert wall["width"] == pytest.approx(width, rel=1e-2)  # 1.3e-13 wide at w = 8, T = 50: ~150 ulps
+
+
+def test_wall_at_the_papers_length_is_1_3e_13_wide_at_w_8():
+    assert cliff_wall(8.0, 50)["width"] == pytest.approx(1.339e-13, rel=1e-2)
+
+
+def test_wall_narrows_by_lambda_per_step_lambda_being_w_times_sigmoid_prime_of_x0():
+    s = 1 / (1 + math.exp(-0.5))
+    for w in (5.285, 8.0):
+        wall = cliff_wall(w, 30)
+        assert wall["lambda_"] == pytest.approx(w * s * (1 - s), rel=1e-15)
+        assert wall["b_inf"] == pytest.approx(0.5 - w * s, rel=1e-15)
+        ratio = cliff_wall(w, 30)["width"] / cliff_wall(w, 31)["width"]
+        assert ratio == pytest.approx(wall["lambda_"], rel=1e-3)
+
+
+def test_wall_crossings_are_where_x_T_reaches_the_levels_between_the_attractors():
+    wall = cliff_wall(6.0, 20)
+    low, high = wall["attractors"]
+    for attractor in (low, high):  # fixed points of the map at b_inf
+        assert 6.0 / (1 + math.exp(-attractor)) + wall["b_inf"] == pytest.approx(attractor, abs=1e-12)
+    for b, fraction in zip(wall["b"], (0.1, 0.9)):
+        x = 0.5
+        for _ in range(20):
+            x = 6.0 / (1 + math.exp(-x)) + b
+        assert x == pytest.approx(low + fraction * (high - low), abs=1e-9)
+
+
+def test_wall_needs_an_unstable_x0():
+    with pytest.raises(ValueError, match="unstable fixed point"):
+        cliff_wall(4.0, 50)  # lambda = 4 sigmoid'(0.5) = 0.94

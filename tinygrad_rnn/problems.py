@@ -10,7 +10,11 @@ points with an unstable one between them; which one x_T settles on depends on (w
 parameters cross the border between the two basins, x_T jumps from one attractor to the other: the
 loss surface has a wall (a cliff), and its gradient there is the product of T factors
 w sigmoid'(x_t) that each exceed 1 near the unstable fixed point, so it is huge on a strip whose
-width shrinks geometrically with T (about 1e-6 wide in b for T = 50 and w = 8, 0.02 for T = 10).
+width shrinks geometrically with T. For long runs the wall sits at b = x_0 - w sigmoid(x_0), where
+x_0 itself is the unstable fixed point, and each step multiplies a distance from it by
+lambda = w sigmoid'(x_0): the strip narrows by 1/lambda per step. ``cliff_wall`` measures it: at
+w = 8 (lambda = 1.88) the b over which x_T climbs from 10% to 90% of the way between the two
+attractors spans 0.012 for T = 10 and 1.3e-13 for T = 50.
 One plain gradient step from that strip throws the parameters far away; clipping the gradient's
 norm (the paper's Algorithm 1, ``clip.clip_grad_norm_``) keeps the step short.
 
@@ -22,12 +26,15 @@ the points do not interact.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinygrad_rnn.autograd import no_grad, scope
 from tinygrad_rnn.value import Value, as_value
 
-__all__ = ["cliff_states", "cliff_loss", "cliff_loss_grid", "cliff_loss_and_grad", "cliff_loss_slice"]
+__all__ = ["cliff_states", "cliff_loss", "cliff_loss_grid", "cliff_loss_and_grad", "cliff_loss_slice",
+           "cliff_wall"]
 
 STEPS, X0, TARGET = 50, 0.5, 0.7
 
@@ -90,3 +97,69 @@ def cliff_loss_slice(start, end, num: int = 401, steps: int = STEPS, x0: float =
     with no_grad():
         losses = np.asarray(cliff_loss(points[:, 0], points[:, 1], steps, x0, target).data)
     return s, points, losses
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _last_state(w: float, b: float, steps: int, x0: float) -> float:
+    x = x0
+    for _ in range(steps):
+        x = w * _sigmoid(x) + b
+    return x
+
+
+def _bisect(increasing, level: float, low: float, high: float) -> float:
+    """The point in [low, high] where the increasing function crosses ``level``, to the last bit."""
+    while True:
+        middle = low + (high - low) / 2
+        if not low < middle < high:
+            return middle
+        if increasing(middle) < level:
+            low = middle
+        else:
+            high = middle
+
+
+def cliff_wall(w: float, steps: int = STEPS, x0: float = X0, levels=(0.1, 0.9)) -> dict:
+    """Where the wall crosses the line of this w, and how wide it is, measured by bisection in b.
+
+    The map x -> w sigmoid(x) + b has x0 as its unstable fixed point at b_inf = x0 - w sigmoid(x0),
+    with a low and a high stable fixed point (the attractors) on either side when
+    lambda = w sigmoid'(x0) > 1. x_T is increasing in b (every step is increasing in x and in b),
+    so it crosses each level x_low + f (x_high - x_low), f in ``levels``, at exactly one b; the
+    wall's ``width`` is the distance in b between the two crossings (10% to 90% of the jump by
+    default). Bisection runs until the bracket stops shrinking in float64, so a width of a few
+    hundred ulps of b (1e-13 at T = 50, w = 8) carries an error of about one ulp per end.
+
+    Returns a dict: ``b`` (the crossings, one per level), ``width``, ``b_inf``, ``lambda_``,
+    ``attractors`` (x_low, x_high at b_inf).
+    """
+    w, x0 = float(w), float(x0)
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"cliff_wall: steps must be a positive whole number, got {steps!r}")
+    slope = w * _sigmoid(x0) * (1 - _sigmoid(x0))
+    if not slope > 1:
+        raise ValueError(f"cliff_wall: w = {w:g} gives lambda = w sigmoid'(x0) = {slope:.3g} <= 1: x0 is never an "
+                         "unstable fixed point, so no wall narrows with T here")
+    b_inf = x0 - w * _sigmoid(x0)
+    attractors = []
+    for side in (-1.0, 1.0):  # any start on one side of x0 settles on that side's attractor
+        x = x0 + side
+        for _ in range(10_000):
+            x, previous = w * _sigmoid(x) + b_inf, x
+            if x == previous:
+                break
+        attractors.append(float(x))
+    low, high = attractors
+    reach = (high - low) + 1.0  # after one step x_1 = w sigmoid(x0) + b: every level is crossed within this
+    crossings = []
+    for fraction in levels:
+        level = low + fraction * (high - low)
+        lo_b, hi_b = b_inf - reach, b_inf + reach
+        if not _last_state(w, lo_b, steps, x0) < level <= _last_state(w, hi_b, steps, x0):
+            raise ValueError(f"cliff_wall: level {level:.3g} is not crossed between b = {lo_b:.3g} and {hi_b:.3g}")
+        crossings.append(_bisect(lambda b: _last_state(w, b, steps, x0), level, lo_b, hi_b))
+    return {"b": crossings, "width": crossings[-1] - crossings[0], "b_inf": b_inf, "lambda_": slope,
+            "attractors": (low, high)}

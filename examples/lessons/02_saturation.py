@@ -11,6 +11,8 @@ Run: python examples/lessons/02_saturation.py [--quick] [--out DIR]
 
 from __future__ import annotations
 
+import re
+
 import lessons_common as lc
 import numpy as np
 
@@ -45,6 +47,7 @@ def derivative(nonlinearity: str, a):
 
 
 def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
+    # Four chains of three scalar steps are small already: --quick draws the same pictures.
     timer = lc.Timer()
     runs, roots = {}, []
     for nonlinearity in ("tanh", "sigmoid"):
@@ -55,11 +58,10 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
             runs[(nonlinearity, regime)] = {"pre": pre, "dL/dh_0": h_0.grad, "product": expected}
             roots.append(h_3)
 
-    picture = draw_graph(roots, compact=True, title="h_t = f(h_t−1 + x_t), L = h_3: the edge into each tanh "
-                         "or σ box is its local derivative f′(a_t)")
-    paths = lc.save_graph(picture, out, "02_saturation_op_view")
-    if not quick:
-        paths += _plot_functions(runs, out)
+    picture = draw_graph(roots, compact=True, per_row=3, title="h_t = f(h_t−1 + x_t), L = h_3: the edge into "
+                         "each tanh or σ box is its local derivative f′(a_t)")
+    _say_what_the_rows_are(picture, chains=len(roots), steps=3)
+    paths = lc.save_graph(picture, out, "02_saturation_op_view") + _plot_functions(runs, out)
 
     lines = []
     for (nonlinearity, regime), run in runs.items():
@@ -70,13 +72,25 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     saturated = runs[("sigmoid", "large inputs")]["dL/dh_0"]
     lc.say(
         "Backpropagation multiplies the gradient by each local derivative on its way back. tanh' is near "
-        f"1 for small pre-activations and below {derivative('tanh', 3.5):.2g} once |a| passes 3.5; sigmoid' "
+        f"1 for small pre-activations, {derivative('tanh', 3.5):.3g} at |a| = 3.5 and less beyond; sigmoid' "
         "is at most 1/4 even at its best, at a = 0, so three sigmoid steps shrink a gradient at least "
-        f"64-fold before any weight does anything, and three saturated ones here by {saturated:.1g}.",
+        f"64-fold before any weight does anything, and the three saturated ones here leave {saturated:.1g} "
+        "of it.",
     )
     lc.wrote(paths)
     print(f"({timer})")
     return {"runs": runs, "paths": paths}
+
+
+def _say_what_the_rows_are(picture, chains: int, steps: int) -> None:
+    """The op view's legend counts every scope "chain/t=k" as a time step ("12 time steps"), and calls
+    the leaf h_0 a parameter; here there are 4 chains of 3 steps, one chain per row, and h_0 is the
+    input whose gradient we want. Rewrite those two phrases of the legend (the last line of the
+    Graphviz source)."""
+    legend = picture.body[-1]
+    legend = re.sub(r"\d+ time steps, left to right",
+                    f"{chains} separate chains, one per row, each {steps} time steps from left to right", legend)
+    picture.body[-1] = legend.replace("yellow: parameter", "yellow: h_0, a leaf that receives a gradient")
 
 
 def _plot_functions(runs: dict, out) -> list:
