@@ -47,7 +47,24 @@ def test_the_reach_numbers_are_the_median_share_per_lag():
     expected = [np.median([matrix[t - 1, t - lag] / matrix[t - 1, t] for t in range(max(lag, 1), T + 1)])
                 for lag in range(T + 1)]
     assert [style.number(x, 2) for x in shown] == [style.number(x, 2) for x in expected]
-    assert f"median reach {T} steps back: {style.number(expected[-1], 2)}" in source
+    # Loss t reaches t steps back at most: the longest lag that at least 4 of the 8 losses reach is 5.
+    half = max(lag for lag in range(T + 1) if sum(t >= lag for t in range(1, T + 1)) >= T / 2)
+    assert half == 5
+    assert (f"median reach {half} steps back (the longest lag half the losses reach): "
+            f"{style.number(expected[half], 2)}") in source
+
+
+def test_bars_that_rest_on_fewer_than_three_losses_are_pale():
+    losses, states = per_step_run()
+    source = draw_lags(losses, states).source
+    T = len(states) - 1
+    curve = diagnostics.reach(diagnostics.lags(losses, states))
+    decades = int(re.search(r"×10<SUP>−(\d+)</SUP>", source).group(1))  # the curve's scale, as labelled
+    bar = r'<TD FIXEDSIZE="TRUE" WIDTH="\d+" HEIGHT="\d+" BGCOLOR="{}">'
+    for lag in (T - 1, T):  # two losses reach lag T - 1, one reaches lag T: pale
+        assert re.search(bar.format(style.washed(style.colour(curve[lag], decades, power=1.0))), source)
+    assert re.search(bar.format(style.colour(curve[T - 2], decades, power=1.0)), source)  # three: full colour
+    assert "pale bar: fewer than 3 losses reach that lag" in source
 
 
 def test_one_summed_loss_is_drawn_one_row_per_state_it_reads():

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,34 +37,12 @@ def test_every_lesson_file_is_tested_here_or_in_its_own_file():
         assert (tests / f"test_lessons_{number:02d}.py").exists() or f"def test_lesson_{number}_" in here, name
 
 
-def test_lesson_1_per_step_contributions_add_up_to_the_shared_gradient(tmp_path):
-    result = run("01_bptt_sum", tmp_path)
-    untrained, near = result["runs"].values()
-    for r in (untrained, near):
-        np.testing.assert_allclose(sum(r["contributions"]), r["grad"], rtol=1e-10, atol=1e-15)
-    first, last = (np.linalg.norm(untrained["contributions"][k]) for k in (0, -1))
-    assert first < 1e-2 * last  # untrained: the early steps barely count
-    assert near["loss"] < 1e-3 * untrained["loss"]
-    assert max(np.linalg.norm(c) for c in near["contributions"]) < 0.1 * last
-
-
-def test_lesson_2_saturation_gradient_is_the_product_of_local_derivatives(tmp_path):
-    result = run("02_saturation", tmp_path)
-    for r in result["runs"].values():
-        assert r["dL/dh_0"] == pytest.approx(r["product"], rel=1e-12)
-    runs = result["runs"]
-    assert runs[("tanh", "small inputs")]["dL/dh_0"] > 0.5
-    assert runs[("tanh", "large inputs")]["dL/dh_0"] < 1e-6
-    assert runs[("sigmoid", "small inputs")]["dL/dh_0"] <= 0.25**3
 
 
 
 
-def test_lesson_4_cliff_throws_plain_sgd_and_not_the_clipped_run(tmp_path, capsys):
-    result = run("04_cliff", tmp_path)
-    assert result["catapult_norm"] > 100 and result["catapult_distance"] > 10
-    assert result["clipped_max_move"] <= 0.05 * 10.0 + 1e-9  # lr * max_norm
-    assert "thrown" not in capsys.readouterr().err
+
+
 
 
 def test_lesson_5_global_norm_clipping_keeps_the_direction_and_value_clipping_bends_it(tmp_path):

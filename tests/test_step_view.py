@@ -258,6 +258,10 @@ def test_a_loss_at_every_step_is_said_and_the_caption_follows_the_last_read_alon
     assert "the read at h₃₀ alone reaches h₀ × 1" in source and "see the lag view (draw_lags)" in source
     assert "· stable" in source and "vanishing" not in source.split("verdict:")[0]
     assert "with one loss at the end" not in source and "draw_lags(losses, states) shows every read" in source
+    # ... and it does not claim the product rule, which fails here: each read adds its own gradient.
+    rows = diagnostics.steps(total, states)
+    assert "the labels do not multiply to" in source
+    assert math.prod(r.gain for r in rows[1:]) < 1e-20 < rows[0].grad_norm / rows[-1].grad_norm
     # What the caption says, independently: the last loss alone, cut at h_0, reaches it whole.
     assert diagnostics.lags(losses, states)[-1, 0] == pytest.approx(1.0, rel=1e-12)
 

@@ -119,9 +119,23 @@ def is_truncated(node) -> bool:
     return recurrence.is_cut(node)
 
 
-def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) -> str:
+def _steps_in_words(steps) -> str:
+    """"3 time steps" for one recurrence; "4 recurrences of 3 time steps each" (or "... of 2 to 5 time
+    steps") when the steps carry several scope prefixes ("chain 1/t=1", "chain 2/t=1", ...)."""
+    per_prefix: dict = {}
+    for step in steps:
+        per_prefix[step.prefix] = per_prefix.get(step.prefix, 0) + 1
+    if len(per_prefix) <= 1:
+        return f"{len(steps)} time steps, left to right"
+    counts = sorted(per_prefix.values())
+    each = f"{counts[0]} time steps each" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]} time steps"
+    return f"{len(per_prefix)} recurrences of {each}, left to right"
+
+
+def op_legend(title: str | None, kinds: set, steps, extra_notes=()) -> str:
     """The op view's legend: a colour row and one line for each kind of mark the picture holds
-    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost")."""
+    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost"); ``steps``: the
+    time steps drawn (``TimeStep``s)."""
     rows, notes = [], []
     if kinds & {"scalar", "tensor"}:
         rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
@@ -134,7 +148,7 @@ def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) ->
                      "colour)")
     keys = []
     if "parameter" in kinds:
-        keys.append("yellow: parameter")
+        keys.append("yellow: a leaf that needs a gradient (a parameter, or an input differentiated)")
     if "shared" in kinds:
         keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
                     "in one step, with that step's share of the gradient")
@@ -145,8 +159,8 @@ def op_legend(title: str | None, kinds: set, step_count: int, extra_notes=()) ->
         keys.append("green small caption: the gate (a scope the cell names) a value belongs to")
     if "ghost" in kinds:
         keys.append("dashed ↩: a value from an earlier row (or the shared box), repeated where it is used")
-    if step_count:
-        keys.append(f"{step_count} time steps, left to right")
+    if steps:
+        keys.append(_steps_in_words(steps))
     line = ""
     for key in keys:  # short lines: the legend must not be what makes a picture wide
         if line and len(line) + len(key) > 120:

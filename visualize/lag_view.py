@@ -25,10 +25,11 @@ from tinygrad_rnn import diagnostics
 from tinygrad_rnn.value import Value
 from visualize import style
 
-__all__ = ["draw_lags", "lag_decades"]
+__all__ = ["draw_lags", "lag_decades", "headline_lag"]
 
 NUMBERED = 16  # up to this many states, every heatmap cell shows its number
 BAR = 60  # the reach curve's half height in points: a bar this tall shrank or grew by 10^decades
+FEW = 3  # a reach bar that rests on fewer losses than this is drawn pale
 
 
 def lag_decades(shares) -> int:
@@ -92,16 +93,18 @@ def _heatmap(shares: np.ndarray, names: list[str], decades: int) -> str:
     return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
 
 
-def _reach_curve(curve: np.ndarray, decades: int) -> str:
+def _reach_curve(curve: np.ndarray, counts: np.ndarray, decades: int) -> str:
     """Bars over the lag, down from the line for a share below 1 (up for one above), their length
-    log10(share) / decades of the half height."""
+    log10(share) / decades of the half height; pale where fewer than FEW losses reach that lag."""
     width = max(4, min(26, 700 // max(len(curve), 1)))
     every = 1 if len(curve) <= 26 else max(1, round(len(curve) / 10))  # a window of 25 steps: every number
     grows = bool(np.nanmax(curve, initial=0.0) > 1.0)
     up, down = [], []
-    for r in curve:
+    for r, count in zip(curve, counts):
         s = 0.0 if math.isnan(r) else style.scale(r, decades)
         colour = "#ffffff" if math.isnan(r) else style.colour(r, decades, power=1.0)
+        if count < FEW and not math.isnan(r):
+            colour = style.washed(colour)
         high, low = max(s, 0.0) * BAR, max(-s, 0.0) * BAR
         up.append(_bar(width, [("#ffffff", BAR - high), (colour, high), (style.INK, 1)]))
         down.append(_bar(width, [(colour, low), ("#ffffff", BAR - low)]))
@@ -163,7 +166,7 @@ def draw_lags(losses, states: Sequence, *, matrix: np.ndarray | None = None, max
     shares, kept = _shares(matrix)
     split = isinstance(losses, Value)
     names = [f"read at s{i}" if split else f"losses[{i}], t={_last(matrix[i])}" for i in kept]
-    curve = diagnostics.reach(matrix)
+    curve, counts = diagnostics.reach(matrix), diagnostics.reach_counts(matrix)
     decades = lag_decades(np.concatenate([shares[shares > 0], curve[np.isfinite(curve)]]))
     T = len(states) - 1
     picture = style.base_digraph("lag_view")
@@ -171,11 +174,11 @@ def draw_lags(losses, states: Sequence, *, matrix: np.ndarray | None = None, max
             f'<TR><TD ALIGN="LEFT"><B>share of each loss\'s gradient that reaches s<SUB>k</SUB></B></TD></TR>'
             f'<TR><TD>{_heatmap(shares, names, decades) if kept else "no loss reaches any state"}</TD></TR>'
             f'<TR><TD ALIGN="LEFT"><B>reach: the median share that arrives lag steps back</B></TD></TR>'
-            f'<TR><TD>{_reach_curve(curve, decades)}</TD></TR></TABLE>')
+            f'<TR><TD>{_reach_curve(curve, counts, decades)}</TD></TR></TABLE>')
     picture.node("lags", label=style.html_label(body), shape="plaintext")
-    far = next((lag for lag in range(len(curve) - 1, -1, -1) if math.isfinite(curve[lag])), 0)
+    far = headline_lag(curve, counts)
     summary = (f"{len(kept)} loss{'es' if len(kept) != 1 else ''} over {T} steps · median reach "
-               f"{far} steps back: {style.number(curve[far], 2)}")
+               f"{far} steps back (the longest lag half the losses reach): {style.number(curve[far], 2)}")
     drawn = np.concatenate([shares[shares > 0], curve[np.isfinite(curve) & (curve > 0)]])
     clipped = bool(drawn.size and np.abs(np.log10(drawn)).max() > decades)
     rows = [_swatches(decades, bool(drawn.size and drawn.max() > 1.0), clipped)]
@@ -185,12 +188,19 @@ def draw_lags(losses, states: Sequence, *, matrix: np.ndarray | None = None, max
         "reach at lag ℓ: the median over losses of ‖δ<SUB>t<SUB>i</SUB>−ℓ</SUB><SUP>(i)</SUP>‖ / "
         "‖δ<SUB>t<SUB>i</SUB></SUB><SUP>(i)</SUP>‖, over the losses with t<SUB>i</SUB> ≥ ℓ (the longest lags "
         "rest on the fewest losses); hooks (clipping) are not applied",
-        "blank: a state the loss does not reach (after t<SUB>i</SUB>, or across a cut); ·: not computed (max_lag); "
-        "norms are over the whole batch",
+        f"pale bar: fewer than {FEW} losses reach that lag; blank: a state the loss does not reach (after "
+        "t<SUB>i</SUB>, or across a cut); ·: not computed (max_lag); norms are over the whole batch",
     ]
     heading = style.clean(title, 200) if title is not None else "lag view"
     picture.attr("graph", label=style.legend(f"{heading} — {summary}", rows, notes))
     return picture
+
+
+def headline_lag(curve: np.ndarray, counts: np.ndarray) -> int:
+    """The longest lag that at least half the losses reach (and whose reach is known): what a
+    one-number summary may quote without resting on one or two losses."""
+    half = max(1, math.ceil(counts.max(initial=0) / 2))
+    return max((lag for lag in range(len(curve)) if counts[lag] >= half and math.isfinite(curve[lag])), default=0)
 
 
 def _last(row: np.ndarray) -> int:

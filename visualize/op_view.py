@@ -289,7 +289,7 @@ class OpPicture:
         for edge in edges:
             dot.edge(self._tail(edge, rows, step_index), self._head(edge), **self.edge_attrs(edge))
         self._order_steps(dot, clusters, rows, step_index)
-        dot.attr("graph", label=op_legend(self.title, self.kinds, len(steps), self.extra_notes))
+        dot.attr("graph", label=op_legend(self.title, self.kinds, steps, self.extra_notes))
         return dot
 
     def _tail(self, edge, rows: Rows, step_index: dict) -> str:

@@ -232,9 +232,11 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story:
                             f"gradient that reached s{sub} (absolute values)", *scale),
     ]
     if any(r.multi_read for r in runs):
-        rule = (f"the loss reads several states, so δ{sub} mixes the gradients of every read after {i}: the labels "
-                 f"multiply to ‖δ<SUB>0</SUB>‖ / ‖δ<SUB>T</SUB>‖ but say nothing of how far one read reaches; "
-                 f"the caption follows the last read alone, and draw_lags(losses, states) shows every read")
+        rule = (f"the loss reads several states, so δ{sub} mixes the gradients of every read from {i} on: the "
+                 f"labels do not multiply to ‖δ<SUB>0</SUB>‖ / ‖δ<SUB>T</SUB>‖ (each read adds its gradient where "
+                 f"it reads) and say nothing of how far one read reaches; the colours describe that mixed "
+                 f"gradient; the caption follows the last read alone, and draw_lags(losses, states) shows every "
+                 f"read")
     else:
         rule = (f"with one loss at the end, the gradient at {unit} {i}−1 is the gradient at {unit} {i} times the "
                  f"edge's label: ‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}")

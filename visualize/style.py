@@ -75,6 +75,13 @@ def fill(x: float | None, decades: float = 2.0, lightness: float = 0.6) -> str:
     return _mix(base, end_rgb, strength)
 
 
+def washed(hex_colour: str, amount: float = 0.6) -> str:
+    """``hex_colour`` mixed ``amount`` of the way to white: the same hue, pale (a number resting on
+    little evidence)."""
+    rgb = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return _mix(rgb, WHITE, amount)
+
+
 def pen_width(x: float | None, decades: float = 2.0) -> str:
     """From 0.6 (shrinks by 10^decades or more) through 1.6 (about 1) to 4 (amplifies as much)."""
     s = scale(x, decades)

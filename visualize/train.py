@@ -39,7 +39,7 @@ from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, random_windows, 
 from tinygrad_rnn.optim import Adam
 from visualize import preflight, style
 from visualize.char_rnn import CharRNN, sample, window_loss, window_predictions
-from visualize.lag_view import draw_lags
+from visualize.lag_view import draw_lags, headline_lag
 from visualize.preflight import CELLS, UsageError
 from visualize.render import render
 from visualize.step_view import compare_steps
@@ -353,7 +353,7 @@ def what_to_look_at(matrices, verdict: str, step: int, before: str = "before tra
     after training."""
     (first, after) = (diagnostics.reach(m) for m in matrices)
     T = len(after) - 1
-    near, far = min(5, T - 1), T - 1
+    near, far = min(5, T - 1), headline_lag(after, diagnostics.reach_counts(matrices[1]))
     start = matrices[1][-1, 0] / matrices[1][-1, -1]
     vanishing = style.number(diagnostics.VANISHING)
     conclusion = {

@@ -11,8 +11,6 @@ Run: python examples/lessons/02_saturation.py [--quick] [--out DIR]
 
 from __future__ import annotations
 
-import re
-
 import lessons_common as lc
 import numpy as np
 
@@ -60,7 +58,6 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
 
     picture = draw_graph(roots, compact=True, per_row=3, title="h_t = f(h_t−1 + x_t), L = h_3: the edge into "
                          "each tanh or σ box is its local derivative f′(a_t)")
-    _say_what_the_rows_are(picture, chains=len(roots), steps=3)
     paths = lc.save_graph(picture, out, "02_saturation_op_view") + _plot_functions(runs, out)
 
     lines = []
@@ -80,17 +77,6 @@ def main(quick: bool = False, out=lc.DEFAULT_OUT) -> dict:
     lc.wrote(paths)
     print(f"({timer})")
     return {"runs": runs, "paths": paths}
-
-
-def _say_what_the_rows_are(picture, chains: int, steps: int) -> None:
-    """The op view's legend counts every scope "chain/t=k" as a time step ("12 time steps"), and calls
-    the leaf h_0 a parameter; here there are 4 chains of 3 steps, one chain per row, and h_0 is the
-    input whose gradient we want. Rewrite those two phrases of the legend (the last line of the
-    Graphviz source)."""
-    legend = picture.body[-1]
-    legend = re.sub(r"\d+ time steps, left to right",
-                    f"{chains} separate chains, one per row, each {steps} time steps from left to right", legend)
-    picture.body[-1] = legend.replace("yellow: parameter", "yellow: h_0, a leaf that receives a gradient")
 
 
 def _plot_functions(runs: dict, out) -> list:

@@ -10,7 +10,7 @@
 
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport, trace_nonfinite
 from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
-from tinygrad_rnn.diagnostics.split import contributions, lags, reach
+from tinygrad_rnn.diagnostics.split import contributions, lags, reach, reach_counts
 from tinygrad_rnn.diagnostics.steps import (
     EXPLODING,
     FROZEN,
@@ -29,7 +29,8 @@ from tinygrad_rnn.diagnostics.steps import (
 
 __all__ = [
     "steps", "StepRow", "verdict", "gradient_factor", "reads", "weight_share", "VANISHING", "EXPLODING", "FROZEN",
-    "lags", "reach", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms", "clip_events",
+    "lags", "reach", "reach_counts", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms",
+    "clip_events",
     "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
 ]
 

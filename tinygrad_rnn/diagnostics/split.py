@@ -36,7 +36,7 @@ from tinygrad_rnn.ops import raw
 from tinygrad_rnn.recurrence import StepGraph, state_parts
 from tinygrad_rnn.value import Value
 
-__all__ = ["lags", "reach", "contributions"]
+__all__ = ["lags", "reach", "reach_counts", "contributions"]
 
 
 def _norm(parts) -> float:
@@ -135,10 +135,11 @@ def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
     return np.array([carry_back(read, step_list, max_lag) for read in sources], dtype=np.float64)
 
 
-def reach(matrix: np.ndarray) -> np.ndarray:
+def reach(matrix: np.ndarray, least: int = 1) -> np.ndarray:
     """reach[lag] = the median over losses of [i, t_i - lag] / [i, t_i], where t_i is the last state
     loss i reaches (its last nonzero entry): how much of a loss's gradient arrives ``lag`` steps back.
-    reach[0] = 1; nan where no loss reaches that far back in the run (or it was not computed)."""
+    reach[0] = 1; nan where fewer than ``least`` losses reach that far back (or it was not computed).
+    The longest lags rest on the fewest losses: ``reach_counts`` says on how many."""
     matrix = np.asarray(matrix, dtype=np.float64)
     ratios: list[list[float]] = [[] for _ in range(matrix.shape[1])]
     for row in matrix:
@@ -149,7 +150,19 @@ def reach(matrix: np.ndarray) -> np.ndarray:
         for lag in range(t + 1):
             if not math.isnan(row[t - lag]):
                 ratios[lag].append(row[t - lag] / row[t])
-    return np.array([float(np.median(r)) if r else math.nan for r in ratios])
+    return np.array([float(np.median(r)) if len(r) >= max(least, 1) else math.nan for r in ratios])
+
+
+def reach_counts(matrix: np.ndarray) -> np.ndarray:
+    """counts[lag]: how many losses reach ``lag`` steps back from the last state they read (t_i >= lag),
+    the number of shares each value of ``reach`` is the median of."""
+    matrix = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=1.0)
+    counts = np.zeros(matrix.shape[1], dtype=int)
+    for row in matrix:
+        held = np.flatnonzero(row > 0.0)
+        if held.size:
+            counts[: int(held[-1]) + 1] += 1
+    return counts
 
 
 def _step_inputs(step: StepGraph, inside: set, ends: set) -> dict:
