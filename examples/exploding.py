@@ -83,10 +83,11 @@ def main():
     loss, outputs = loss_of(nn.RNN(cell), head, *adding_batch(np.random.default_rng(1)), h0=h0)
     loss.backward()
     norms = diagnostics.gradient_norms(outputs)
-    jacobian_norms = diagnostics.step_jacobian_norms([h0, *outputs])
+    step_rows = diagnostics.steps(loss, [h0, *outputs])
+    jacobian_norms = [row.bound for row in step_rows[1:]]
     print(f"At initialisation (spectral radius of W_hh {RADIUS}): ||dL/dh_t|| at t = {LENGTH}, "
           f"{LENGTH // 2}, 1: {norms[-1]:.3g}, {norms[LENGTH // 2 - 1]:.3g}, {norms[0]:.3g} "
-          f"({diagnostics.verdict(norms)}); ||dh_t/dh_t-1|| averages {np.mean(jacobian_norms):.2f}\n")
+          f"({diagnostics.verdict(step_rows)}); ||dh_t/dh_t-1|| averages {np.mean(jacobian_norms):.2f}\n")
 
     plain, clipped = train(clipping=False), train(clipping=True)
     print(f"{'':>6} | {'no clipping':^28} | {'clip_grad_norm_(params, ' + str(MAX_NORM) + ')':^38}")

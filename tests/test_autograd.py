@@ -10,7 +10,18 @@ import weakref
 import numpy as np
 import pytest
 
-from tinygrad_rnn import Value, grad, gradcheck, log_softmax, logsumexp, no_grad, scope, softmax, stack
+from tinygrad_rnn import (
+    Value,
+    enable_grad,
+    grad,
+    gradcheck,
+    log_softmax,
+    logsumexp,
+    no_grad,
+    scope,
+    softmax,
+    stack,
+)
 from tinygrad_rnn.autograd import subgraph
 
 
@@ -121,6 +132,18 @@ def test_no_grad_records_nothing():
     with no_grad():
         y = w * 3.0
     assert y.op is None and y.parents == () and not y.requires_grad
+
+
+def test_enable_grad_records_again_inside_no_grad_and_restores_it_after():
+    w = Value(2.0)
+    with no_grad():
+        with enable_grad():
+            y = w * 3.0
+        z = w * 3.0
+    assert y.op is not None and y.requires_grad  # as torch.enable_grad inside torch.no_grad
+    assert z.op is None and not z.requires_grad
+    y.backward()
+    assert w.grad == 3.0
 
 
 def test_detach_cuts_the_graph():

@@ -193,14 +193,15 @@ def test_clip_events_list_what_fired_per_step():
     assert events[-1]["fired"] is True  # sqrt(5) > 0.8
 
 
-def test_verdict_rules():
-    assert verdict([1e-5, 1e-2, 1.0]) == "vanishing"
-    assert verdict([1e4, 10.0, 1.0]) == "exploding"
-    assert verdict([2.0, 1.0, 0.5]) == "stable"
-    assert verdict([None, 1e-6, 1.0]) == "vanishing"
-    assert verdict([math.nan, 1.0]) == "exploding"
-    assert verdict([1.0]) == "stable"
-    assert verdict([0.0, 1.0]) == "vanishing"
+def test_verdict_of_a_list_of_norms_still_works_and_is_deprecated():
+    with pytest.deprecated_call(match="pass the rows of diagnostics.steps"):
+        assert verdict([1e-5, 1e-2, 1.0]) == "vanishing"
+        assert verdict([1e4, 10.0, 1.0]) == "exploding"
+        assert verdict([2.0, 1.0, 0.5]) == "stable"
+        assert verdict([None, 1e-6, 1.0]) == "vanishing"
+        assert verdict([math.nan, 1.0]) == "exploding"
+        assert verdict([1.0]) == "stable"
+        assert verdict([0.0, 1.0]) == "vanishing"
 
 
 def test_verdict_of_real_recurrences():
@@ -214,9 +215,10 @@ def test_verdict_of_real_recurrences():
         for _ in range(T):
             h = h @ W + 0.01  # linear: the gradient scales like the spectral radius to the power T
             states.append(h)
-        states[-1].sum().backward()
+        loss = states[-1].sum()
+        loss.backward()
         if expected is not None:
-            assert verdict(gradient_norms(states)) == expected
+            assert verdict(diagnostics.steps(loss, states)) == expected
 
 
 # ---- trace_nonfinite --------------------------------------------------------------------------
@@ -277,7 +279,8 @@ def test_trace_nonfinite_of_a_finite_graph_reports_nothing():
 
 def test_plot_gradient_norms_draws_one_point_per_step_with_a_gradient(tmp_path):
     pytest.importorskip("matplotlib")
-    figure = diagnostics.plot_gradient_norms([None, 1e-3, 1e-2, 1.0], path=tmp_path / "norms.png")
+    with pytest.deprecated_call(match="a list of norms is deprecated"):
+        figure = diagnostics.plot_gradient_norms([None, 1e-3, 1e-2, 1.0], path=tmp_path / "norms.png")
     (line,) = figure.axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 2, 3]
     assert (tmp_path / "norms.png").stat().st_size > 0

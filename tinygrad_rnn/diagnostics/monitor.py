@@ -32,6 +32,7 @@ import numpy as np
 
 from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteReport, all_finite, trace_nonfinite
+from tinygrad_rnn.diagnostics.plots import plot_monitor
 from tinygrad_rnn.diagnostics.steps import delta_norms
 from tinygrad_rnn.value import Value
 
@@ -179,112 +180,4 @@ class Monitor:
         """Loss, update ratios per parameter and the gradient norm per time step on one page (a
         matplotlib Figure, saved to ``path`` if given; .png, .svg or .pdf by suffix). Needs the
         ``plot`` extra (matplotlib)."""
-        return _plot(self, path, title)
-
-
-# ---- the picture (matplotlib, imported only here) ------------------------------------------------
-
-LEGEND_LIMIT = 10  # more parameters than this get a colour bar instead of a legend
-HEALTHY_RATIO = 1e-3
-
-
-def _import_figure():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            "Monitor.plot needs matplotlib, the 'plot' extra: pip install 'tinygrad-rnn[plot]' "
-            "(or pip install matplotlib); the numbers are in monitor.losses, .update_ratios and "
-            ".step_grad_norms without it"
-        ) from error
-    return Figure
-
-
-def _positive_series(values: Sequence) -> tuple[list[int], list[float]]:
-    """(iterations, values) where the value is a finite positive number: what a log axis can show."""
-    pairs = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
-    return [i for i, _ in pairs], [v for _, v in pairs]
-
-
-def _widen_if_flat(axes, values: list) -> None:
-    """A log axis over a single value (one iteration) gets a decade either side instead of a warning."""
-    if values and min(values) == max(values):
-        axes.set_ylim(values[0] / 10, values[0] * 10)
-
-
-def _plot(monitor: Monitor, path, title):
-    Figure = _import_figure()
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(8.5, 10), layout="constrained")
-    loss_axes, ratio_axes, heat_axes = figure.subplots(3, 1, height_ratios=(1, 1.2, 1.2))
-    figure.suptitle(title or "training monitor")
-
-    # The loss, with the first non-finite iteration marked.
-    iterations, losses = _positive_series(monitor.losses)
-    loss_axes.semilogy(iterations, losses, ".-" if len(losses) < 30 else "-", color="black", lw=1.2, label="loss")
-    _widen_if_flat(loss_axes, losses)
-    loss_axes.set_xlabel("iteration")
-    loss_axes.set_ylabel("loss (log scale)")
-    loss_axes.set_title("loss per iteration")
-    if monitor.first_nonfinite is not None:
-        for axes in (loss_axes, ratio_axes):
-            axes.axvline(monitor.first_nonfinite, color="crimson", ls="--", lw=1.2,
-                         label=f"first NaN/Inf: iteration {monitor.first_nonfinite}, op {monitor.nonfinite_op!r}")
-        loss_axes.legend(loc="best", fontsize=8)
-    loss_axes.grid(True, which="both", alpha=0.3)
-
-    # Update ratios, coloured by the parameter's position: earliest dark, latest light.
-    names = list(monitor.parameters)
-    colours = colormaps["viridis"]
-    norm = Normalize(0, max(len(names) - 1, 1))
-    for k, name in enumerate(names):
-        xs, ys = _positive_series(monitor.update_ratios[name])
-        ratio_axes.semilogy(xs, ys, color=colours(norm(k)) if len(names) > 1 else "tab:blue", lw=1.1, label=name)
-    ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name])[1]]
-    _widen_if_flat(ratio_axes, ratios or [HEALTHY_RATIO])
-    ratio_axes.axhline(HEALTHY_RATIO, color="grey", ls=":", lw=1, label="1e-3, the usual healthy size")
-    ratio_axes.set_xlabel("iteration")
-    ratio_axes.set_ylabel("||update|| / ||parameter||")
-    ratio_axes.set_title("update ratio per parameter (colour: position in the model, earliest dark, latest light)")
-    ratio_axes.grid(True, which="both", alpha=0.3)
-    if len(names) <= LEGEND_LIMIT:
-        ratio_axes.legend(loc="best", fontsize=7, ncols=2)
-    else:
-        bar = figure.colorbar(ScalarMappable(norm, colours), ax=ratio_axes, pad=0.01)
-        bar.set_ticks([0, len(names) - 1], labels=[names[0], names[-1]], fontsize=7)
-        bar.set_label("parameter, earliest to latest", fontsize=8)
-
-    # Gradient norm per time step and iteration.
-    rows = monitor.step_grad_norms
-    length = max((len(r) for r in rows if r is not None), default=0)
-    symbol = "s_t" if monitor.state_axis == "time step" else "a_l"
-    heat_axes.set_title(f"||dL/d{symbol}||, the gradient reaching each {monitor.state_axis}, per iteration")
-    if length == 0:
-        heat_axes.text(0.5, 0.5, "no states given to after_backward(loss, states)", ha="center", va="center",
-                       transform=heat_axes.transAxes, color="grey")
-        heat_axes.set_axis_off()
-    else:
-        grid = np.full((len(rows), length), np.nan)
-        for i, row in enumerate(rows):
-            for t, value in enumerate(row or []):
-                if value is not None and math.isfinite(value) and value > 0:
-                    grid[i, t] = math.log10(value)
-        image = heat_axes.imshow(grid, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
-                                 extent=(-0.5, length - 0.5, -0.5, len(rows) - 0.5))
-        heat_axes.set_xlabel("time step t (s_0 is the initial state)" if monitor.state_axis == "time step"
-                             else "layer l (a_0 is the input)")
-        heat_axes.set_ylabel("iteration")
-        # Each row is one iteration and each column one state: label only whole numbers, so the axis
-        # ends at the last iteration's row instead of at a tick such as 2.5 past it.
-        for axis in (heat_axes.xaxis, heat_axes.yaxis):
-            axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
-        heat_axes.grid(False)
-        bar = figure.colorbar(image, ax=heat_axes, pad=0.01)
-        bar.set_label(f"log10 ||dL/d{symbol}|| (blank: zero, none or NaN/Inf)", fontsize=8)
-    if path is not None:
-        figure.savefig(path, dpi=110)
-    return figure
+        return plot_monitor(self, path, title)

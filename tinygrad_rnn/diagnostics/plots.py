@@ -1,17 +1,24 @@
-"""Plots of the per-step numbers from ``steps`` (needs the ``plot`` extra, matplotlib)."""
+"""Plots (needs the ``plot`` extra, matplotlib, imported only here): the per-step numbers from
+``steps``, and the training ``Monitor``'s page."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
+
+import numpy as np
 
 from tinygrad_rnn.diagnostics.steps import StepRow, verdict
 
+__all__ = ["plot_steps", "plot_gradient_norms", "plot_monitor"]
 
-def _figure_class():
+
+def _figure_class(missing: str = "plotting needs matplotlib: pip install matplotlib"):
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from error
+        raise ImportError(missing) from error
     return Figure
 
 
@@ -47,8 +54,13 @@ def plot_steps(rows: Sequence[StepRow], path: str | None = None, title: str | No
 def plot_gradient_norms(rows: Sequence, path: str | None = None, title: str | None = None):
     """||delta_t|| against t on a log scale (a matplotlib Figure; saved to ``path`` if given).
 
-    ``rows`` from ``diagnostics.steps`` (or, the older form, a list of norms with None for none).
+    ``rows`` from ``diagnostics.steps`` (a list of norms, the older form, still works but is deprecated).
     """
+    rows = list(rows)
+    judged = not rows or isinstance(rows[0], StepRow)
+    if not judged:
+        warnings.warn("plot_gradient_norms: pass the rows of diagnostics.steps(loss, states); a list of norms "
+                      "is deprecated", DeprecationWarning, stacklevel=2)
     norms = [r.grad_norm if isinstance(r, StepRow) else r for r in rows]
     figure = _figure_class()(figsize=(6, 3.5))
     axes = figure.add_subplot()
@@ -56,9 +68,107 @@ def plot_gradient_norms(rows: Sequence, path: str | None = None, title: str | No
     axes.semilogy(steps, [norms[t] for t in steps], marker=".")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖δ_t‖, gradient reaching t")
-    axes.set_title(title or f"gradient norms through time ({verdict(rows)})")
+    axes.set_title(title or "gradient norms through time" + (f" ({verdict(rows)})" if judged else ""))
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     if path is not None:
         figure.savefig(path)
+    return figure
+
+
+LEGEND_LIMIT = 10  # more parameters than this get a colour bar instead of a legend
+HEALTHY_RATIO = 1e-3
+
+
+def _positive_series(values: Sequence) -> tuple[list[int], list[float]]:
+    """(iterations, values) where the value is a finite positive number: what a log axis can show."""
+    pairs = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
+    return [i for i, _ in pairs], [v for _, v in pairs]
+
+
+def _widen_if_flat(axes, values: list) -> None:
+    """A log axis over a single value (one iteration) gets a decade either side instead of a warning."""
+    if values and min(values) == max(values):
+        axes.set_ylim(values[0] / 10, values[0] * 10)
+
+
+def plot_monitor(monitor, path=None, title: str | None = None):
+    """``Monitor.plot``: the loss, the update ratio per parameter, and the gradient norm per time step
+    and iteration as a heatmap, on one page (a matplotlib Figure, saved to ``path`` if given)."""
+    Figure = _figure_class("Monitor.plot needs matplotlib, the 'plot' extra: pip install 'tinygrad-rnn[plot]' "
+                           "(or pip install matplotlib); the numbers are in monitor.losses, .update_ratios and "
+                           ".step_grad_norms without it")
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(8.5, 10), layout="constrained")
+    loss_axes, ratio_axes, heat_axes = figure.subplots(3, 1, height_ratios=(1, 1.2, 1.2))
+    figure.suptitle(title or "training monitor")
+
+    # The loss, with the first non-finite iteration marked.
+    iterations, losses = _positive_series(monitor.losses)
+    loss_axes.semilogy(iterations, losses, ".-" if len(losses) < 30 else "-", color="black", lw=1.2, label="loss")
+    _widen_if_flat(loss_axes, losses)
+    loss_axes.set_xlabel("iteration")
+    loss_axes.set_ylabel("loss (log scale)")
+    loss_axes.set_title("loss per iteration")
+    if monitor.first_nonfinite is not None:
+        for axes in (loss_axes, ratio_axes):
+            axes.axvline(monitor.first_nonfinite, color="crimson", ls="--", lw=1.2,
+                         label=f"first NaN/Inf: iteration {monitor.first_nonfinite}, op {monitor.nonfinite_op!r}")
+        loss_axes.legend(loc="best", fontsize=8)
+    loss_axes.grid(True, which="both", alpha=0.3)
+
+    # Update ratios, coloured by the parameter's position: earliest dark, latest light.
+    names = list(monitor.parameters)
+    colours = colormaps["viridis"]
+    norm = Normalize(0, max(len(names) - 1, 1))
+    for k, name in enumerate(names):
+        xs, ys = _positive_series(monitor.update_ratios[name])
+        ratio_axes.semilogy(xs, ys, color=colours(norm(k)) if len(names) > 1 else "tab:blue", lw=1.1, label=name)
+    ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name])[1]]
+    _widen_if_flat(ratio_axes, ratios or [HEALTHY_RATIO])
+    ratio_axes.axhline(HEALTHY_RATIO, color="grey", ls=":", lw=1, label="1e-3, the usual healthy size")
+    ratio_axes.set_xlabel("iteration")
+    ratio_axes.set_ylabel("||update|| / ||parameter||")
+    ratio_axes.set_title("update ratio per parameter (colour: position in the model, earliest dark, latest light)")
+    ratio_axes.grid(True, which="both", alpha=0.3)
+    if len(names) <= LEGEND_LIMIT:
+        ratio_axes.legend(loc="best", fontsize=7, ncols=2)
+    else:
+        bar = figure.colorbar(ScalarMappable(norm, colours), ax=ratio_axes, pad=0.01)
+        bar.set_ticks([0, len(names) - 1], labels=[names[0], names[-1]], fontsize=7)
+        bar.set_label("parameter, earliest to latest", fontsize=8)
+
+    # Gradient norm per time step and iteration.
+    rows = monitor.step_grad_norms
+    length = max((len(r) for r in rows if r is not None), default=0)
+    symbol = "s_t" if monitor.state_axis == "time step" else "a_l"
+    heat_axes.set_title(f"||dL/d{symbol}||, the gradient reaching each {monitor.state_axis}, per iteration")
+    if length == 0:
+        heat_axes.text(0.5, 0.5, "no states given to after_backward(loss, states)", ha="center", va="center",
+                       transform=heat_axes.transAxes, color="grey")
+        heat_axes.set_axis_off()
+    else:
+        grid = np.full((len(rows), length), np.nan)
+        for i, row in enumerate(rows):
+            for t, value in enumerate(row or []):
+                if value is not None and math.isfinite(value) and value > 0:
+                    grid[i, t] = math.log10(value)
+        image = heat_axes.imshow(grid, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
+                                 extent=(-0.5, length - 0.5, -0.5, len(rows) - 0.5))
+        heat_axes.set_xlabel("time step t (s_0 is the initial state)" if monitor.state_axis == "time step"
+                             else "layer l (a_0 is the input)")
+        heat_axes.set_ylabel("iteration")
+        # Each row is one iteration and each column one state: label only whole numbers, so the axis
+        # ends at the last iteration's row instead of at a tick such as 2.5 past it.
+        for axis in (heat_axes.xaxis, heat_axes.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+        heat_axes.grid(False)
+        bar = figure.colorbar(image, ax=heat_axes, pad=0.01)
+        bar.set_label(f"log10 ||dL/d{symbol}|| (blank: zero, none or NaN/Inf)", fontsize=8)
+    if path is not None:
+        figure.savefig(path, dpi=110)
     return figure

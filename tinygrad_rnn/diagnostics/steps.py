@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -338,11 +339,14 @@ def verdict(rows: Sequence, vanishing: float = VANISHING, exploding: float = EXP
     gradient is held at the clip norm, is "stable"; per-step losses cannot make a last loss that
     reaches back whole look vanishing; and a GRU whose update gate is stuck at 1 is "frozen".
 
-    Also accepts a plain list of gradient norms in time order (the older form): then factor is
-    first / last, which means the same only with one loss at the end and no clipping.
+    A plain list of gradient norms in time order (the older form) is deprecated: its factor, first /
+    last, means the same only with one loss at the end and no clipping.
     """
     rows = list(rows)
     if rows and not isinstance(rows[0], StepRow):
+        warnings.warn("verdict: pass the rows of diagnostics.steps(loss, states); a list of gradient norms is "
+                      "deprecated (it is right only for one loss at the end, without clipping)",
+                      DeprecationWarning, stacklevel=2)
         norms = [float(n) for n in rows if n is not None]
         if any(not math.isfinite(n) for n in norms):
             return "exploding"
