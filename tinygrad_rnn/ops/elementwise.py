@@ -254,7 +254,7 @@ class Clip(Elementwise):
         self.lo, self.hi = lo, hi
 
     def forward(self, x):
-        if type(x) is np.ndarray:  # the method: np.clip's wrapper is half its cost (as Reshape)
+        if type(x) is np.ndarray:  # the method: np.clip's wrapper costs nearly as much as the clip (as Reshape)
             return x.clip(self.lo, self.hi)
         out = np.clip(x, self.lo, self.hi)
         return float(out) if type(x) is float else out

@@ -28,7 +28,7 @@ class Reshape(_Permutation):
         self.shape = tuple(shape)
 
     def forward(self, x):
-        # The method where there is one: np.reshape's wrapper is most of its cost (1.1 us; the method 0.24).
+        # The method where there is one: np.reshape's wrapper is most of its cost.
         return x.reshape(self.shape) if type(x) is np.ndarray else np.reshape(x, self.shape)
 
     def vjp(self, k, grad, out, inputs):
@@ -52,7 +52,8 @@ class Transpose(_Permutation):
 
 @functools.cache
 def _inverse(axes: tuple) -> tuple:
-    """The permutation that undoes ``axes`` (np.argsort: 7x slower; a few distinct ones per program)."""
+    """The permutation that undoes ``axes`` (sorted: for a few axes np.argsort's overhead costs more;
+    cached: a few distinct ones per program)."""
     return tuple(sorted(range(len(axes)), key=axes.__getitem__))
 
 
@@ -145,7 +146,7 @@ class Scattered(LazySum):
         rows = {index for index, _, _ in terms if type(index) is int}
         if shape and len(terms) == shape[0] and rows == set(range(shape[0])):
             # Each row read once, as an unrolled RNN reads its steps: the pieces fill the array, with
-            # no zeros to write first and nothing to add to (char-RNN B replayed: -1%).
+            # no zeros to write first and nothing to add to.
             out = np.empty(shape, dtype)
             for index, _, g in terms:
                 out[index] = g
@@ -240,13 +241,13 @@ class Stack(_Permutation):
         if self.axis == 0 and type(first) is np.ndarray and first.ndim:
             shape = first.shape
             if all(type(x) is np.ndarray and x.shape == shape for x in xs):
-                # Joined end to end, then given the new axis: np.stack's per-input expansion cost more
-                # than the copy (25 rows of 100: 13 -> 9 us).
+                # Joined end to end, then given the new axis: np.stack's per-input expansion costs more
+                # than the copy.
                 return np.concatenate(xs).reshape((len(xs),) + shape)
         return np.stack(xs, axis=self.axis)
 
     def vjp(self, k, grad, out, inputs):
         # A view of an array; a recorded GetItem of a Value.
-        if self.axis == 0:  # the common case, without building an index (25 slices: 15 -> 8 us)
+        if self.axis == 0:  # the common case, without building an index tuple per slice
             return grad[k]
         return grad[(slice(None),) * (self.axis % len(shape_of(out))) + (k,)]

@@ -141,9 +141,8 @@ class Products(LazySum):
 
     def total(self):
         # Stack a block of about BLOCK_ROWS rows at a time: large enough for one efficient matmul,
-        # small enough that the stacked copies stay small (char-RNN B: 6.4 MB of copies -> 1 MB, and
-        # the replayed step 40 -> 33 ms, as freeing 6.4 MB at once let the allocator return it to the
-        # system only to page it in again at the next step).
+        # small enough that the stacked copies stay small (a large copy freed at once may be handed
+        # back to the system by the allocator, only to be paged in again at the next step).
         terms, out, start, rows = self.terms, None, 0, 0
         for end, (a, _) in enumerate(terms, 1):
             rows += a.shape[0]
