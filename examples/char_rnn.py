@@ -1,5 +1,6 @@
 """Train a character-level RNN, watch its loss fall, sample text from it, and see how far back in time
-its gradients reach: the same program as ``tinygrad-rnn train`` (the code is in visualize/train.py).
+its gradients reach: the same program as ``tinygrad-rnn train`` (tinygrad_rnn/training.py and
+charrnn.py hold the model and its training; visualize/train.py the command and its pictures).
 
     python examples/char_rnn.py                    # about a minute on two cores
     python examples/char_rnn.py --seconds 10       # a first look
@@ -11,8 +12,9 @@ What it shows:
 - The loss per character starts at about ln V: an untrained model spreads its bets evenly over the V
   characters. Everything it learns shows as the loss falling below that.
 - Backpropagation through time is ``loss.backward()`` on the unrolled graph; nothing else.
-- out/char_rnn_steps.svg and .png: the step view of one 25-step training window with the untrained
-  and the trained weights: how much of the last prediction's gradient reaches each earlier step.
+- out/char_rnn_steps.svg and .png: the step view of one 25-step training window (a prediction at every
+  step) with the untrained and the trained weights; out/char_rnn_lags.svg and .png: the lag view, how
+  far each prediction's error reaches back.
 """
 
 import sys

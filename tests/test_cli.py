@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_rnn import checkpoint, diagnostics
+from tinygrad_rnn import checkpoint, diagnostics, training
 from visualize import cli, preflight, style, train
 from visualize.cli import main
 
@@ -182,7 +182,7 @@ def test_resume_refuses_a_saved_configuration_that_cannot_work(tmp_path, text_fi
 
 def test_ctrl_c_stops_training_and_still_saves_the_run(tmp_path, text_file, capsys, monkeypatch):
     calls = []
-    original = train.window_loss
+    original = training.window_loss
 
     def interrupted_at_the_third_step(*args):
         calls.append(1)
@@ -190,7 +190,7 @@ def test_ctrl_c_stops_training_and_still_saves_the_run(tmp_path, text_file, caps
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(train, "window_loss", interrupted_at_the_third_step)
+    monkeypatch.setattr(training, "window_loss", interrupted_at_the_third_step)
     code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 50), capsys)
     assert code == 0, err
     assert "stopped at step 2 (Ctrl-C)" in err and int(checkpoint.load(tmp_path / "run.npz")["meta.step"]) == 2
@@ -406,7 +406,7 @@ def test_radius_for_a_gate_block_left_at_zero_is_refused(tmp_path, capsys):
 
 
 def test_the_demos_headline_quotes_the_lag_views_numbers_and_its_verdict_holds_for_the_last_prediction():
-    from visualize.char_rnn import CharRNN, window_predictions
+    from tinygrad_rnn.charrnn import CharRNN, window_predictions
     from visualize.lag_view import draw_lags
 
     rng = np.random.default_rng(0)

@@ -1,63 +1,9 @@
-"""A character-level RNN: one-hot characters -> a recurrent cell -> a linear layer giving the next
-character's logits; its loss over a window, sampling text from it, and one window's loss with its
-states, which the pictures of ``tinygrad-rnn train`` (visualize/train.py) read.
-"""
+"""Moved: the character-level RNN is ``tinygrad_rnn.charrnn`` (the training app lives in the library)."""
 
-from __future__ import annotations
+import warnings
 
-import numpy as np
-
-from tinygrad_rnn import nn, no_grad, softmax, stack
-from tinygrad_rnn.data import CharVocab, one_hot
-from visualize.preflight import CELLS
+from tinygrad_rnn.charrnn import CharRNN, sample, window_loss, window_predictions
 
 __all__ = ["CharRNN", "window_loss", "window_predictions", "sample"]
 
-
-class CharRNN(nn.Module):
-    """One-hot characters -> a recurrent cell -> a linear layer giving the next character's logits."""
-
-    def __init__(self, vocab_size: int, hidden_size: int, cell: str = "rnn", seed: int = 0, dtype=np.float32):
-        rng = np.random.default_rng(seed)
-        self.vocab_size = vocab_size
-        self.rnn = nn.RNN(CELLS[cell](vocab_size, hidden_size, rng=rng, dtype=dtype))
-        self.head = nn.Linear(hidden_size, vocab_size, rng=rng, dtype=dtype)
-
-    def forward(self, ids, state=None, return_states: bool = False):
-        """ids (T, B) -> logits (T, B, V), the hidden outputs [h_1..h_T] and the last state (with
-        ``return_states``, every state [s_0, ..., s_T] instead, as the step view reads them)."""
-        inputs = one_hot(ids, self.vocab_size, self.rnn.cell.dtype)
-        hiddens, state = self.rnn(inputs, h0=state, return_states=return_states)
-        return self.head(stack(hiddens)), hiddens, state
-
-
-def window_loss(model: CharRNN, inputs, targets, state):
-    """Cross-entropy summed over the T steps, averaged over the B streams: T ln V when guessing."""
-    logits, hiddens, state = model(inputs, state)
-    return nn.cross_entropy(logits, targets, reduction="sum") / targets.shape[1], hiddens, state
-
-
-def window_predictions(model: CharRNN, inputs, targets):
-    """The loss the model trains on, for one window: every prediction's cross-entropy, summed, after
-    backward, and the states [s_0, ..., s_T] (from a zero state; tuples (h, c) for an LSTM).
-
-    It reads every state (prediction t reads h_t), so the step view's gradients mix all T predictions;
-    the lag view (``visualize.draw_lags(loss, states)``) splits it back into one row per prediction."""
-    logits, _, states = model(inputs, return_states=True)
-    loss = nn.cross_entropy(logits, targets, reduction="sum")
-    loss.backward()
-    return loss, states
-
-
-def sample(model: CharRNN, vocab: CharVocab, prompt: str, length: int, rng, temperature: float = 0.8) -> str:
-    """Feed ``prompt`` one character at a time, then draw ``length`` more from the model's softmax."""
-    cell, state, chosen = model.rnn.cell, None, []
-    with no_grad():
-        ids = list(vocab.encode(prompt))
-        for step in range(len(ids) + length - 1):
-            x = one_hot([ids[step] if step < len(ids) else chosen[-1]], model.vocab_size, cell.dtype)
-            state = cell(x, state)
-            if step >= len(ids) - 1:
-                probs = softmax(model.head(nn.hidden_of(state)) / temperature).numpy()[0].astype(np.float64)
-                chosen.append(int(rng.choice(len(probs), p=probs / probs.sum())))
-    return prompt + vocab.decode(chosen)
+warnings.warn("visualize.char_rnn moved to tinygrad_rnn.charrnn", DeprecationWarning, stacklevel=2)

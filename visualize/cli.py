@@ -26,6 +26,7 @@ import numpy as np
 from tinygrad_rnn import nn
 from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.nn import init
+from tinygrad_rnn.training import RunError
 from visualize import preflight, train
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         return _render(args) if args.command == "render" else _train(args)
-    except UsageError as error:
+    except RunError as error:  # a UsageError, or the library's word that a run cannot go on as asked
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{getattr(error, 'prog', prog)}: error: {message}", file=sys.stderr)
         return 2

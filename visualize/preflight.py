@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_rnn import graph, nn
+from tinygrad_rnn.charrnn import CELLS
+from tinygrad_rnn.training import RunError
 
 __all__ = [
     "UsageError", "positive_int", "nonnegative_int", "positive_float", "check_output_file", "check_directory",
     "available_memory", "check_memory", "nodes_per_step", "human_bytes", "CELLS",
 ]
 
-CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 # Python's share of one recorded node (the Value, its parents tuple, small arrays' headers): measured
 # at 390-490 bytes with tracemalloc on 2,000-step RNN and LSTM graphs; rounded up.
@@ -44,8 +45,9 @@ BASE_MEMORY = 16_000_000
 USABLE_SHARE = 0.8
 
 
-class UsageError(Exception):
-    """A value on the command line that cannot work; the message names the flag, the value and a fix."""
+class UsageError(RunError):
+    """A value on the command line that cannot work; the message names the flag, the value and a fix.
+    (The library's ``RunError``, a run that cannot go on as asked, is reported the same way.)"""
 
 
 # ---- numbers ------------------------------------------------------------------------------------

@@ -10,9 +10,12 @@ What it shows:
 - Backpropagation through time is ``loss.backward()`` on the unrolled graph; nothing else. The text is
   read as B parallel streams, T characters at a time; the state is carried from one window to the next
   and detached there (truncated BPTT over the whole text).
-- At the end, the step view of one training window (all T steps) with the weights this run started
-  from and with the trained weights, one above the other: how much of the gradient of the window's last
-  prediction reaches each earlier step.
+- At the end, the step view of one training window (all T steps, a prediction at each) with the weights
+  this run started from and with the trained weights, one above the other, and the lag view of the
+  trained weights: how far each prediction's error reaches back.
+
+The model and its training are the library's (tinygrad_rnn.charrnn, tinygrad_rnn.training); this
+module is the command around them: checks, messages, the report and the pictures.
 
 A checkpoint is never overwritten silently: a new run refuses an existing one unless given ``--resume``
 (continue it, with the configuration saved in it) or ``--force`` (start afresh and replace it).
@@ -22,55 +25,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import sys
 import textwrap
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from tinygrad_rnn import checkpoint, diagnostics, nn, no_grad
-from tinygrad_rnn.clip import clip_grad_norm_, clip_grad_value_
-from tinygrad_rnn.data import CharCorpus, CharVocab, load_text, random_windows, sequential_windows
+from tinygrad_rnn import checkpoint, diagnostics, no_grad, training
+from tinygrad_rnn.charrnn import CELLS, CharRNN, sample, window_loss, window_predictions
+from tinygrad_rnn.data import random_windows, sequential_windows
 from tinygrad_rnn.optim import Adam
+from tinygrad_rnn.training import TrainConfig
 from visualize import preflight, style
-from visualize.char_rnn import CharRNN, sample, window_loss, window_predictions
 from visualize.lag_view import draw_lags, headline_lag
-from visualize.preflight import CELLS, UsageError
+from visualize.preflight import UsageError
 from visualize.render import render
 from visualize.step_view import compare_steps
 
-__all__ = ["TrainConfig", "run", "estimate_memory", "DEFAULT_CHECKPOINT"]
+__all__ = ["TrainConfig", "run", "estimate_memory", "what_to_look_at", "DEFAULT_CHECKPOINT"]
 
 DEFAULT_CHECKPOINT = Path("out/char_rnn.npz")
-# What reading a damaged or foreign file can raise: checkpoint.load checks its manifest (CheckpointError);
-# the rest come from a file that is not a zip archive at all, or holds entries of the wrong kind.
-UNREADABLE = (checkpoint.CheckpointError, OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What a run is, and what its checkpoint restores on ``--resume``."""
-
-    cell: str = "rnn"
-    hidden: int = 128
-    seq: int = 25  # T: characters per window, the span BPTT reaches back
-    batch: int = 32  # B: parallel streams through the text
-    lr: float = 3e-3
-    clip_norm: float = 5.0  # the global norm of all gradients (PyTorch's clip_grad_norm_)
-    clip_value: float | None = None  # each gradient entry clamped to [-c, c] (clip_grad_value_)
-    seed: int = 0
-    text: str | None = None  # a text file's absolute path; None: Python's standard library source
-
-
-def flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def estimate_memory(config: TrainConfig, vocab_size: int, text_length: int) -> float:
     """Bytes a run needs, from its sizes (an estimate that errs high):
     - a fixed base, and the text: its characters, their ids (int64) and the training and held-out copies;
@@ -96,17 +70,17 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     value that cannot work, before training starts."""
     path = preflight.check_output_file(args.checkpoint, "--checkpoint", (".npz",))
     out_dir = preflight.check_directory(args.out, "--out")
-    saved = _saved_run(path) if args.resume else None
+    saved = training.saved_run(path) if args.resume else None
     if saved is None:
-        _refuse_to_overwrite(path, args.force)
+        training.refuse_to_overwrite(path, args.force)
         if path.exists():
             print(f"--force: the checkpoint {path} will be replaced by this run's")
         config = dataclasses.replace(defaults, **{k: v for k, v in dataclasses.asdict(given).items() if v is not None})
         if config.text is not None:
             config = dataclasses.replace(config, text=str(Path(config.text).resolve()))
     else:
-        config = _restored_config(saved[0], given, path)
-    corpus = _corpus(config, saved[1] if saved else None)
+        config = training.restored_config(saved[0], given, path)
+    corpus = training.corpus_of(config, saved[1] if saved else None)
     V, T = len(corpus.vocab), config.seq
     train_ids, valid_ids = corpus.split(0.05, block=2_000)  # every 20th block of 2,000 characters held out
     stream = (len(train_ids) - 1) // config.batch
@@ -121,7 +95,7 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     optimizer = Adam(model.parameters(), lr=config.lr)
     step, state = 0, None
     if saved is not None:
-        step, state = _load_weights(path, model, optimizer, config.batch)
+        step, state = training.load_weights(path, model, optimizer, config.batch)
     windows = list(sequential_windows(train_ids, T, config.batch))
     print(f"{corpus!r}; {config.cell} with hidden {config.hidden}, T={T}, B={config.batch}, "
           f"{len(windows)} windows a pass" + (f"; resumed from {path} at step {step}" if saved else ""))
@@ -129,7 +103,7 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
 
     starting_weights = model.state_dict()
     first_step, started = step, time.perf_counter()
-    step, state, losses = _train(model, optimizer, windows, config, step, state, args.steps, args.seconds)
+    step, state, losses = training.train_steps(model, optimizer, windows, config, step, state, args.steps, args.seconds)
     elapsed = time.perf_counter() - started
 
     parts = () if state is None else state if isinstance(state, tuple) else (state,)
@@ -141,158 +115,6 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
           + ("" if path == DEFAULT_CHECKPOINT else f" --checkpoint {path}"))
     _pictures(model, starting_weights, windows[0], config, first_step, step, out_dir)
     return 0
-
-
-def _refuse_to_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise UsageError(f"{path} already holds a checkpoint; continue it with --resume, replace it with --force, "
-                         "or choose another --checkpoint")
-
-
-def _saved_run(path: Path) -> tuple[dict, str]:
-    """(configuration, vocabulary) saved in the checkpoint at ``path``; UsageError if there is none."""
-    if not path.is_file():
-        raise UsageError(f"--resume: no checkpoint at {path}; drop --resume to start a new run there")
-    try:
-        arrays = checkpoint.load(path)
-        return json.loads(str(arrays["meta.config"])), str(arrays["meta.vocab"])
-    except KeyError as error:
-        raise UsageError(f"--resume: {path} has no {error.args[0]!r}: it was not written by tinygrad-rnn train") \
-            from None
-    except UNREADABLE as error:
-        raise UsageError(f"--resume: {path} is damaged or not a checkpoint ({_one_line(error)})") from None
-
-
-def _restored_config(saved: dict, given: TrainConfig, path: Path) -> TrainConfig:
-    """The saved configuration; a flag the user gave that says otherwise is an error naming both."""
-    try:
-        config = TrainConfig(**saved)
-    except TypeError as error:
-        raise UsageError(f"--resume: the configuration saved in {path} does not fit this version "
-                         f"({_one_line(error)})") from None
-    wrong = _invalid_fields(config)
-    if wrong:
-        raise UsageError(f"--resume: the configuration saved in {path} is damaged ({', '.join(wrong)})")
-    for field, value in dataclasses.asdict(given).items():
-        if value is None:
-            continue
-        if field == "text":
-            value = str(Path(value).resolve())
-        kept = getattr(config, field)
-        if value != kept:
-            raise UsageError(f"{flag(field)} {_shown(value)} contradicts the checkpoint {path}, saved with "
-                             f"{flag(field)} {_shown(kept)}; drop the flag to resume that run, or start a new "
-                             "one with --force or another --checkpoint")
-    return config
-
-
-def _invalid_fields(config: TrainConfig) -> list[str]:
-    """The fields of a restored configuration the command line would have refused."""
-    def whole(value, least):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-    def positive(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-    checks = {
-        "cell": config.cell in CELLS, "hidden": whole(config.hidden, 1), "seq": whole(config.seq, 1),
-        "batch": whole(config.batch, 1), "lr": positive(config.lr), "clip_norm": positive(config.clip_norm),
-        "clip_value": config.clip_value is None or positive(config.clip_value), "seed": whole(config.seed, 0),
-        "text": config.text is None or isinstance(config.text, str),
-    }
-    return [f"{flag(field)} {getattr(config, field)!r}" for field, valid in checks.items() if not valid]
-
-
-def _shown(value) -> str:
-    """A flag's value as the user would type it: 1 rather than 1.0, exact where %g would round."""
-    if value is None:
-        return "(none)"
-    if isinstance(value, float) and float(f"{value:g}") == value:
-        return f"{value:g}"
-    return str(value)
-
-
-def _corpus(config: TrainConfig, vocab: str | None) -> CharCorpus:
-    try:
-        text = load_text(config.text)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--text {config.text}: {_one_line(error)}") from None
-    try:
-        return CharCorpus(text) if vocab is None else CharCorpus(text, CharVocab(vocab))
-    except KeyError as error:
-        raise UsageError(f"--text: the checkpoint's alphabet cannot read this text ({_one_line(error)})") from None
-    except ValueError as error:
-        raise UsageError(f"--text {config.text}: {_one_line(error)}") from None
-
-
-def _load_weights(path: Path, model: CharRNN, optimizer, batch: int) -> tuple[int, object]:
-    """Weights, optimiser state, step count and the carried state from the checkpoint."""
-    try:
-        meta = checkpoint.load_training(path, model, optimizer)
-        step, count = int(meta["step"]), int(meta["state_parts"])
-        parts = [meta[f"state{i}"] for i in range(count)]
-    except UNREADABLE as error:
-        raise UsageError(f"--resume: {path} is damaged or does not fit its configuration ({_one_line(error)})") \
-            from None
-    expected = model.rnn.cell.initial_state(batch)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    if parts and (len(parts) != len(expected) or any(np.shape(p) != e.shape for p, e in zip(parts, expected))):
-        raise UsageError(f"--resume: the carried state saved in {path} has shapes {[np.shape(p) for p in parts]}, "
-                         f"not {[e.shape for e in expected]} as its configuration needs: the file is damaged")
-    state = nn.detach_state(parts[0] if len(parts) == 1 else tuple(parts)) if parts else None
-    return step, state
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())
-
-
-def _train(model, optimizer, windows, config: TrainConfig, step: int, state, steps, seconds):
-    """The training loop, with a progress bar on stderr; Ctrl-C stops it cleanly (the run is saved).
-    Returns the step reached, the state to carry on from and the first and last smoothed losses."""
-    T = config.seq
-    total = steps if steps is not None else seconds
-    bar = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, mininterval=0.5, leave=True,
-               bar_format="{desc}{percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-    started = last_shown = time.perf_counter()
-    first_step = last_step = step
-    smooth = first = rate = None
-    try:
-        while True:
-            now = time.perf_counter()
-            if (steps is not None and step - first_step >= steps) or (steps is None and now - started >= seconds):
-                break
-            if step % len(windows) == 0:
-                state = None  # back at the start of the text: start from a zero state again
-            inputs, targets = windows[step % len(windows)]
-            optimizer.zero_grad()
-            loss, _, state = window_loss(model, inputs, targets, state)
-            loss.backward()
-            if config.clip_value is not None:
-                clip_grad_value_(model.parameters(), config.clip_value)
-            clip_grad_norm_(model.parameters(), config.clip_norm)  # one long-range spike must not wreck the weights
-            optimizer.step()
-            state = nn.detach_state(state)  # the next window starts here, but its gradients stop here
-            step += 1
-            per_char = loss.item() / T
-            smooth = per_char if smooth is None else 0.95 * smooth + 0.05 * per_char
-            first = per_char if first is None else first
-            now = time.perf_counter()
-            bar.set_description_str(f"step {step}" + (f"/{first_step + steps}" if steps else "") + " ", refresh=False)
-            if now - last_shown >= 2.0 or step == first_step + 1:
-                # steps per second over the last interval, not since the start: it shows slowdowns
-                rate = (step - last_step) / max(now - last_shown, 1e-9)
-                bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} steps/s", refresh=False)
-                last_shown, last_step = now, step
-            bar.update(1 if steps is not None else min(now - started, seconds) - bar.n)
-    except KeyboardInterrupt:
-        bar.write(f"stopped at step {step} (Ctrl-C); saving the run", file=sys.stderr)
-    finally:
-        if smooth is not None and rate is not None:  # the last line shows the loss where the run ended
-            bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} steps/s", refresh=False)
-        bar.close()
-    return step, state, (first, smooth)
 
 
 def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, elapsed, losses) -> None:
@@ -340,7 +162,7 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
             try:
                 written.append(str(render(picture, out_dir / f"{name}{suffix}")))
             except OSError as error:
-                print(f"pictures: could not write in {out_dir} ({_one_line(error)})")
+                print(f"pictures: could not write in {out_dir} ({training.one_line(error)})")
                 return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
     verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after step {step}"]))
