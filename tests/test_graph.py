@@ -83,3 +83,11 @@ def test_count_nodes_stops_counting_past_the_limit():
     for _ in range(100):
         y = y * 1.0
     assert graph.count_nodes(y, 10) == 11 and graph.count_nodes(y, 1000) == 201
+
+
+def test_the_names_moved_to_recurrence_are_still_found_in_graph_with_a_warning():
+    for name in ("time_step", "state_parts", "step_graphs", "StepGraph", "clip_record", "mark_cut"):
+        with pytest.deprecated_call(match=f"tinygrad_rnn.graph.{name} moved to tinygrad_rnn.recurrence.{name}"):
+            assert getattr(graph, name) is getattr(recurrence, name)
+    with pytest.raises(AttributeError):
+        graph.no_such_name  # noqa: B018

@@ -12,6 +12,7 @@ What a graph means as a recurrence (time steps, cuts, clip records, the map of o
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -122,11 +123,10 @@ _MOVED = {"TimeStep", "step_scope", "time_step", "inner_scope", "is_cut", "mark_
 
 
 def __getattr__(name: str):
-    """The names of recurrences moved to tinygrad_rnn.recurrence: still found here, with a warning."""
+    """The names of recurrences moved to tinygrad_rnn.recurrence: still found here, with a warning.
+    (Looked up when asked for, by name: recurrence builds on this module, never the other way.)"""
     if name in _MOVED:
-        from tinygrad_rnn import recurrence
-
-        warnings.warn(f"tinygrad_rnn.graph.{name} moved to tinygrad_rnn.recurrence.{name}", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(recurrence, name)
+        home = __name__.replace("graph", "recurrence")
+        warnings.warn(f"{__name__}.{name} moved to {home}.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(home), name)
     raise AttributeError(f"module 'tinygrad_rnn.graph' has no attribute {name!r}")
