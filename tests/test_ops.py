@@ -134,3 +134,15 @@ def test_float32_stays_float32(case, data):
     out.sum().backward()
     for v in values:
         assert np.result_type(v.grad) == np.float32
+
+
+def test_each_op_gives_its_own_label():
+    from tinygrad_rnn import ops
+
+    assert ops.Add().label() == "+" and ops.MatMul().label() == "@" and ops.Sigmoid().label() == "σ"
+    assert ops.Tanh().label() == "tanh"  # no symbol: its name
+    assert ops.Pow(2.0).label() == "x^2" and ops.Pow().label() == "x^y"
+    assert ops.Sum().label() == "Σ" and ops.Sum(axis=1).label() == "Σ axis 1" and ops.Max(axis=0).label() == "max axis 0"
+    assert ops.Reshape((3, 4)).label() == "reshape 3×4" and ops.BroadcastTo((2, 5)).label() == "broadcast 2×5"
+    assert ops.GetItem((slice(None), 0)).label() == "[:, 0]"
+    assert ops.ScatterAdd((slice(None), 0), (2, 3)).label() == "scatter + [:, 0]"

@@ -11,19 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from tinygrad_rnn import recurrence
+from tinygrad_rnn.ops import shape_label
 from tinygrad_rnn.value import Value
 from visualize import style
 
-__all__ = ["SYMBOLS", "summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
+__all__ = ["summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
            "is_truncated", "op_symbol", "op_legend"]
-
-# How ops are written on their node; anything else shows its name.
-SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "matmul": "@", "sigmoid": "σ",
-    "transpose": "ᵀ", "abs": "|x|", "maximum": "max", "leaky_relu": "leaky relu", "broadcast_to": "broadcast",
-    "scatter_add": "scatter +",
-}
-
 
 def summary(data, digits: int) -> str:
     """A short line about a value's data: the number itself, or its shape and range."""
@@ -45,7 +38,7 @@ def grad_line(grad, digits: int) -> str:
 
 
 def shape_text(shape: tuple) -> str:
-    return "×".join(str(n) for n in shape) if shape else ""
+    return shape_label(shape)
 
 
 def measure(method) -> float | None:
@@ -69,19 +62,8 @@ def _param_text(value) -> str:
 
 
 def op_symbol(op) -> str:
-    """How an op is written on its node (plain text)."""
-    symbol = SYMBOLS.get(op.name, op.name)
-    if op.name == "pow":
-        return "x^y" if op.exponent is None else f"x^{style.number(op.exponent, 3)}"
-    if op.name in ("sum", "max") and getattr(op, "axis", None) is not None:
-        return f"{'Σ' if op.name == 'sum' else 'max'} axis {op.axis}"
-    if op.name == "sum":
-        return "Σ"
-    if op.name in ("getitem", "scatter_add"):  # the op's own label for its index: never numpy's repr
-        return ("scatter + " if op.name == "scatter_add" else "") + op.params()["index"].replace("...", "…")
-    if op.name in ("reshape", "broadcast_to"):
-        return f"{symbol} {shape_text(op.shape)}"
-    return symbol
+    """How an op is written on its node (plain text): the op's own label."""
+    return op.label()
 
 
 def formula(op) -> str:
@@ -104,7 +86,7 @@ def display_name(node) -> str | None:
     if node.op.name == "transpose" and names[0]:
         return f"{names[0]}ᵀ"
     if node.op.name in ("add", "sub") and all(names):
-        return f" {SYMBOLS[node.op.name]} ".join(str(n) for n in names)
+        return f" {node.op.label()} ".join(str(n) for n in names)
     return None
 
 

@@ -20,7 +20,7 @@ again. Masks (which input was the max, which side of a kink) are computed from r
 constants whose derivative is zero almost everywhere.
 """
 
-from tinygrad_rnn.ops.base import RAW_TYPES, Elementwise, LazySum, Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.base import RAW_TYPES, Elementwise, LazySum, Op, mask, raw, shape_label, shape_of, unbroadcast
 from tinygrad_rnn.ops.elementwise import (
     Abs,
     Add,
@@ -53,6 +53,7 @@ from tinygrad_rnn.ops.movement import (
 from tinygrad_rnn.ops.reduce import MatMul, Max, Products, Sum
 
 __all__ = [
+    "shape_label",
     "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Tanh", "Sigmoid", "Relu",
     "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Sum", "Max", "MatMul", "Reshape", "Transpose",
     "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",

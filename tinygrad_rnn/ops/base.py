@@ -50,6 +50,11 @@ def required(method):
     return method
 
 
+def shape_label(shape: tuple) -> str:
+    """A shape as pictures write it: ``3×4``."""
+    return "×".join(str(n) for n in shape)
+
+
 class Op:
     """A primitive: ``forward`` and ``vjp`` side by side, and the norm of each edge's Jacobian.
 
@@ -69,6 +74,7 @@ class Op:
     """
 
     name = "op"
+    symbol = None  # how pictures write the op ("+", "σ"); None: its name
     record = None  # set by tinygrad_rnn.value: record(op, *inputs) -> Value
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs):
@@ -107,6 +113,11 @@ class Op:
     def params(self) -> dict:
         """The op's parameters, for labels and repr."""
         return dict(vars(self))
+
+    def label(self) -> str:
+        """How pictures write this op on its node (plain text): its symbol, or its name; an op with
+        parameters that matter to a reader (an exponent, an axis, a shape) says them."""
+        return self.symbol or self.name
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

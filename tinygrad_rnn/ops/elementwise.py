@@ -15,7 +15,7 @@ from tinygrad_rnn.ops.base import Elementwise, mask, raw
 class Add(Elementwise):
     """add: y = a + b;  dy/da = dy/db = 1"""
 
-    name = "add"
+    name, symbol = "add", "+"
 
     def forward(self, a, b):
         return a + b
@@ -27,7 +27,7 @@ class Add(Elementwise):
 class Sub(Elementwise):
     """sub: y = a - b;  dy/da = 1, dy/db = -1"""
 
-    name = "sub"
+    name, symbol = "sub", "−"
 
     def forward(self, a, b):
         return a - b
@@ -39,7 +39,7 @@ class Sub(Elementwise):
 class Mul(Elementwise):
     """mul: y = a * b;  dy/da = b, dy/db = a"""
 
-    name = "mul"
+    name, symbol = "mul", "×"
 
     def forward(self, a, b):
         return a * b
@@ -51,7 +51,7 @@ class Mul(Elementwise):
 class Div(Elementwise):
     """div: y = a / b;  dy/da = 1/b, dy/db = -a/b^2 = -y/b"""
 
-    name = "div"
+    name, symbol = "div", "÷"
 
     def forward(self, a, b):
         if type(a) is float and type(b) is float:
@@ -97,6 +97,9 @@ class Pow(Elementwise):
     def params(self):
         return {} if self.exponent is None else {"exponent": self.exponent}
 
+    def label(self) -> str:
+        return "x^y" if self.exponent is None else f"x^{self.exponent:.3g}"
+
 
 def _unless(condition, value):
     """``value``, with 0 where ``condition`` holds (a select, not a product: 0 * inf would be nan)."""
@@ -110,7 +113,7 @@ def _unless(condition, value):
 class Maximum(Elementwise):
     """maximum: y = max(a, b);  dy/da = [a > b], dy/db = [b > a], ties split 1/2 each (PyTorch's rule)"""
 
-    name = "maximum"
+    name, symbol = "maximum", "max"
 
     def forward(self, a, b):
         return float(np.maximum(a, b)) if type(a) is float and type(b) is float else np.maximum(a, b)
@@ -144,7 +147,7 @@ class Where(Elementwise):
 class Neg(Elementwise):
     """neg: y = -x;  dy/dx = -1"""
 
-    name = "neg"
+    name, symbol = "neg", "−x"
 
     def forward(self, x):
         return -x
@@ -192,7 +195,7 @@ class Tanh(Elementwise):
 class Sigmoid(Elementwise):
     """sigmoid: y = 1 / (1 + e^-x);  dy/dx = y (1 - y)"""
 
-    name = "sigmoid"
+    name, symbol = "sigmoid", "σ"
 
     def forward(self, x):
         # 0.5 (1 + tanh(x/2)) is the same function and never overflows.
@@ -217,7 +220,7 @@ class Relu(Elementwise):
 class LeakyRelu(Elementwise):
     """leaky_relu: y = x if x > 0 else slope x;  dy/dx = 1 if x > 0 else slope"""
 
-    name = "leaky_relu"
+    name, symbol = "leaky_relu", "leaky relu"
 
     def __init__(self, slope: float):
         self.slope = float(slope)
@@ -235,7 +238,7 @@ class LeakyRelu(Elementwise):
 class Abs(Elementwise):
     """abs: y = |x|;  dy/dx = sign(x) (0 at 0)"""
 
-    name = "abs"
+    name, symbol = "abs", "|x|"
 
     def forward(self, x):
         return abs(x) if type(x) is float else np.abs(x)

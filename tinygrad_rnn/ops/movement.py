@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import LazySum, Op, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.base import LazySum, Op, raw, shape_label, shape_of, unbroadcast
 
 
 class _Permutation(Op, abstract=True):
@@ -34,11 +34,14 @@ class Reshape(_Permutation):
     def vjp(self, k, grad, out, inputs):
         return Reshape(shape_of(inputs[0]))(grad)
 
+    def label(self) -> str:
+        return f"reshape {shape_label(self.shape)}"
+
 
 class Transpose(_Permutation):
     """transpose: y = x with its axes permuted;  dL/dx = g permuted back"""
 
-    name = "transpose"
+    name, symbol = "transpose", "ᵀ"
 
     def __init__(self, axes: tuple):
         self.axes = tuple(axes)
@@ -75,6 +78,9 @@ class BroadcastTo(Op):
         # Each input entry is copied n times: a column of n ones, singular value sqrt(n).
         return math.sqrt(max(np.size(raw(out)), 1) / max(np.size(raw(inputs[0])), 1))
 
+    def label(self) -> str:
+        return f"broadcast {shape_label(self.shape)}"
+
 
 class GetItem(Op):
     """getitem: y = x[index];  dL/dx = zeros with g added at index (repeats accumulate)"""
@@ -102,6 +108,9 @@ class GetItem(Op):
     def params(self):
         return {"index": index_label(self.index)}
 
+    def label(self) -> str:
+        return index_label(self.index).replace("...", "…")
+
 
 class ScatterAdd(Op):
     """scatter_add: y = zeros(shape) with x added at index (the adjoint of getitem);  dL/dx = g[index]"""
@@ -127,6 +136,9 @@ class ScatterAdd(Op):
 
     def params(self):
         return {"index": index_label(self.index), "shape": self.shape}
+
+    def label(self) -> str:
+        return "scatter + " + index_label(self.index).replace("...", "…")
 
 
 class Scattered(LazySum):

@@ -49,6 +49,9 @@ class Sum(Op):
         # Each output sums n inputs: a block of n ones per row, singular value sqrt(n).
         return math.sqrt(max(np.size(raw(inputs[0])), 1) / max(np.size(raw(out)), 1))
 
+    def label(self) -> str:
+        return "Σ" if self.axis is None else f"Σ axis {self.axis}"
+
 
 class Max(Op):
     """max: y = max_i x_i over the axes;  dy/dx_i = [x_i is the max] / (number of maxima)"""
@@ -76,13 +79,16 @@ class Max(Op):
         # Each output row holds weights 1/m on its m maxima: norm 1/sqrt(m) <= 1.
         return float(np.max(np.sqrt(np.sum(self.share(inputs[0]) ** 2, axis=self.axis))))
 
+    def label(self) -> str:
+        return "max" if self.axis is None else f"max axis {self.axis}"
+
 
 # ---- linear algebra ----------------------------------------------------------------------------
 
 class MatMul(Op):
     """matmul: y = a @ b;  dL/da = g @ b^T, dL/db = a^T @ g"""
 
-    name = "matmul"
+    name, symbol = "matmul", "@"
 
     def forward(self, a, b):
         try:
