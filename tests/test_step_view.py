@@ -294,3 +294,15 @@ def test_the_verdicts_thresholds_are_printed_on_the_picture():
     _, _, loss, states = _elman()
     source = draw_steps(loss, states).source
     assert "less than 0.001" in source and "more than 1e+03" in source and "1e-06 × ‖δ" in source
+
+
+def test_a_run_longer_than_the_contribution_limit_says_it_leaves_w_and_frozen_out(monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("tinygrad_rnn.diagnostics.steps"), "CONTRIBUTION_LIMIT", 10)
+    monkeypatch.setattr(diagnostics, "CONTRIBUTION_LIMIT", 10)
+    _, _, loss, states = _elman(T=15)
+    rows = diagnostics.steps(loss, states)
+    assert all(r.contribution is None for r in rows)
+    source = draw_steps(loss, states).source
+    assert "(w and frozen are left out beyond 10 steps)" in source and ">w " not in source

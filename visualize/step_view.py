@@ -249,10 +249,13 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story:
     if any(r.contribution is not None for run in runs for r in run.rows):
         notes.append(f"small grey w: ‖C{sub}‖, what {unit} {i} gave the weights (the gradient of every parameter "
                      f"used inside it, as one vector; the C{sub} add up to their gradients)")
+    limit = diagnostics.CONTRIBUTION_LIMIT
+    long_runs = any(r.length > limit for r in runs)
     notes.append(f"verdict: the gradient scaled by less than {style.number(diagnostics.VANISHING)} from the last "
                  f"state read back to the first: vanishing; by more than {style.number(diagnostics.EXPLODING)}: "
                  f"exploding (clips included); else stable, or frozen where no {unit} gave the weights more than "
-                 f"{style.number(diagnostics.FROZEN)} × ‖δ{sub}‖")
+                 f"{style.number(diagnostics.FROZEN)} × ‖δ{sub}‖"
+                 + (f" (w and frozen are left out beyond {limit:,} {words['units']})" if long_runs else ""))
     states = sorted({style.text(r.state, 60) for r in runs})
     batches = sorted({r.batch for r in runs if r.batch})
     where = f"all {batches[0]} batch rows" if len(batches) == 1 and batches[0] > 1 else "the whole batch"

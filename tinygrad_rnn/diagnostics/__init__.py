@@ -12,6 +12,7 @@ from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport,
 from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
 from tinygrad_rnn.diagnostics.split import contributions, lags, reach, reach_counts
 from tinygrad_rnn.diagnostics.steps import (
+    CONTRIBUTION_LIMIT,
     EXPLODING,
     FROZEN,
     VANISHING,
@@ -29,6 +30,7 @@ from tinygrad_rnn.diagnostics.steps import (
 
 __all__ = [
     "steps", "StepRow", "verdict", "gradient_factor", "reads", "weight_share", "VANISHING", "EXPLODING", "FROZEN",
+    "CONTRIBUTION_LIMIT",
     "lags", "reach", "reach_counts", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms",
     "clip_events",
     "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",

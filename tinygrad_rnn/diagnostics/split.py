@@ -43,12 +43,16 @@ def _norm(parts) -> float:
     return math.sqrt(sum(float(np.sum(np.square(raw(p), dtype=np.float64))) for p in parts))
 
 
-def _outside(roots: Sequence, step_list: Sequence[StepGraph], ends: set, reader: str | None = None) -> list:
-    """The nodes behind ``roots`` reached without entering a step, parents first: a walk back that
-    stops at the nodes whose ids are in ``ends`` (kept, not passed) and at every node inside a step.
-    With ``reader`` (who asks), reading a node inside a step that is not a state is an error: its
-    gradient would reach the states by a way no row could show."""
-    inside = {id(n) for step in step_list for n in step.nodes}
+def _inside(step_list: Sequence[StepGraph]) -> set:
+    """The ids of every node inside a step (the states the steps make included)."""
+    return {id(n) for step in step_list for n in step.nodes}
+
+
+def _outside(roots: Sequence, inside: set, ends: set, reader: str | None = None) -> list:
+    """The nodes behind ``roots`` reached without entering a step (``inside``: their ids), parents
+    first: a walk back that stops at the nodes whose ids are in ``ends`` (kept, not passed) and at
+    every node inside a step. With ``reader`` (who asks), reading a node inside a step that is not a
+    state is an error: its gradient would reach the states by a way no row could show."""
     found, stack = {id(r): r for r in roots}, list(roots)
     while stack:
         child = stack.pop()
@@ -70,7 +74,7 @@ def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepG
     step (a list of parts per state; zeros where it reads nothing). Hooks are not run."""
     step_list = recurrence.step_graphs(states) if step_list is None else step_list
     parts = [p for s in states for p in state_parts(s)]
-    order = _outside(losses, step_list, {id(p) for p in parts}, reader="lags")
+    order = _outside(losses, _inside(step_list), {id(p) for p in parts}, reader="lags")
     result = []
     for loss in losses:
         if not isinstance(loss, Value) or not loss.requires_grad:
@@ -188,13 +192,12 @@ def step_contributions(states: Sequence, params: Sequence | None,
     inside step t (the ``contributions`` of each param at once). ``params`` None: every leaf that
     needs a gradient and feeds the steps (the weights, whatever the cell calls them)."""
     step_list = recurrence.step_graphs(states) if step_list is None else step_list
-    inside = {id(n) for step in step_list for n in step.nodes}
+    inside = _inside(step_list)
     ends = {id(p) for s in states for p in state_parts(s)}
     sent = [_step_inputs(step, inside, ends) for step in step_list]
-    roots = list({i: node for out in sent for i, (node, _) in out.items()}.values())
-    order = _outside(roots, step_list, ends)
     if params is None:
-        params = [n for n in order if n.op is None and id(n) not in ends]
+        roots = list({i: node for out in sent for i, (node, _) in out.items()}.values())
+        params = [n for n in _outside(roots, inside, ends) if n.op is None and id(n) not in ends]
     zeros = [np.zeros(p.shape, p.dtype) if p.shape else 0.0 for p in params]
     result = []
     for out in sent:
@@ -202,6 +205,8 @@ def step_contributions(states: Sequence, params: Sequence | None,
             result.append(list(zeros))
             continue
         nodes, seeds = zip(*out.values())
+        # Each step's own walk back to the weights: a few nodes, not the whole outside region again.
+        order = _outside(nodes, inside, ends)
         result.append([raw(g) for g in grad(list(nodes), list(params), list(seeds), order=order, hooks=False)])
     return list(params), result
 

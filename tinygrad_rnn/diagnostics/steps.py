@@ -44,12 +44,15 @@ from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
     "StepRow", "steps", "verdict", "gradient_factor", "reads", "weight_share", "step_jacobian", "step_jacobian_norms",
-    "gradient_norms", "clip_events", "VANISHING", "EXPLODING", "FROZEN",
+    "gradient_norms", "clip_events", "VANISHING", "EXPLODING", "FROZEN", "CONTRIBUTION_LIMIT",
 ]
 
 # The verdict's thresholds (pictures print them): a gradient scaled by less than VANISHING or more than
 # EXPLODING over the run; a run whose steps give the weights less than FROZEN x the gradient they carry.
 VANISHING, EXPLODING, FROZEN = 1e-3, 1e3, 1e-6
+# ||C_t|| is computed for runs up to this many steps: carrying each step's share back through what all
+# steps share (the input projection a built-in cell makes once for every step) costs O(T) a step.
+CONTRIBUTION_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class StepRow:
     ``last_read``: ||delta_t|| of what the loss reads at its
     last read state alone (equal to ``grad_norm`` with one read and no hook; None without a loss).
     ``contribution``: ||C_t|| for all the parameters used inside step t as one vector (None for t = 0,
-    without a loss, or when no parameter is used inside the steps).
+    without a loss, when no parameter is used inside the steps, or beyond CONTRIBUTION_LIMIT steps).
     """
 
     t: int
@@ -257,8 +260,10 @@ def _reads(loss, states: list, step_list: list) -> tuple[list, list, list]:
     nothing = [None] * len(states)
     if loss is None or not getattr(loss, "requires_grad", False):
         return nothing, nothing, nothing
-    params, per_step = split.step_contributions(states, None, step_list)
-    given = [None] + [_norm(c) if params else None for c in per_step]
+    given = nothing
+    if len(step_list) <= CONTRIBUTION_LIMIT:
+        params, per_step = split.step_contributions(states, None, step_list)
+        given = [None] + [_norm(c) if params else None for c in per_step]
     try:
         (read,) = split.read_gradients([loss], states, step_list)
     except ValueError:  # the loss reads a node inside a step: which states it reads cannot be said
