@@ -275,3 +275,10 @@ def test_a_loss_that_reads_inside_a_step_is_refused_not_dropped():
     inner = states[3][0].parents[0]  # tanh(m_3), inside step 3, not a part of the state
     with pytest.raises(ValueError, match="lags: .* made inside a step but not a state"):
         diagnostics.lags([(inner**2).sum()], states)
+
+
+def test_a_loss_that_is_not_a_value_needing_a_gradient_is_named():
+    cell, xs, readout, targets, h0 = setup("rnn")
+    _, states = nn.RNN(cell)(xs, h0=h0, return_states=True)
+    with pytest.raises(TypeError, match=r"lags: losses\[1\] must be a Value that needs a gradient, got 3.0"):
+        diagnostics.lags([states[1].sum(), 3.0], states)

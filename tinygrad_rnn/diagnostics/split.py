@@ -72,13 +72,14 @@ def _outside(roots: Sequence, inside: set, ends: set, reader: str | None = None)
 def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepGraph] | None = None) -> list:
     """For each loss, d_k per state: the gradient it sends to s_k directly, through nodes outside every
     step (a list of parts per state; zeros where it reads nothing). Hooks are not run."""
+    for i, loss in enumerate(losses):
+        if not isinstance(loss, Value) or not loss.requires_grad:
+            raise TypeError(f"lags: losses[{i}] must be a Value that needs a gradient, got {loss!r}")
     step_list = recurrence.step_graphs(states) if step_list is None else step_list
     parts = [p for s in states for p in state_parts(s)]
     order = _outside(losses, _inside(step_list), {id(p) for p in parts}, reader="lags")
     result = []
     for loss in losses:
-        if not isinstance(loss, Value) or not loss.requires_grad:
-            raise TypeError(f"lags: every loss must be a Value that needs a gradient, got {loss!r}")
         found = grad(loss, parts, np.ones_like(loss.data) if loss.shape else 1.0, order=order, hooks=False)
         per_state, k = [], 0
         for s in states:
