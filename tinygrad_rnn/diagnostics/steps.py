@@ -68,8 +68,8 @@ class StepRow:
     cut on purpose at the start of step t (a detached state, as in truncated BPTT): nothing crosses it.
     ``direct``: ||d_t||, the gradient the loss sent to s_t directly, not through a later step (0 where
     it does not read s_t; None without a loss, or when the loss reads a node inside a step).
-    ``last_read``: ||delta_t|| of what the loss reads at its
-    last read state alone (equal to ``grad_norm`` with one read and no hook; None without a loss).
+    ``last_read``: ||delta_t|| of what the loss reads at its last read state alone (equal to
+    ``grad_norm`` with one read and no hook; None without a loss).
     ``contribution``: ||C_t|| for all the parameters used inside step t as one vector (None for t = 0,
     without a loss, when no parameter is used inside the steps, or beyond CONTRIBUTION_LIMIT steps).
     """
