@@ -17,7 +17,10 @@ import numpy as np
 
 from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
 
-__all__ = ["STATE", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate", "edge_vjp"]
+__all__ = [
+    "STATE", "OBSERVED", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate",
+    "edge_vjp",
+]
 
 
 class _State(threading.local):
@@ -29,6 +32,11 @@ class _State(threading.local):
     scope = ""
     hook_node = None
     tape = None  # a list while tinygrad_rnn.replay records a call: value.py appends (op, inputs, output)
+
+
+# In a tape, the record of Python reading a Value's data (bool, item, a comparison): (OBSERVED, the
+# Values read, (how to read them again, what was read)), so a replay can check it reads the same.
+OBSERVED = object()
 
 
 STATE = _State()
@@ -121,6 +129,12 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
     its node's ``.grad`` (PyTorch's rule: they add up across calls until ``zero_grad``). Returns the
     complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it).
     """
+    if STATE.tape is not None and not create_graph:
+        raise RuntimeError(
+            "replay: fn computes a gradient itself (backward or grad) while its ops are recorded; a replay "
+            "would not compute it again. Return the loss and let the replay backpropagate (or pass "
+            "create_graph=True, which records the backward pass as ops)"
+        )
     on_path = None if order is None else set(order)
     keep = set(wanted)
     pending, found = {}, {}

@@ -12,13 +12,16 @@ docs/replay.md says what is recorded, what is replayed, and the limits.
 
 from __future__ import annotations
 
+import collections
 import copy
+import threading
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
 from tinygrad_rnn import autograd
-from tinygrad_rnn.autograd import STATE, _run_hooks
+from tinygrad_rnn.autograd import OBSERVED, STATE, _run_hooks
 from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
 
@@ -43,14 +46,18 @@ def replay(fn: Callable) -> Replay:
     - **Shapes.** The recordings are kept per shapes and dtypes of the arguments: arrays of other
       shapes or dtypes make a new recording (``step.tapes`` holds them); so does a leaf whose shape,
       dtype or ``requires_grad`` changed.
-    - **What cannot be replayed.** Only ops are recorded. Python that looks at data is run once, on
-      the recording call, and its outcome is frozen: an ``if`` or a loop bound on a value, a mask
-      made with ``x > 0`` and passed to ``where``, a Value made from another's data with
-      ``Value(x.data)`` (use ``x.detach()``, which is recorded), an array derived from an argument
-      outside the ops (``one_hot(ids)`` inside ``fn``: derive it outside and pass it in), checks on
-      the arguments (``cross_entropy``'s range check of targets), and side effects (prints,
-      BatchNorm's running statistics, random draws such as dropout masks). Keep such things out of
-      ``fn``, or call ``fn`` eagerly. An argument that reaches no recorded op is an error.
+    - **Guards.** Python reading a Value's data (``bool``, ``item``, ``numpy``, comparisons such as
+      ``x > 0``) and what ``fn`` reads from its closure and globals (numbers, arrays, the Values of
+      Modules, by identity) are checked at every call: where they differ from the recording's, the
+      call records anew, giving eager mode's answer (``step.recordings`` counts the recordings).
+      ``backward`` inside ``fn`` is refused. Threads take turns; at most MAX_TAPES recordings are kept.
+    - **What cannot be replayed.** What the guards do not see is frozen on the recording call: a
+      Value made from another's data with ``Value(x.data)`` (use ``x.detach()``, which is recorded),
+      an array derived from an argument outside the ops (``one_hot(ids)`` inside ``fn``: derive it
+      outside and pass it in), checks on the arguments (``cross_entropy``'s range check of targets),
+      and side effects (prints, BatchNorm's running statistics, random draws such as dropout masks).
+      Keep such things out of ``fn``, or call ``fn`` eagerly. An argument that reaches no recorded op
+      is an error. docs/replay.md lists the guards and their limits.
     """
     return Replay(fn)
 
@@ -76,6 +83,8 @@ class Tape:
 
     def __init__(self, records: list, loss: Value, arguments: list):
         self.size, slot_of, made = 0, {}, {}
+        observed = [(inputs, how) for op, inputs, how in records if op is OBSERVED]
+        records = [record for record in records if record[0] is not OBSERVED]
 
         def slot(value) -> int:
             if id(value) not in slot_of:
@@ -89,14 +98,17 @@ class Tape:
             self.ops.append(DETACH if op is None else op)
             recorded.append((ins, slot_of[id(output)]))
         self.root = slot(loss)
-        # Keep only what the loss depends on: walk the list backwards from it.
-        needed = {self.root}
+        # What Python read of the Values' data while fn ran (a branch, a number taken out): the replay
+        # reads it again and records anew where it differs, since fn might then have done otherwise.
+        self.observations = [(tuple(slot(v) for v in inputs), *how) for inputs, how in observed]
+        # Keep only what the loss and those reads depend on: walk the list backwards from them.
+        needed = {self.root, *(s for slots, *_ in self.observations for s in slots)}
         for ins, out in reversed(recorded):
             if out in needed:
                 needed.update(ins)
         kept = [entry for entry, (_, out) in enumerate(recorded) if out in needed]
         self.forward = [(self.ops[e],) + recorded[e] for e in kept]
-        values = {slot_of[id(v)]: v for _, inputs, _ in records for v in inputs}
+        values = {slot_of[id(v)]: v for inputs in [r[1] for r in records] + [o[0] for o in observed] for v in inputs}
         values[self.root] = loss
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
         self.arguments, self.leaves = [], []
@@ -190,6 +202,9 @@ class Tape:
                     data[out] = op.forward(*[data[i] for i in ins])
         except (ValueError, IndexError, TypeError) as error:
             raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
+        for slots, read, constant, seen in self.observations:
+            if not _same(read(*[data[s] for s in slots], *(() if constant is None else (constant,))), seen):
+                return None  # fn read something else this time: record again
         loss = data[self.root]
         _backward(backward, data, self.size, self.root, loss)
         return loss if type(loss) is float else loss.item()
@@ -266,24 +281,33 @@ def _backward(rows: list, data: list, size: int, root: int, loss) -> None:
 
 class Replay:
     """The step function ``replay(fn)`` returns; ``tapes`` maps (shape, dtype) of the arguments to
-    their recording."""
+    their recording (at most MAX_TAPES, the least recently used dropped with a warning);
+    ``recordings`` counts the calls that ran ``fn`` eagerly and recorded it."""
+
+    MAX_TAPES = 16
 
     def __init__(self, fn: Callable):
         if not callable(fn):
             raise TypeError(f"replay: needs a function returning a loss, got {fn!r}")
-        self.fn, self.tapes = fn, {}
+        self.fn, self.tapes, self.recordings = fn, collections.OrderedDict(), 0
+        # One call at a time: a replay's hooks see its nodes holding this call's data, which a second
+        # thread's call would overwrite.
+        self._lock = threading.Lock()
 
     def __call__(self, *arrays) -> float:
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
         key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
-        tape = self.tapes.get(key)
-        if tape is not None:
-            loss = tape.run(arrays)
-            if loss is not None:
-                return loss
-        return self._record(key, arrays)
+        with self._lock:
+            outside = _outside_state(self.fn)
+            tape = self.tapes.get(key)
+            if tape is not None and tape.outside == outside:
+                self.tapes.move_to_end(key)
+                loss = tape.run(arrays)
+                if loss is not None:
+                    return loss
+            return self._record(key, arrays, outside)
 
-    def _record(self, key: tuple, arrays: tuple) -> float:
+    def _record(self, key: tuple, arrays: tuple, outside: tuple) -> float:
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
         arguments = []
         for a in arrays:
@@ -302,12 +326,86 @@ class Replay:
         if not loss.requires_grad:
             raise RuntimeError(f"replay: the loss {loss!r} does not depend on anything that requires a gradient")
         tape = Tape(records, loss, arguments)
+        tape.outside = outside
         loss.backward()
+        self.recordings += 1
         self.tapes[key] = tape
+        self.tapes.move_to_end(key)
+        if len(self.tapes) > self.MAX_TAPES:
+            dropped, _ = self.tapes.popitem(last=False)
+            warnings.warn(f"replay: {len(self.tapes) + 1} recordings, one per shape of the arguments; dropped the "
+                          f"least recently used ({_shapes(dropped)}), which will be recorded again if it comes back",
+                          RuntimeWarning, stacklevel=3)
         return loss.item()
 
     def __repr__(self) -> str:
         return f"replay({getattr(self.fn, '__name__', self.fn)!r}, {len(self.tapes)} tape(s))"
+
+
+def _shapes(key: tuple) -> str:
+    """The arguments' dtypes and shapes a recording was made for, as a reader writes them."""
+    named = [(dtype if dtype == "float" else np.dtype(dtype).name, shape) for shape, dtype in key]
+    return ", ".join(f"{dtype} {shape}" for dtype, shape in named) or "no arguments"
+
+
+# ---- what fn reads from outside its arguments ------------------------------------------------------
+
+def _outside_state(fn) -> tuple:
+    """What ``fn`` reads from outside its arguments that a recording bakes in, as comparable values:
+    the numbers, strings and arrays in its closure cells and in the globals its code names (and, for
+    a bound method, its object), and for a Module or Value there which Values it holds, by identity,
+    and its numbers. A replay whose recording saw other values records again: an annealed weight in
+    a closure, a parameter replaced by a new Value. (What fn reaches through other functions, or
+    through attributes of other objects, is not seen: docs/replay.md lists it.)"""
+    bound = getattr(fn, "__self__", None)
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return (_fingerprint(fn),)
+    cells = []
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            cells.append((name, _fingerprint(cell.cell_contents)))
+        except ValueError:  # a cell not filled yet
+            cells.append((name, None))
+    names = [(n, _fingerprint(fn.__globals__[n])) for n in code.co_names if n in fn.__globals__]
+    return (_fingerprint(bound), tuple(cells), tuple(names))
+
+
+def _fingerprint(value, depth: int = 0):
+    """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small
+    array (a large one by its identity, shape and dtype), the identity of a Value, a Module's
+    parameters by identity and its numbers; None for anything else (functions, modules of code)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+        return value
+    if isinstance(value, Value):
+        return ("Value", id(value))
+    if isinstance(value, np.ndarray):
+        small = value.size <= 100_000
+        return ("array", value.shape, value.dtype.str, value.tobytes() if small else id(value))
+    if isinstance(value, (tuple, list)) and depth < 2:
+        return (type(value).__name__, tuple(_fingerprint(v, depth + 1) for v in value))
+    if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):  # a Module
+        return ("Module", _module_fingerprint(value))
+    return None
+
+
+def _module_fingerprint(module) -> tuple:
+    """A Module's Values by identity and its numbers and strings, its submodules' too (and those in
+    lists), in attribute order: what a recording read of it, compared cheaply at every call."""
+    found, stack = [], [module]
+    while stack:
+        for v in vars(stack.pop()).values():
+            if isinstance(v, Value):
+                found.append(id(v))
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                found.append(v)
+            elif hasattr(v, "named_modules"):
+                stack.append(v)
+            elif isinstance(v, (list, tuple)):
+                stack.extend(m for m in v if hasattr(m, "named_modules"))
+                found.extend(id(x) for x in v if isinstance(x, Value))
+    return tuple(found)
 
 
 def _argument(array, position: int):
@@ -321,6 +419,14 @@ def _argument(array, position: int):
     if array.dtype.kind not in "iub":
         raise TypeError(f"replay: argument {position} has dtype {array.dtype}; pass float, integer or boolean arrays")
     return array
+
+
+def _same(now, seen) -> bool:
+    """Whether a read of data gives what the recording read (NaN reads as NaN)."""
+    if isinstance(now, np.ndarray) or isinstance(seen, np.ndarray):
+        floats = np.asarray(now).dtype.kind == "f"
+        return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
+    return now == seen or (now != now and seen != seen)
 
 
 def _signature(value: Value) -> tuple:

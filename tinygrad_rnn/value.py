@@ -9,6 +9,7 @@ the moment its last Value is dropped.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import numpy as np
@@ -129,6 +130,28 @@ class HookHandle:
             self._hooks.remove(self._hook)
 
 
+def _item(data) -> float:
+    return float(np.asarray(data).reshape(()))
+
+
+def _truth(data) -> bool:
+    return bool(np.asarray(data).reshape(()))
+
+
+def _observed(read: Callable, value: Value, other=None):
+    """``read(value.data[, other])``: Python looking at a Value's data. While a replay records, the
+    read goes on the tape, so that a replay can check it would read the same (a branch taken on a
+    Value, a number taken out of one) instead of silently following the recorded outcome."""
+    args = (value._data,) if other is None else (value._data, ops.raw(other))
+    result = read(*args)
+    if STATE.tape is not None:
+        inputs = (value,) if not isinstance(other, Value) else (value, other)
+        constant = None if other is None or isinstance(other, Value) else ops.raw(other)
+        seen = result.copy() if isinstance(result, np.ndarray) else result
+        STATE.tape.append((autograd.OBSERVED, inputs, (read, constant, seen)))
+    return result
+
+
 _MANY = object()  # in Value._second: _first holds all the parents, more than two, as a tuple
 ops.Op.record = apply  # an op called on Values records a node; the ops themselves never import Value
 
@@ -228,10 +251,10 @@ class Value:
     def item(self) -> float:
         if self.size != 1:
             raise ValueError(f"item: only a one-element Value converts to a float, this one has shape {self.shape}")
-        return float(np.asarray(self.data).reshape(()))
+        return _observed(_item, self)
 
     def numpy(self) -> np.ndarray:
-        return np.asarray(self.data)
+        return _observed(np.asarray, self)
 
     # ---- arithmetic (numbers and arrays on either side become constants) ----------------------
 
@@ -284,16 +307,16 @@ class Value:
     # Comparisons are not differentiable: they give plain boolean data (for masks and `where`).
     # __eq__ stays identity so that Values can be dict keys and set members.
     def __lt__(self, other):
-        return self.data < ops.raw(other)
+        return _observed(operator.lt, self, other)
 
     def __le__(self, other):
-        return self.data <= ops.raw(other)
+        return _observed(operator.le, self, other)
 
     def __gt__(self, other):
-        return self.data > ops.raw(other)
+        return _observed(operator.gt, self, other)
 
     def __ge__(self, other):
-        return self.data >= ops.raw(other)
+        return _observed(operator.ge, self, other)
 
     __hash__ = object.__hash__
 
@@ -302,7 +325,7 @@ class Value:
             raise ValueError(
                 f"the truth value of a Value of shape {self.shape} is ambiguous; use (v > 0).any() or .all()"
             )
-        return bool(np.asarray(self.data).reshape(()))
+        return _observed(_truth, self)
 
     # ---- elementwise functions ----------------------------------------------------------------
 
