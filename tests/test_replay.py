@@ -342,3 +342,29 @@ def test_random_programs_replay_exactly(program):
     with np.errstate(all="ignore"):
         train_side_by_side(make_model, loss_of, [batch() for _ in range(3)],
                            optimizer=lambda params, lr: optim.SGD(params, lr=1e-3))
+
+
+def test_the_compiled_source_is_bptt_written_out_one_line_per_op():
+    model = CharModel("rnn_tanh", np.float64)
+    step = tg.replay(model.loss)
+    assert step.source is None
+    inputs, targets = char_batches(steps=1, length=3, dtype=np.float64)[0]
+    step(inputs, targets)
+    source = step.source
+    tape = next(iter(step.tapes.values()))
+    assert source.startswith("def replayed(arrays):")
+    forward, backward = source.split("# ---- backward")
+    assert sum(".forward(" in line for line in forward.splitlines()) + forward.count("# detach") == len(tape.forward)
+    assert all(f"# t={t}" in forward for t in (1, 2, 3))  # each time step marked where its ops run
+    assert ".vjp_term(" in backward and "weight_hh.grad" not in backward  # leaves are named in comments
+    assert "# weight_hh" in backward
+    compile(source, "<test>", "exec")  # it is Python a reader can run
+
+
+def test_a_tape_past_the_compile_limit_runs_its_rows_and_gives_the_same_floats(monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("tinygrad_rnn.replay"), "COMPILE_LIMIT", 10)
+    batches = char_batches(steps=3, length=4, dtype=np.float64)
+    step = train_side_by_side(lambda: CharModel("lstm", np.float64), CharModel.loss, batches)
+    assert step.source is None  # not compiled: the rows ran, with eager mode's floats (checked above)

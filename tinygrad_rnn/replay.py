@@ -5,8 +5,9 @@ the graph anew each time: a Value per op, the graph put in order, a dictionary o
 ``replay(fn)`` builds it once. The first call runs ``fn`` eagerly and keeps the primitive ops it ran,
 in order, each with the numbered slots of its inputs and output: the *tape*, or Wengert list, of
 reverse-mode autodiff (Wengert 1964; Griewank and Walther, *Evaluating Derivatives*, ch. 3). Later
-calls run down the list calling each op's ``forward``, then back up it calling each op's ``vjp``:
-the same two methods eager mode uses, so there is no second copy of any derivative.
+calls run that list compiled into one Python function (tinygrad_rnn/compile.py), down it calling each
+op's ``forward``, then back up it calling each op's ``vjp``: the same two methods eager mode uses, so
+there is no second copy of any derivative; ``step.source`` is that function, BPTT written out.
 docs/replay.md says what is recorded, what is replayed, and the limits.
 """
 
@@ -22,10 +23,13 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import OBSERVED, STATE, _run_hooks
+from tinygrad_rnn.compile import FAILED, Argument, compile_tape, fill_template, same
 from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
 
-__all__ = ["replay", "Replay", "Tape"]
+__all__ = ["replay", "Replay", "Tape", "COMPILE_LIMIT"]
+
+COMPILE_LIMIT = 20_000  # ops: a longer tape runs its rows one by one (see Tape.__init__)
 
 
 def replay(fn: Callable) -> Replay:
@@ -60,13 +64,6 @@ def replay(fn: Callable) -> Replay:
       is an error. docs/replay.md lists the guards and their limits.
     """
     return Replay(fn)
-
-
-class _Argument:
-    """Stands for argument ``position`` inside an op's parameter, e.g. an index tuple."""
-
-    def __init__(self, position: int):
-        self.position = position
 
 
 class Tape:
@@ -110,6 +107,8 @@ class Tape:
         self.forward = [(self.ops[e],) + recorded[e] for e in kept]
         values = {slot_of[id(v)]: v for inputs in [r[1] for r in records] + [o[0] for o in observed] for v in inputs}
         values[self.root] = loss
+        self.labels = {s: _label(v) for s, v in values.items() if _label(v)}
+        self.labels.update((slot_of[id(out)], _label(out)) for _, _, out in records if _label(out))
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
         self.arguments, self.leaves = [], []
         for s in sorted(needed - set(made)):
@@ -138,6 +137,9 @@ class Tape:
         self._uses = {entry: ([i for i, e in enumerate(kept) if e == entry],
                               [i for i, row in enumerate(self.backward) if row[1] is self.ops[entry]])
                       for entry, _, _ in self.bindings}
+        # Straight-line code compiles in about 8 us a line (four lines an op) and runs a quarter faster
+        # than the rows; past COMPILE_LIMIT ops (a scalar graph) compiling would cost seconds: rows.
+        self.source, self._compiled = compile_tape(self) if len(self.forward) <= COMPILE_LIMIT else (None, None)
 
     def _check_reached(self, arguments: list) -> None:
         """Every argument must reach a recorded op directly, or replaying with new data would
@@ -180,34 +182,56 @@ class Tape:
                     "recorded call had none; the checks fn made on it are not run again on replay, and a "
                     "negative index would silently count from the end. Call fn itself to have them checked."
                 )
-        data = [None] * self.size
         for i, (s, leaf, version, signature) in enumerate(self.leaves):
             if leaf._version != version or leaf.requires_grad is not signature[0]:  # assigned since
                 if _signature(leaf) != signature:
                     return None
                 self.leaves[i] = (s, leaf, leaf._version, signature)
+        loss = self._compiled(arrays) if self._compiled is not None else self._interpret(arrays)
+        if loss is FAILED:
+            self._explain_failure(arrays)
+        return loss if loss is None or type(loss) is float else loss.item()
+
+    def _interpret(self, arrays: tuple):
+        """The rows run one by one: what the compiled function does, for a tape too long to compile."""
+        data = [None] * self.size
+        for s, leaf, _, _ in self.leaves:
             data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
         forward, backward = self._rebound(arrays) if self.bindings else (self.forward, self.backward)
         try:
             for op, ins, out in forward:
-                # One and two inputs spelled out: no list to build (as in value.apply).
-                n = len(ins)
+                n = len(ins)  # one and two inputs spelled out: no list to build (as in value.apply)
                 if n == 2:
                     data[out] = op.forward(data[ins[0]], data[ins[1]])
                 elif n == 1:
                     data[out] = op.forward(data[ins[0]])
                 else:
                     data[out] = op.forward(*[data[i] for i in ins])
-        except (ValueError, IndexError, TypeError) as error:
-            raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
+        except (ValueError, IndexError, TypeError):
+            return FAILED
         for slots, read, constant, seen in self.observations:
-            if not _same(read(*[data[s] for s in slots], *(() if constant is None else (constant,))), seen):
+            if not same(read(*[data[s] for s in slots], *(() if constant is None else (constant,))), seen):
                 return None  # fn read something else this time: record again
-        loss = data[self.root]
-        _backward(backward, data, self.size, self.root, loss)
-        return loss if type(loss) is float else loss.item()
+        _backward(backward, data, self.size, self.root, data[self.root])
+        return data[self.root]
+
+    def _explain_failure(self, arrays: tuple) -> None:
+        """Run the forward rows one by one to say which op failed, and how (the compiled function
+        only knows that one did)."""
+        data = [None] * self.size
+        for s, leaf, _, _ in self.leaves:
+            data[s] = leaf._data
+        for s, position in self.arguments:
+            data[s] = arrays[position]
+        forward, _ = self._rebound(arrays) if self.bindings else (self.forward, self.backward)
+        for op, ins, out in forward:
+            try:
+                data[out] = op.forward(*[data[i] for i in ins])
+            except (ValueError, IndexError, TypeError) as error:
+                raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
+        raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
 
     def _rebound(self, arrays: tuple) -> tuple:
         """The forward and backward rows, with the ops whose parameters hold integer arguments given
@@ -215,7 +239,7 @@ class Tape:
         forward, backward = list(self.forward), list(self.backward)
         for entry, name, template in self.bindings:
             op = copy.copy(self.ops[entry])
-            setattr(op, name, _fill(template, arrays))
+            setattr(op, name, fill_template(template, arrays))
             forward_uses, backward_uses = self._uses[entry]
             for i in forward_uses:
                 forward[i] = (op,) + forward[i][1:]
@@ -338,6 +362,12 @@ class Replay:
                           RuntimeWarning, stacklevel=3)
         return loss.item()
 
+    @property
+    def source(self) -> str | None:
+        """The Python the last recording was compiled into (``print(step.source)``): the forward pass,
+        then backpropagation through time written out, one line per op. None before the first call."""
+        return next(reversed(self.tapes.values())).source if self.tapes else None
+
     def __repr__(self) -> str:
         return f"replay({getattr(self.fn, '__name__', self.fn)!r}, {len(self.tapes)} tape(s))"
 
@@ -421,12 +451,9 @@ def _argument(array, position: int):
     return array
 
 
-def _same(now, seen) -> bool:
-    """Whether a read of data gives what the recording read (NaN reads as NaN)."""
-    if isinstance(now, np.ndarray) or isinstance(seen, np.ndarray):
-        floats = np.asarray(now).dtype.kind == "f"
-        return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
-    return now == seen or (now != now and seen != seen)
+def _label(value: Value) -> str:
+    """What a slot's comment says: the Value's name and where it was made (``t=3 · h_3``)."""
+    return " · ".join(str(x) for x in (value.scope, value.name) if x)
 
 
 def _signature(value: Value) -> tuple:
@@ -455,7 +482,7 @@ def _template(value, arguments: list):
     """``value`` with each argument in it replaced by an _Argument marker; None if none is in it."""
     for position, argument in enumerate(arguments):
         if value is argument and not isinstance(argument, Value):
-            return _Argument(position)
+            return Argument(position)
     if isinstance(value, (tuple, list)):
         parts = [_template(v, arguments) for v in value]
         if any(p is not None for p in parts):
@@ -464,14 +491,6 @@ def _template(value, arguments: list):
 
 
 def _markers(template) -> list:
-    if isinstance(template, _Argument):
+    if isinstance(template, Argument):
         return [template]
     return [m for part in template for m in _markers(part)] if isinstance(template, (tuple, list)) else []
-
-
-def _fill(template, arrays: tuple):
-    if isinstance(template, _Argument):
-        return arrays[template.position]
-    if isinstance(template, (tuple, list)):
-        return type(template)(_fill(part, arrays) for part in template)
-    return template

@@ -1,0 +1,150 @@
+"""A recorded tape compiled into one Python function: the forward pass, then the backward pass, one
+line per op: backpropagation through time written out, which ``print(step.source)`` shows.
+
+Every line calls the op's own ``forward`` or ``vjp``, the one definition eager mode uses too, so the
+compiled function computes exactly what the tape's rows say, in the same order (the same floats as
+eager mode): ``v14 = tanh_3.forward(v13)`` forward, ``g13 = tanh_3.vjp_term(0, g14, v14, [v13])``
+back. What the interpretive loop decided at every call is decided once here: which gradient is the
+first to arrive at a slot (assigned) and which are added to it, which rows may hold a lazy sum, which
+nodes carry hooks, which ops take this call's integer arguments. A gradient is dropped (``del``) as
+soon as its row has used it, as the loop did.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+
+from tinygrad_rnn.autograd import _run_hooks
+from tinygrad_rnn.ops import LazySum
+
+__all__ = ["compile_tape", "Argument", "fill_template", "same", "FAILED"]
+
+FAILED = object()  # what the compiled function returns when an op's forward raised
+
+
+def _identifier(text: str) -> str:
+    return re.sub(r"\W", "_", text) or "op"
+
+
+def compile_tape(tape) -> tuple[str, object]:
+    """(source, function) for ``tape``: ``function(arrays)`` runs its forward and backward passes on
+    this call's arrays and returns the loss's data; None when a read of data (a branch) differs from
+    the recording's, FAILED when an op's forward raised. The caller has checked the leaves (their
+    versions and kinds)."""
+    namespace = {"np": np, "ndarray": np.ndarray, "LazySum": LazySum, "_run_hooks": _run_hooks, "_same": same,
+                 "FAILED": FAILED}
+    names: dict = {}
+
+    def bind(obj, stem: str) -> str:
+        """A local name for ``obj`` in the compiled function (one per object)."""
+        if id(obj) not in names:
+            name = f"{_identifier(stem)}_{len(names)}"
+            names[id(obj)] = name
+            namespace[name] = obj
+        return names[id(obj)]
+
+    def comment(slot: int) -> str:
+        label = tape.labels.get(slot, "")
+        return f"  # {label}" if label else ""
+
+    body = []
+    for s, position in tape.arguments:
+        body.append(f"v{s} = arrays[{position}]{comment(s)}")
+    for s, leaf, _, _ in tape.leaves:
+        body.append(f"v{s} = {bind(leaf, 'leaf')}._data{comment(s)}")
+    # Ops whose parameters hold an integer argument get a copy holding this call's array.
+    for entry, attribute, template in tape.bindings:
+        op = tape.ops[entry]
+        name = bind(op, op.name)
+        namespace[f"recorded_{name}"] = op
+        body.append(f"{name} = {bind(_filler(attribute, template), 'fill')}(recorded_{name}, arrays)")
+    body.append("# ---- forward ----")
+    body.append("try:")
+    for op, ins, out in tape.forward:
+        args = ", ".join(f"v{i}" for i in ins)
+        if op.name == "detach":
+            body.append(f"    v{out} = {args}  # detach: the same data, no gradient through it")
+        else:
+            body.append(f"    v{out} = {bind(op, op.name)}.forward({args}){comment(out)}")
+    body.append("except (ValueError, IndexError, TypeError):")
+    body.append("    return FAILED  # the caller finds the op and says which")
+    for slots, read, constant, seen in tape.observations:
+        args = [f"v{s}" for s in slots] + ([bind(constant, "constant")] if constant is not None else [])
+        body.append(f"if not _same({bind(read, 'read')}({', '.join(args)}), {bind(seen, 'seen')}):")
+        body.append("    return None  # fn read other data this time: record again")
+    body.append("# ---- backward: each node once, children before parents ----")
+    root = tape.root
+    body.append(f"g{root} = 1.0 if type(v{root}) is float else np.ones(v{root}.shape, v{root}.dtype)")
+    body.append("handed_out = set()")
+    arrived = {root}
+    for s, op, ins, flows, node, lazy in tape.backward:
+        if s not in arrived:
+            continue  # no gradient reaches it (the loop skips it too)
+        if lazy:
+            body.append(f"if isinstance(g{s}, LazySum):")
+            body.append(f"    g{s} = g{s}.total()")
+        if node is not None:
+            n = bind(node, "node")
+            body.append(f"if {n}.hooks:")
+            if op is not None:
+                body.append(f"    {n}._data = v{s}  # the hook's node shows this call's value")
+            body.append(f"    g{s} = _run_hooks({n}, g{s}, handed_out)")
+        if op is None:  # a leaf: its .grad is an array of its own
+            body.append(f"if type(g{s}) is ndarray:")
+            body.append(f"    if id(g{s}) in handed_out or g{s}.base is not None:")
+            body.append(f"        g{s} = g{s}.copy()")
+            body.append(f"    handed_out.add(id(g{s}))")
+            body.append(f"{n}.grad = g{s} if {n}.grad is None else {n}.grad + g{s}{comment(s)}")
+            continue
+        name = bind(op, op.name)
+        inputs = "[" + ", ".join(f"v{i}" for i in ins) + "]"
+        for k, parent in flows:
+            term = f"{name}.vjp_term({k}, g{s}, v{s}, {inputs})"
+            if parent in arrived:
+                body.append(f"g{parent} = g{parent} + {term}")
+            else:
+                body.append(f"g{parent} = {term}{comment(parent)}")
+                arrived.add(parent)
+        body.append(f"del g{s}")
+    body.append(f"return v{root}")
+    source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
+    exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
+    return source, namespace["replayed"]
+
+
+def _filler(attribute: str, template):
+    """A function making a copy of an op that holds this call's integer argument(s) as ``attribute``."""
+
+    def fill(op, arrays):
+        made = copy.copy(op)
+        setattr(made, attribute, fill_template(template, arrays))
+        return made
+
+    return fill
+
+
+class Argument:
+    """Stands for argument ``position`` inside an op's parameter, e.g. an index tuple."""
+
+    def __init__(self, position: int):
+        self.position = position
+
+
+def fill_template(template, arrays: tuple):
+    """``template`` with each Argument marker replaced by this call's array."""
+    if isinstance(template, Argument):
+        return arrays[template.position]
+    if isinstance(template, (tuple, list)):
+        return type(template)(fill_template(part, arrays) for part in template)
+    return template
+
+
+def same(now, seen) -> bool:
+    """Whether a read of data gives what the recording read (NaN reads as NaN)."""
+    if isinstance(now, np.ndarray) or isinstance(seen, np.ndarray):
+        floats = np.asarray(now).dtype.kind == "f"
+        return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
+    return now == seen or (now != now and seen != seen)
