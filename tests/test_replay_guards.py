@@ -146,3 +146,14 @@ def test_the_recordings_kept_are_bounded_and_a_dropped_one_is_said():
             step(np.ones(n))
     assert len(step.tapes) == step.MAX_TAPES
     assert any("dropped the least recently used (float64 (1,))" in str(c.message) for c in caught)
+
+
+def test_a_mean_over_a_boolean_mask_argument_divides_by_this_calls_count():
+    w = tg.Value(np.arange(4.0))
+    step = tg.replay(lambda x, m: (w * x)[m].mean())
+    x = np.ones(4)
+    for mask in ([True, True, False, False], [True, True, True, False], [False, True, True, True]):
+        m = np.array(mask)
+        tg.zero_grad([w])
+        assert step(x, m) == (w.data * x)[m].mean()
+        np.testing.assert_array_equal(w.grad, np.where(m, x / m.sum(), 0.0))

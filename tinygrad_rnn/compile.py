@@ -71,6 +71,9 @@ def compile_tape(tape) -> tuple[str, object]:
             body.append(f"    v{out} = {bind(op, op.name)}.forward({args}){comment(out)}")
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
+    for s, shape in tape.shape_checks:
+        body.append(f"if np.shape(v{s}) != {shape!r}:")
+        body.append("    return None  # another shape from this call's integer arguments: record again")
     for slots, read, constant, seen in tape.observations:
         args = [f"v{s}" for s in slots] + ([bind(constant, "constant")] if constant is not None else [])
         body.append(f"if not _same({bind(read, 'read')}({', '.join(args)}), {bind(seen, 'seen')}):")

@@ -117,6 +117,11 @@ class Tape:
             else:
                 self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
         self.bindings = _bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
+        # An op reading an integer or boolean argument (a mask) may make another shape from other
+        # contents, and fn then counted or shaped what follows by the recorded one (a mean over the
+        # masked entries divides by their recorded count): its output's shape is checked at every call.
+        bound = {entry for entry, _, _ in self.bindings}
+        self.shape_checks = [(recorded[e][1], np.shape(records[e][2].data)) for e in kept if e in bound]
         # The checks fn made on its integer arguments (cross_entropy's target range) do not run again;
         # numpy refuses an index past the end, but a negative one would silently count from it.
         self.nonnegative = [i for i, a in enumerate(arguments)
@@ -211,6 +216,8 @@ class Tape:
                     data[out] = op.forward(*[data[i] for i in ins])
         except (ValueError, IndexError, TypeError):
             return FAILED
+        if any(np.shape(data[s]) != shape for s, shape in self.shape_checks):
+            return None  # another shape from this call's integer arguments: record again
         for slots, read, constant, seen in self.observations:
             if not same(read(*[data[s] for s in slots], *(() if constant is None else (constant,))), seen):
                 return None  # fn read something else this time: record again
