@@ -157,3 +157,15 @@ def test_a_mean_over_a_boolean_mask_argument_divides_by_this_calls_count():
         tg.zero_grad([w])
         assert step(x, m) == (w.data * x)[m].mean()
         np.testing.assert_array_equal(w.grad, np.where(m, x / m.sum(), 0.0))
+
+
+def test_an_index_computed_from_an_integer_argument_inside_fn_is_refused_not_frozen():
+    w = tg.Value(np.arange(6.0))
+    with pytest.raises(ValueError, match="replay: getitem holds as index an array computed with numpy"):
+        tg.replay(lambda x, ids: (w[ids] * w[ids + 1] * x).sum())(np.ones(2), np.array([0, 2]))
+
+
+def test_a_count_or_mask_computed_from_an_argument_and_used_as_data_is_refused():
+    w = tg.Value(np.arange(4.0))
+    with pytest.raises(ValueError, match="replay: div takes as data an integer or boolean argument of fn"):
+        tg.replay(lambda x, m: (w * x)[m].sum() / m.sum())(np.ones(4), np.array([True, False, True, True]))

@@ -18,8 +18,8 @@ import numpy as np
 from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
 
 __all__ = [
-    "STATE", "OBSERVED", "no_grad", "enable_grad", "scope", "topological_order", "subgraph", "backpropagate",
-    "edge_vjp",
+    "STATE", "OBSERVED", "FromArgument", "no_grad", "enable_grad", "scope", "topological_order", "subgraph",
+    "backpropagate", "edge_vjp",
 ]
 
 
@@ -32,6 +32,12 @@ class _State(threading.local):
     scope = ""
     hook_node = None
     tape = None  # a list while tinygrad_rnn.replay records a call: value.py appends (op, inputs, output)
+
+
+class FromArgument(np.ndarray):
+    """An integer or boolean argument of a replayed function, as the function sees it while its ops
+    are recorded: numpy keeps this class on what is computed from it (``ids + 1``, ``mask.sum()``),
+    so the recording can tell such an array, which it would freeze, from the argument itself."""
 
 
 # In a tape, the record of Python reading a Value's data (bool, item, a comparison): (OBSERVED, the

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn import autograd
-from tinygrad_rnn.autograd import OBSERVED, STATE, _run_hooks
+from tinygrad_rnn.autograd import OBSERVED, STATE, FromArgument, _run_hooks
 from tinygrad_rnn.compile import FAILED, Argument, compile_tape, fill_template, same
 from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
@@ -117,6 +117,7 @@ class Tape:
             else:
                 self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
         self.bindings = _bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
+        _refuse_derived(self.ops, kept, arguments)
         # An op reading an integer or boolean argument (a mask) may make another shape from other
         # contents, and fn then counted or shaped what follows by the recorded one (a mean over the
         # masked entries divides by their recorded count): its output's shape is checked at every call.
@@ -341,11 +342,13 @@ class Replay:
     def _record(self, key: tuple, arrays: tuple, outside: tuple) -> float:
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
         arguments = []
-        for a in arrays:
+        for k, a in enumerate(arrays):
             if type(a) is float or a.dtype.kind == "f":
                 arguments.append(as_value(a))  # a Value of its own, even for an array passed twice
-            else:  # an integer array passed twice gets a view per place, so the tape knows which place an op read
-                arguments.append(a.view() if any(a is b for b in arguments) else a)
+            else:  # numpy marks what fn computes from it (FromArgument); an array passed twice gets a copy
+                # for its second place, so the tape knows which place an op read (by its memory)
+                twice = any(a is b for b in arrays[:k])
+                arguments.append((a.copy() if twice else a).view(FromArgument))
         previous, STATE.tape = STATE.tape, []
         try:
             loss = self.fn(*arguments)
@@ -485,10 +488,38 @@ def _bindings(ops: list, entries: list, arguments: list) -> list:
     return found
 
 
+def _refuse_derived(ops: list, entries: list, arguments: list) -> None:
+    """An op holding, as its parameter, an array numpy computed from an integer argument inside fn
+    (``ids + 1``) would keep this call's array on replay: an error naming the op."""
+    def derived(value, depth=0):
+        if isinstance(value, FromArgument):
+            return not any(_is_argument(value, a) for a in arguments)
+        return depth < 2 and isinstance(value, (tuple, list)) and any(derived(v, depth + 1) for v in value)
+
+    for entry in entries:
+        for name, value in vars(ops[entry]).items() if hasattr(ops[entry], "__dict__") else ():
+            if derived(value):
+                raise ValueError(
+                    f"replay: {ops[entry].name} holds as {name} an array computed with numpy from an integer "
+                    "argument inside fn; a replay would reuse this call's. Compute it outside fn and pass it in"
+                )
+
+
+def _is_argument(value, argument) -> bool:
+    """Whether ``value`` is the argument itself, or ``np.asarray`` of it (a plain view of the very
+    same entries, which library code makes of what it is given)."""
+    if value is argument:
+        return True
+    if not (isinstance(value, np.ndarray) and isinstance(argument, np.ndarray)):
+        return False
+    return (value.shape == argument.shape and value.strides == argument.strides and value.dtype == argument.dtype
+            and value.__array_interface__["data"] == argument.__array_interface__["data"])
+
+
 def _template(value, arguments: list):
-    """``value`` with each argument in it replaced by an _Argument marker; None if none is in it."""
+    """``value`` with each argument in it replaced by an Argument marker; None if none is in it."""
     for position, argument in enumerate(arguments):
-        if value is argument and not isinstance(argument, Value):
+        if not isinstance(argument, Value) and _is_argument(value, argument):
             return Argument(position)
     if isinstance(value, (tuple, list)):
         parts = [_template(v, arguments) for v in value]

@@ -82,6 +82,8 @@ def apply(op: ops.Op, *inputs) -> Value:
     values = inputs
     for x in inputs:
         if not isinstance(x, Value):
+            if STATE.tape is not None:
+                _refuse_argument_data(op, inputs)
             values = tuple([as_value(x) for x in inputs])
             break
     try:
@@ -106,6 +108,18 @@ def apply(op: ops.Op, *inputs) -> Value:
     if state.tape is not None:  # tinygrad_rnn.replay is recording: every op, with or without a gradient
         state.tape.append((op, values, node))
     return node
+
+
+def _refuse_argument_data(op: ops.Op, inputs: tuple) -> None:
+    """While a replay records: an integer or boolean argument, or an array numpy computed from one,
+    used as an op's data would be frozen into the recording as a constant."""
+    for x in inputs:
+        if isinstance(x, autograd.FromArgument):
+            raise ValueError(
+                f"replay: {op.name} takes as data an integer or boolean argument of fn, or an array computed "
+                f"from one with numpy (shape {x.shape}); a replay would reuse this call's. Pass it as a float "
+                "array, or compute it outside fn and pass that in"
+            )
 
 
 def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
