@@ -46,15 +46,23 @@ def compile_tape(tape) -> tuple[str, object]:
             namespace[name] = obj
         return names[id(obj)]
 
+    def v(slot: int) -> str:
+        """A slot's variable: named after its Value where it has a name (``weight_hh_5``)."""
+        name = tape.labels.get(slot, ("", ""))[1]
+        return f"{_identifier(str(name))}_{slot}" if name else f"v{slot}"
+
+    def g(slot: int) -> str:
+        return "g_" + v(slot)
+
     def comment(slot: int) -> str:
-        label = tape.labels.get(slot, "")
-        return f"  # {label}" if label else ""
+        scope = tape.labels.get(slot, ("", ""))[0]
+        return f"  # {scope}" if scope else ""
 
     body = []
     for s, position in tape.arguments:
-        body.append(f"v{s} = arrays[{position}]{comment(s)}")
+        body.append(f"{v(s)} = arrays[{position}]")
     for s, leaf, _, _ in tape.leaves:
-        body.append(f"v{s} = {bind(leaf, 'leaf')}._data{comment(s)}")
+        body.append(f"{v(s)} = {bind(leaf, f'{leaf.name}_leaf' if leaf.name else 'leaf')}._data")
     # Ops whose parameters hold an integer argument get a copy holding this call's array.
     for entry, attribute, template in tape.bindings:
         op = tape.ops[entry]
@@ -64,55 +72,55 @@ def compile_tape(tape) -> tuple[str, object]:
     body.append("# ---- forward ----")
     body.append("try:")
     for op, ins, out in tape.forward:
-        args = ", ".join(f"v{i}" for i in ins)
+        args = ", ".join(v(i) for i in ins)
         if op.name == "detach":
-            body.append(f"    v{out} = {args}  # detach: the same data, no gradient through it")
+            body.append(f"    {v(out)} = {args}  # detach: the same data, no gradient through it")
         else:
-            body.append(f"    v{out} = {bind(op, op.name)}.forward({args}){comment(out)}")
+            body.append(f"    {v(out)} = {bind(op, op.name)}.forward({args}){comment(out)}")
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
     for s, shape in tape.shape_checks:
-        body.append(f"if np.shape(v{s}) != {shape!r}:")
+        body.append(f"if np.shape({v(s)}) != {shape!r}:")
         body.append("    return None  # another shape from this call's integer arguments: record again")
     for slots, read, constant, seen in tape.observations:
-        args = [f"v{s}" for s in slots] + ([bind(constant, "constant")] if constant is not None else [])
+        args = [v(s) for s in slots] + ([bind(constant, "constant")] if constant is not None else [])
         body.append(f"if not _same({bind(read, 'read')}({', '.join(args)}), {bind(seen, 'seen')}):")
         body.append("    return None  # fn read other data this time: record again")
-    body.append("# ---- backward: each node once, children before parents ----")
+    body.append("# ---- backward: each node once, children before parents (BPTT: the last step first) ----")
     root = tape.root
-    body.append(f"g{root} = 1.0 if type(v{root}) is float else np.ones(v{root}.shape, v{root}.dtype)")
+    body.append(f"{g(root)} = 1.0 if type({v(root)}) is float else np.ones({v(root)}.shape, {v(root)}.dtype)")
     body.append("handed_out = set()")
     arrived = {root}
     for s, op, ins, flows, node, lazy in tape.backward:
         if s not in arrived:
             continue  # no gradient reaches it (the loop skips it too)
         if lazy:
-            body.append(f"if isinstance(g{s}, LazySum):")
-            body.append(f"    g{s} = g{s}.total()")
+            body.append(f"if isinstance({g(s)}, LazySum):")
+            body.append(f"    {g(s)} = {g(s)}.total()")
         if node is not None:
             n = bind(node, "node")
             body.append(f"if {n}.hooks:")
             if op is not None:
-                body.append(f"    {n}._data = v{s}  # the hook's node shows this call's value")
-            body.append(f"    g{s} = _run_hooks({n}, g{s}, handed_out)")
+                body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
+            body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
         if op is None:  # a leaf: its .grad is an array of its own
-            body.append(f"if type(g{s}) is ndarray:")
-            body.append(f"    if id(g{s}) in handed_out or g{s}.base is not None:")
-            body.append(f"        g{s} = g{s}.copy()")
-            body.append(f"    handed_out.add(id(g{s}))")
-            body.append(f"{n}.grad = g{s} if {n}.grad is None else {n}.grad + g{s}{comment(s)}")
+            body.append(f"if type({g(s)}) is ndarray:")
+            body.append(f"    if id({g(s)}) in handed_out or {g(s)}.base is not None:")
+            body.append(f"        {g(s)} = {g(s)}.copy()")
+            body.append(f"    handed_out.add(id({g(s)}))")
+            body.append(f"{n}.grad = {g(s)} if {n}.grad is None else {n}.grad + {g(s)}")
             continue
         name = bind(op, op.name)
-        inputs = "[" + ", ".join(f"v{i}" for i in ins) + "]"
+        inputs = "[" + ", ".join(v(i) for i in ins) + "]"
         for k, parent in flows:
-            term = f"{name}.vjp_term({k}, g{s}, v{s}, {inputs})"
+            term = f"{name}.vjp_term({k}, {g(s)}, {v(s)}, {inputs})"
             if parent in arrived:
-                body.append(f"g{parent} = g{parent} + {term}")
+                body.append(f"{g(parent)} = {g(parent)} + {term}")
             else:
-                body.append(f"g{parent} = {term}{comment(parent)}")
+                body.append(f"{g(parent)} = {term}{comment(parent)}")
                 arrived.add(parent)
-        body.append(f"del g{s}")
-    body.append(f"return v{root}")
+        body.append(f"del {g(s)}")
+    body.append(f"return {v(root)}")
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]

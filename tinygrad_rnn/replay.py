@@ -107,8 +107,9 @@ class Tape:
         self.forward = [(self.ops[e],) + recorded[e] for e in kept]
         values = {slot_of[id(v)]: v for inputs in [r[1] for r in records] + [o[0] for o in observed] for v in inputs}
         values[self.root] = loss
-        self.labels = {s: _label(v) for s, v in values.items() if _label(v)}
-        self.labels.update((slot_of[id(out)], _label(out)) for _, _, out in records if _label(out))
+        # Each slot's Value: its name and the scope it was made in, for the compiled source's reader.
+        made_by = {slot_of[id(out)]: out for _, _, out in records}
+        self.labels = {s: (v.scope or "", v.name or "") for s, v in {**values, **made_by}.items()}
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
         self.arguments, self.leaves = [], []
         for s in sorted(needed - set(made)):
@@ -459,11 +460,6 @@ def _argument(array, position: int):
     if array.dtype.kind not in "iub":
         raise TypeError(f"replay: argument {position} has dtype {array.dtype}; pass float, integer or boolean arrays")
     return array
-
-
-def _label(value: Value) -> str:
-    """What a slot's comment says: the Value's name and where it was made (``t=3 · h_3``)."""
-    return " · ".join(str(x) for x in (value.scope, value.name) if x)
 
 
 def _signature(value: Value) -> tuple:
