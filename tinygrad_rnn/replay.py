@@ -201,12 +201,7 @@ class Tape:
 
     def _interpret(self, arrays: tuple):
         """The rows run one by one: what the compiled function does, for a tape too long to compile."""
-        data = [None] * self.size
-        for s, leaf, _, _ in self.leaves:
-            data[s] = leaf._data
-        for s, position in self.arguments:
-            data[s] = arrays[position]
-        forward, backward = self._rebound(arrays) if self.bindings else (self.forward, self.backward)
+        data, forward, backward = self._slots(arrays)
         try:
             for op, ins, out in forward:
                 n = len(ins)  # one and two inputs spelled out: no list to build (as in value.apply)
@@ -229,18 +224,23 @@ class Tape:
     def _explain_failure(self, arrays: tuple) -> None:
         """Run the forward rows one by one to say which op failed, and how (the compiled function
         only knows that one did)."""
-        data = [None] * self.size
-        for s, leaf, _, _ in self.leaves:
-            data[s] = leaf._data
-        for s, position in self.arguments:
-            data[s] = arrays[position]
-        forward, _ = self._rebound(arrays) if self.bindings else (self.forward, self.backward)
+        data, forward, _ = self._slots(arrays)
         for op, ins, out in forward:
             try:
                 data[out] = op.forward(*[data[i] for i in ins])
             except (ValueError, IndexError, TypeError) as error:
                 raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
         raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
+
+    def _slots(self, arrays: tuple) -> tuple:
+        """(data, forward rows, backward rows) for a call: the slots holding the leaves' data and this
+        call's arguments, and the rows with this call's integer arguments in their ops."""
+        data = [None] * self.size
+        for s, leaf, _, _ in self.leaves:
+            data[s] = leaf._data
+        for s, position in self.arguments:
+            data[s] = arrays[position]
+        return (data, *(self._rebound(arrays) if self.bindings else (self.forward, self.backward)))
 
     def _rebound(self, arrays: tuple) -> tuple:
         """The forward and backward rows, with the ops whose parameters hold integer arguments given
