@@ -18,9 +18,10 @@ import re
 import numpy as np
 
 from tinygrad_rnn.autograd import _run_hooks
+from tinygrad_rnn.guards import fill_template, same
 from tinygrad_rnn.ops import LazySum
 
-__all__ = ["compile_tape", "Argument", "fill_template", "same", "FAILED"]
+__all__ = ["compile_tape", "FAILED"]
 
 FAILED = object()  # what the compiled function returns when an op's forward raised
 
@@ -135,27 +136,3 @@ def _filler(attribute: str, template):
         return made
 
     return fill
-
-
-class Argument:
-    """Stands for argument ``position`` inside an op's parameter, e.g. an index tuple."""
-
-    def __init__(self, position: int):
-        self.position = position
-
-
-def fill_template(template, arrays: tuple):
-    """``template`` with each Argument marker replaced by this call's array."""
-    if isinstance(template, Argument):
-        return arrays[template.position]
-    if isinstance(template, (tuple, list)):
-        return type(template)(fill_template(part, arrays) for part in template)
-    return template
-
-
-def same(now, seen) -> bool:
-    """Whether a read of data gives what the recording read (NaN reads as NaN)."""
-    if isinstance(now, np.ndarray) or isinstance(seen, np.ndarray):
-        floats = np.asarray(now).dtype.kind == "f"
-        return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
-    return now == seen or (now != now and seen != seen)

@@ -23,7 +23,8 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import OBSERVED, STATE, FromArgument, _run_hooks
-from tinygrad_rnn.compile import FAILED, Argument, compile_tape, fill_template, same
+from tinygrad_rnn.compile import FAILED, compile_tape
+from tinygrad_rnn.guards import bindings, fill_template, markers, outside_state, refuse_derived, same
 from tinygrad_rnn.ops import LazySum
 from tinygrad_rnn.value import Value, _as_data, as_value
 
@@ -117,8 +118,8 @@ class Tape:
                 self.arguments.append((s, positions[id(values[s])]))
             else:
                 self.leaves.append((s, values[s], values[s]._version, _signature(values[s])))
-        self.bindings = _bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
-        _refuse_derived(self.ops, kept, arguments)
+        self.bindings = bindings(self.ops, [e for e in kept if self.ops[e] is not DETACH], arguments)
+        refuse_derived(self.ops, kept, arguments)
         # An op reading an integer or boolean argument (a mask) may make another shape from other
         # contents, and fn then counted or shaped what follows by the recorded one (a mean over the
         # masked entries divides by their recorded count): its output's shape is checked at every call.
@@ -152,7 +153,7 @@ class Tape:
         """Every argument must reach a recorded op directly, or replaying with new data would
         silently ignore it."""
         reached = {position for _, position in self.arguments}
-        reached.update(a.position for _, _, template in self.bindings for a in _markers(template))
+        reached.update(a.position for _, _, template in self.bindings for a in markers(template))
         for position, argument in enumerate(arguments):
             if position not in reached:
                 array = argument.data if isinstance(argument, Value) else argument
@@ -331,7 +332,7 @@ class Replay:
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
         key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
         with self._lock:
-            outside = _outside_state(self.fn)
+            outside = outside_state(self.fn)
             tape = self.tapes.get(key)
             if tape is not None and tape.outside == outside:
                 self.tapes.move_to_end(key)
@@ -389,66 +390,6 @@ def _shapes(key: tuple) -> str:
     return ", ".join(f"{dtype} {shape}" for dtype, shape in named) or "no arguments"
 
 
-# ---- what fn reads from outside its arguments ------------------------------------------------------
-
-def _outside_state(fn) -> tuple:
-    """What ``fn`` reads from outside its arguments that a recording bakes in, as comparable values:
-    the numbers, strings and arrays in its closure cells and in the globals its code names (and, for
-    a bound method, its object), and for a Module or Value there which Values it holds, by identity,
-    and its numbers. A replay whose recording saw other values records again: an annealed weight in
-    a closure, a parameter replaced by a new Value. (What fn reaches through other functions, or
-    through attributes of other objects, is not seen: docs/replay.md lists it.)"""
-    bound = getattr(fn, "__self__", None)
-    fn = getattr(fn, "__func__", fn)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return (_fingerprint(fn),)
-    cells = []
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            cells.append((name, _fingerprint(cell.cell_contents)))
-        except ValueError:  # a cell not filled yet
-            cells.append((name, None))
-    names = [(n, _fingerprint(fn.__globals__[n])) for n in code.co_names if n in fn.__globals__]
-    return (_fingerprint(bound), tuple(cells), tuple(names))
-
-
-def _fingerprint(value, depth: int = 0):
-    """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small
-    array (a large one by its identity, shape and dtype), the identity of a Value, a Module's
-    parameters by identity and its numbers; None for anything else (functions, modules of code)."""
-    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
-        return value
-    if isinstance(value, Value):
-        return ("Value", id(value))
-    if isinstance(value, np.ndarray):
-        small = value.size <= 100_000
-        return ("array", value.shape, value.dtype.str, value.tobytes() if small else id(value))
-    if isinstance(value, (tuple, list)) and depth < 2:
-        return (type(value).__name__, tuple(_fingerprint(v, depth + 1) for v in value))
-    if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):  # a Module
-        return ("Module", _module_fingerprint(value))
-    return None
-
-
-def _module_fingerprint(module) -> tuple:
-    """A Module's Values by identity and its numbers and strings, its submodules' too (and those in
-    lists), in attribute order: what a recording read of it, compared cheaply at every call."""
-    found, stack = [], [module]
-    while stack:
-        for v in vars(stack.pop()).values():
-            if isinstance(v, Value):
-                found.append(id(v))
-            elif v is None or isinstance(v, (bool, int, float, str)):
-                found.append(v)
-            elif hasattr(v, "named_modules"):
-                stack.append(v)
-            elif isinstance(v, (list, tuple)):
-                stack.extend(m for m in v if hasattr(m, "named_modules"))
-                found.extend(id(x) for x in v if isinstance(x, Value))
-    return tuple(found)
-
-
 def _argument(array, position: int):
     """An argument as the tape holds it: float arrays as a Value would hold them, others as given."""
     if isinstance(array, Value):
@@ -465,66 +406,3 @@ def _argument(array, position: int):
 def _signature(value: Value) -> tuple:
     data = value.data
     return value.requires_grad, type(data), getattr(data, "shape", ()), getattr(data, "dtype", None)
-
-
-# ---- integer arguments held by ops (an index, a target, a mask) ---------------------------------
-
-def _bindings(ops: list, entries: list, arguments: list) -> list:
-    """(entry, attribute, template) for each parameter of a recorded op that holds an integer or
-    boolean argument itself (or a tuple holding it): on replay that parameter gets the new array."""
-    raw = [a for a in arguments if not isinstance(a, Value)]
-    if not raw:
-        return []
-    found = []
-    for entry in entries:
-        for name, value in vars(ops[entry]).items():
-            template = _template(value, arguments)
-            if template is not None:
-                found.append((entry, name, template))
-    return found
-
-
-def _refuse_derived(ops: list, entries: list, arguments: list) -> None:
-    """An op holding, as its parameter, an array numpy computed from an integer argument inside fn
-    (``ids + 1``) would keep this call's array on replay: an error naming the op."""
-    def derived(value, depth=0):
-        if isinstance(value, FromArgument):
-            return not any(_is_argument(value, a) for a in arguments)
-        return depth < 2 and isinstance(value, (tuple, list)) and any(derived(v, depth + 1) for v in value)
-
-    for entry in entries:
-        for name, value in vars(ops[entry]).items() if hasattr(ops[entry], "__dict__") else ():
-            if derived(value):
-                raise ValueError(
-                    f"replay: {ops[entry].name} holds as {name} an array computed with numpy from an integer "
-                    "argument inside fn; a replay would reuse this call's. Compute it outside fn and pass it in"
-                )
-
-
-def _is_argument(value, argument) -> bool:
-    """Whether ``value`` is the argument itself, or ``np.asarray`` of it (a plain view of the very
-    same entries, which library code makes of what it is given)."""
-    if value is argument:
-        return True
-    if not (isinstance(value, np.ndarray) and isinstance(argument, np.ndarray)):
-        return False
-    return (value.shape == argument.shape and value.strides == argument.strides and value.dtype == argument.dtype
-            and value.__array_interface__["data"] == argument.__array_interface__["data"])
-
-
-def _template(value, arguments: list):
-    """``value`` with each argument in it replaced by an Argument marker; None if none is in it."""
-    for position, argument in enumerate(arguments):
-        if not isinstance(argument, Value) and _is_argument(value, argument):
-            return Argument(position)
-    if isinstance(value, (tuple, list)):
-        parts = [_template(v, arguments) for v in value]
-        if any(p is not None for p in parts):
-            return type(value)(v if p is None else p for v, p in zip(value, parts))
-    return None
-
-
-def _markers(template) -> list:
-    if isinstance(template, Argument):
-        return [template]
-    return [m for part in template for m in _markers(part)] if isinstance(template, (tuple, list)) else []

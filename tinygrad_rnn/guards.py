@@ -1,0 +1,162 @@
+"""What a recorded call depended on beyond its arguments' shapes, so that a replay never answers
+stale (docs/replay.md, "Guards"):
+
+- ``outside_state(fn)``: what ``fn`` reads from its closure and globals (numbers, arrays, the Values
+  and numbers of Modules), compared at every call;
+- ``bindings``: the ops that hold an integer or boolean argument (an index, a target, a mask) as a
+  parameter, which a replay hands this call's array (``Argument`` markers, ``fill_template``);
+- ``refuse_derived``: an op holding an array numpy computed from such an argument inside ``fn``;
+- ``same``: whether a read of data (a branch, a number) gives what the recording read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygrad_rnn.autograd import FromArgument
+from tinygrad_rnn.value import Value
+
+__all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same"]
+
+
+def outside_state(fn) -> tuple:
+    """What ``fn`` reads from outside its arguments that a recording bakes in, as comparable values:
+    the numbers, strings and arrays in its closure cells and in the globals its code names (and, for
+    a bound method, its object), and for a Module or Value there which Values it holds, by identity,
+    and its numbers. A replay whose recording saw other values records again: an annealed weight in
+    a closure, a parameter replaced by a new Value. (What fn reaches through other functions, or
+    through attributes of other objects, is not seen: docs/replay.md lists it.)"""
+    bound = getattr(fn, "__self__", None)
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return (_fingerprint(fn),)
+    cells = []
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            cells.append((name, _fingerprint(cell.cell_contents)))
+        except ValueError:  # a cell not filled yet
+            cells.append((name, None))
+    names = [(n, _fingerprint(fn.__globals__[n])) for n in code.co_names if n in fn.__globals__]
+    return (_fingerprint(bound), tuple(cells), tuple(names))
+
+
+def _fingerprint(value, depth: int = 0):
+    """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small
+    array (a large one by its identity, shape and dtype), the identity of a Value, a Module's
+    parameters by identity and its numbers; None for anything else (functions, modules of code)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+        return value
+    if isinstance(value, Value):
+        return ("Value", id(value))
+    if isinstance(value, np.ndarray):
+        small = value.size <= 100_000
+        return ("array", value.shape, value.dtype.str, value.tobytes() if small else id(value))
+    if isinstance(value, (tuple, list)) and depth < 2:
+        return (type(value).__name__, tuple(_fingerprint(v, depth + 1) for v in value))
+    if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):  # a Module
+        return ("Module", _module_fingerprint(value))
+    return None
+
+
+def _module_fingerprint(module) -> tuple:
+    """A Module's Values by identity and its numbers and strings, its submodules' too (and those in
+    lists), in attribute order: what a recording read of it, compared cheaply at every call."""
+    found, stack = [], [module]
+    while stack:
+        for v in vars(stack.pop()).values():
+            if isinstance(v, Value):
+                found.append(id(v))
+            elif v is None or isinstance(v, (bool, int, float, str)):
+                found.append(v)
+            elif hasattr(v, "named_modules"):
+                stack.append(v)
+            elif isinstance(v, (list, tuple)):
+                stack.extend(m for m in v if hasattr(m, "named_modules"))
+                found.extend(id(x) for x in v if isinstance(x, Value))
+    return tuple(found)
+
+
+def bindings(ops: list, entries: list, arguments: list) -> list:
+    """(entry, attribute, template) for each parameter of a recorded op that holds an integer or
+    boolean argument itself (or a tuple holding it): on replay that parameter gets the new array."""
+    raw = [a for a in arguments if not isinstance(a, Value)]
+    if not raw:
+        return []
+    found = []
+    for entry in entries:
+        for name, value in vars(ops[entry]).items():
+            template = _template(value, arguments)
+            if template is not None:
+                found.append((entry, name, template))
+    return found
+
+
+def refuse_derived(ops: list, entries: list, arguments: list) -> None:
+    """An op holding, as its parameter, an array numpy computed from an integer argument inside fn
+    (``ids + 1``) would keep this call's array on replay: an error naming the op."""
+    def derived(value, depth=0):
+        if isinstance(value, FromArgument):
+            return not any(_is_argument(value, a) for a in arguments)
+        return depth < 2 and isinstance(value, (tuple, list)) and any(derived(v, depth + 1) for v in value)
+
+    for entry in entries:
+        for name, value in vars(ops[entry]).items() if hasattr(ops[entry], "__dict__") else ():
+            if derived(value):
+                raise ValueError(
+                    f"replay: {ops[entry].name} holds as {name} an array computed with numpy from an integer "
+                    "argument inside fn; a replay would reuse this call's. Compute it outside fn and pass it in"
+                )
+
+
+def _is_argument(value, argument) -> bool:
+    """Whether ``value`` is the argument itself, or ``np.asarray`` of it (a plain view of the very
+    same entries, which library code makes of what it is given)."""
+    if value is argument:
+        return True
+    if not (isinstance(value, np.ndarray) and isinstance(argument, np.ndarray)):
+        return False
+    return (value.shape == argument.shape and value.strides == argument.strides and value.dtype == argument.dtype
+            and value.__array_interface__["data"] == argument.__array_interface__["data"])
+
+
+def _template(value, arguments: list):
+    """``value`` with each argument in it replaced by an Argument marker; None if none is in it."""
+    for position, argument in enumerate(arguments):
+        if not isinstance(argument, Value) and _is_argument(value, argument):
+            return Argument(position)
+    if isinstance(value, (tuple, list)):
+        parts = [_template(v, arguments) for v in value]
+        if any(p is not None for p in parts):
+            return type(value)(v if p is None else p for v, p in zip(value, parts))
+    return None
+
+
+def markers(template) -> list:
+    if isinstance(template, Argument):
+        return [template]
+    return [m for part in template for m in markers(part)] if isinstance(template, (tuple, list)) else []
+
+
+class Argument:
+    """Stands for argument ``position`` inside an op's parameter, e.g. an index tuple."""
+
+    def __init__(self, position: int):
+        self.position = position
+
+
+def fill_template(template, arrays: tuple):
+    """``template`` with each Argument marker replaced by this call's array."""
+    if isinstance(template, Argument):
+        return arrays[template.position]
+    if isinstance(template, (tuple, list)):
+        return type(template)(fill_template(part, arrays) for part in template)
+    return template
+
+
+def same(now, seen) -> bool:
+    """Whether a read of data gives what the recording read (NaN reads as NaN)."""
+    if isinstance(now, np.ndarray) or isinstance(seen, np.ndarray):
+        floats = np.asarray(now).dtype.kind == "f"
+        return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
+    return now == seen or (now != now and seen != seen)
