@@ -438,3 +438,21 @@ def test_the_demos_headline_quotes_the_lag_views_numbers_and_its_verdict_holds_f
     assert factor == pytest.approx(matrices[1][-1, 0] / matrices[1][-1, -1], rel=1e-10)
     line = "below 0.001" if factor < 1e-3 else "above 0.001"
     assert line in text
+
+
+def test_the_command_runs_numpy_on_one_blas_thread_unless_told(tmp_path, text_file, capsys, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def counting_run(args, given, defaults):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return 0
+
+    monkeypatch.setattr(train, "run", counting_run)
+    for extra, expected in (([], {1}), (["--threads", "2"], {2})):
+        code, _, err = run_main(small_run(tmp_path, text_file, "--steps", 1, *extra), capsys)
+        assert code == 0, err
+        assert seen[-1] <= expected  # (no BLAS pool found reads as an empty set)
+    code, _, err = run_main(small_run(tmp_path, text_file, "--threads", "0"), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--threads" in err

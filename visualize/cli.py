@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tinygrad_rnn import nn
 from tinygrad_rnn.clip import clip_norm
@@ -138,9 +139,17 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
                          help=f"where the run is saved, .npz (default {train.DEFAULT_CHECKPOINT})")
     command.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
                          help="where the pictures go (default out)")
+    _threads_flag(command)
+
+
+def _threads_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                         help="threads numpy's BLAS may use (default 1: fastest for these sizes, and kind to a "
+                              "busy machine)")
 
 
 def _render_parser(command: argparse.ArgumentParser) -> None:
+    _threads_flag(command)
     command.add_argument("--cell", choices=sorted(CELLS), default="rnn")
     command.add_argument("--steps", type=positive_int, default=4, metavar="T", help="time steps (default 4)")
     command.add_argument("--hidden", type=positive_int, default=4, metavar="H", help="hidden units (default 4)")
@@ -234,7 +243,10 @@ def main(argv=None) -> int:
     prog = "tinygrad-rnn" + (f" {argv[0]}" if argv and argv[0] in ("train", "render") else "")
     try:
         args = _parser().parse_args(argv)
-        return _render(args) if args.command == "render" else _train(args)
+        # The command's arrays are small: numpy's BLAS runs them fastest on one thread, and on a busy
+        # machine more threads only wait for each other (docs/perf.md has the figures).
+        with threadpool_limits(limits=args.threads):
+            return _render(args) if args.command == "render" else _train(args)
     except RunError as error:  # a UsageError, or the library's word that a run cannot go on as asked
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{getattr(error, 'prog', prog)}: error: {message}", file=sys.stderr)
