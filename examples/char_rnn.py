@@ -17,6 +17,8 @@ What it shows:
   far each prediction's error reaches back.
 """
 
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runs from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
-from visualize.cli import main  # noqa: E402
+from visualize.cli import LAUNCHER, main  # noqa: E402
 
 if __name__ == "__main__":
+    os.environ.setdefault(LAUNCHER, f"{shlex.quote(sys.executable)} {shlex.quote(sys.argv[0])}")  # what it prints runs
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -77,9 +77,10 @@ ensure_venv() {
 job="${1:-}"
 [ $# -gt 0 ] && shift
 case "$job" in
-  demo) ensure_dot; ensure_venv; exec .venv/bin/tinygrad-rnn train "$@" ;;
+  # The command prints how to go on (train --resume): through this script, as it was launched.
+  demo) ensure_dot; ensure_venv; exec env TINYGRAD_RNN_LAUNCHER="$0 run {command}" .venv/bin/tinygrad-rnn train "$@" ;;
   test) ensure_dot; ensure_venv; exec .venv/bin/python -m pytest "$@" ;;
-  run) ensure_dot; ensure_venv; exec .venv/bin/tinygrad-rnn "$@" ;;
+  run) ensure_dot; ensure_venv; exec env TINYGRAD_RNN_LAUNCHER="$0 run {command}" .venv/bin/tinygrad-rnn "$@" ;;
   setup) ensure_dot; ensure_venv; echo "Ready: run 'source .venv/bin/activate' to have tinygrad-rnn on your PATH." ;;
   *) echo "usage: scripts/dev.sh demo|test|run|setup [args...]" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -70,13 +71,13 @@ def test_train_writes_checkpoint_pictures_and_says_what_to_look_at(tmp_path, tex
     assert int(saved["meta.step"]) == 4
     assert json.loads(str(saved["meta.config"]))["hidden"] == 8
     for suffix in (".svg", ".png"):
-        picture = tmp_path / "pictures" / f"char_rnn_steps{suffix}"
+        picture = tmp_path / "pictures" / f"run_steps{suffix}"  # named after the checkpoint, run.npz
         assert picture.is_file() and picture.stat().st_size > 1000
-    assert "<svg" in (tmp_path / "pictures" / "char_rnn_steps.svg").read_text(encoding="utf-8")
+    assert "<svg" in (tmp_path / "pictures" / "run_steps.svg").read_text(encoding="utf-8")
     for expected in ("sample:", "checkpoint: " + str(tmp_path / "run.npz"), "pictures:", "what to look at:",
-                     "char_rnn_lags", "before step 1 (untrained)", "after step 4"):
+                     "in run_lags", "before step 1 (untrained)", "after step 4"):
         assert expected in " ".join(out.split())  # (the headline is wrapped)
-    assert "<svg" in (tmp_path / "pictures" / "char_rnn_lags.svg").read_text(encoding="utf-8")
+    assert "<svg" in (tmp_path / "pictures" / "run_lags.svg").read_text(encoding="utf-8")
     assert "steps/s" in err and "loss" in err  # the progress bar, on stderr
 
 
@@ -202,7 +203,7 @@ def test_train_on_the_clock_in_a_fresh_process(tmp_path):
                           "--out", str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "steps/s" in result.stderr and "checkpoint:" in result.stdout
-    assert (tmp_path / "c.npz").is_file() and (tmp_path / "char_rnn_steps.png").is_file()
+    assert (tmp_path / "c.npz").is_file() and (tmp_path / "c_steps.png").is_file()
     again = run_process(["train", "--seconds", "1", "--checkpoint", str(tmp_path / "c.npz")], cwd=tmp_path)
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
 
@@ -375,6 +376,7 @@ def test_nodes_per_step_follows_the_recorded_graph():
 
 def run_process(argv, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop(cli.LAUNCHER, None)  # launched as a newcomer would, not through a wrapper script
     return subprocess.run([sys.executable, "-m", "visualize", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -456,3 +458,35 @@ def test_the_command_runs_numpy_on_one_blas_thread_unless_told(tmp_path, text_fi
         assert seen[-1] <= expected  # (no BLAS pool found reads as an empty set)
     code, _, err = run_main(small_run(tmp_path, text_file, "--threads", "0"), capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--threads" in err
+
+
+def test_two_runs_never_replace_each_others_pictures(tmp_path, text_file, capsys):
+    for name in ("a", "b"):
+        args = ["train", "--hidden", 8, "--seq", 6, "--batch", 2, "--text", text_file, "--steps", 1,
+                "--checkpoint", tmp_path / f"{name}.npz", "--out", tmp_path / "pictures"]
+        code, _, err = run_main(args, capsys)
+        assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "pictures").iterdir())
+    assert written == [f"{n}_{view}.{kind}" for n in "ab" for view in ("lags", "steps") for kind in ("png", "svg")]
+
+
+def test_the_printed_command_to_go_on_runs_as_the_command_was_launched(tmp_path, text_file):
+    first = run_process(["train", "--steps", "1", "--hidden", "8", "--seq", "6", "--batch", "2", "--text",
+                         str(text_file), "--checkpoint", str(tmp_path / "c.npz"), "--out", str(tmp_path)], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    printed = first.stdout.split("continue with: ")[1].splitlines()[0]
+    assert printed.startswith(f"{sys.executable} -m visualize train --resume")  # as `python -m visualize` ran
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop(cli.LAUNCHER, None)
+    again = subprocess.run([*shlex.split(printed), "--steps", "1", "--out", str(tmp_path)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from" in again.stdout and "(step 2)" in again.stdout
+
+
+def test_a_wrapper_script_and_a_program_off_the_path_are_printed_as_launched(monkeypatch):
+    monkeypatch.setenv(cli.LAUNCHER, "scripts/dev.sh run {command}")
+    assert cli.launched_as("train") == "scripts/dev.sh run train"
+    monkeypatch.delenv(cli.LAUNCHER)
+    monkeypatch.setattr(sys, "argv", ["/nowhere/on/the/path/tinygrad-rnn", "train"])
+    assert cli.launched_as("train") == "/nowhere/on/the/path/tinygrad-rnn train"

@@ -140,6 +140,7 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
 
 def run_demo(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("TINYGRAD_RNN_LAUNCHER", None)  # launched as a newcomer would
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "char_rnn.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -161,4 +162,6 @@ def test_demo_trains_samples_saves_and_resumes(tmp_path):
     assert end < start
     second, _ = run_demo(*common, "--resume", "--steps", "3", cwd=tmp_path)
     assert "at step 12" in second and "(step 15)" in second
-    assert (tmp_path / "char_rnn_steps.svg").exists() and "pictures:" in second
+    assert (tmp_path / "demo_steps.svg").exists() and "pictures:" in second  # named after demo.npz
+    printed = second.split("continue with: ")[1].splitlines()[0]
+    assert printed.startswith(f"{sys.executable} {ROOT / 'examples' / 'char_rnn.py'} --resume")  # runs as launched

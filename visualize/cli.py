@@ -18,6 +18,9 @@ checkpoint) is one line on stderr and exit status 2, found before any work start
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -143,9 +146,9 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
 
 
 def _threads_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                         help="threads numpy's BLAS may use (default 1: fastest for these sizes, and kind to a "
-                              "busy machine)")
+    command.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                         help="threads numpy's BLAS may use (default 1, fastest for these sizes and kind to a busy "
+                              f"machine, unless you set {' or '.join(BLAS_ENVIRONMENT)})")
 
 
 def _render_parser(command: argparse.ArgumentParser) -> None:
@@ -228,11 +231,32 @@ def _render(args) -> int:
     return 0
 
 
+BLAS_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LAUNCHER = "TINYGRAD_RNN_LAUNCHER"  # set by scripts/dev.sh and examples/char_rnn.py: how they start the command
+
+
+def launched_as(command: str) -> str:
+    """How the user started this command, up to the subcommand, so that a command it prints runs the
+    same way: what a wrapper script set in TINYGRAD_RNN_LAUNCHER, ``python -m visualize``, the
+    ``tinygrad-rnn`` found on PATH, or the program's path as given."""
+    if os.environ.get(LAUNCHER):
+        return os.environ[LAUNCHER].replace("{command}", command)
+    program = sys.argv[0] if sys.argv else ""
+    if os.path.basename(program) == "__main__.py":
+        return f"{shlex.quote(sys.executable)} -m visualize {command}"
+    if os.path.basename(program) == "tinygrad-rnn":
+        found = shutil.which("tinygrad-rnn")
+        on_path = found is not None and os.path.realpath(found) == os.path.realpath(program)
+        return f"{'tinygrad-rnn' if on_path else shlex.quote(program)} {command}"
+    return f"tinygrad-rnn {command}"
+
+
 def _train(args) -> int:
     given = train.TrainConfig(cell=args.cell, hidden=args.hidden, seq=args.seq, batch=args.batch, lr=args.lr,
                               clip_norm=args.clip_norm, clip_value=args.clip_value, seed=args.seed, text=args.text)
     if args.steps is None and args.seconds is None:
         args.seconds = 60.0
+    args.launched = launched_as("train")
     return train.run(args, given, train.TrainConfig())
 
 
@@ -245,7 +269,8 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
         # The command's arrays are small: numpy's BLAS runs them fastest on one thread, and on a busy
         # machine more threads only wait for each other (docs/perf.md has the figures).
-        with threadpool_limits(limits=args.threads):
+        given = any(os.environ.get(name) for name in BLAS_ENVIRONMENT)  # the user's own choice stands
+        with threadpool_limits(limits=args.threads if args.threads is not None else None if given else 1):
             return _render(args) if args.command == "render" else _train(args)
     except RunError as error:  # a UsageError, or the library's word that a run cannot go on as asked
         message = " ".join(str(error).split())  # one line, whatever the message held

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import textwrap
 import time
 from pathlib import Path
@@ -111,9 +112,10 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
                              vocab="".join(corpus.vocab.chars), state_parts=len(parts),
                              **{f"state{i}": part.numpy() for i, part in enumerate(parts)})
     _report(model, corpus, valid_ids, config, first_step, step, elapsed, losses)
-    print(f"checkpoint: {path} (step {step}); continue with: tinygrad-rnn train --resume"
-          + ("" if path == DEFAULT_CHECKPOINT else f" --checkpoint {path}"))
-    _pictures(model, starting_weights, windows[0], config, first_step, step, out_dir)
+    launched = getattr(args, "launched", "tinygrad-rnn train")
+    print(f"checkpoint: {path} (step {step}); continue with: {launched} --resume"
+          + ("" if path == DEFAULT_CHECKPOINT else f" --checkpoint {shlex.quote(str(path))}"))
+    _pictures(model, starting_weights, windows[0], config, first_step, step, out_dir, path)
     return 0
 
 
@@ -135,7 +137,8 @@ def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, ela
     print("sample:\n  " + "\n  ".join(text.splitlines() or [""]))
 
 
-def _pictures(model, starting_weights, window, config: TrainConfig, first_step, step, out_dir: Path) -> None:
+def _pictures(model, starting_weights, window, config: TrainConfig, first_step, step, out_dir: Path,
+              path: Path) -> None:
     """The pictures of one stream of a training window, with the loss the model trains on (a prediction
     at every step): the step view with the weights this run started from and with the trained ones,
     and the lag view (how far each prediction's error reaches back) with the trained ones; as SVG and
@@ -151,10 +154,12 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     T, cell = config.seq, f"{config.cell.upper()}, hidden {config.hidden}"
     title = f"{cell}: the loss of one window of {T} characters (a prediction at every step), back through its steps"
     matrices = [diagnostics.lags(loss, states) for loss, states in runs.values()]
+    # Named after the checkpoint: a run never replaces another run's pictures.
+    stem = path.stem
     pictures = {
-        "char_rnn_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
-        "char_rnn_lags": draw_lags(*runs[f"after step {step}"], matrix=matrices[1],
-                                   title=f"{cell}, after step {step}: how far each prediction's error reaches back"),
+        f"{stem}_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
+        f"{stem}_lags": draw_lags(*runs[f"after step {step}"], matrix=matrices[1],
+                                  title=f"{cell}, after step {step}: how far each prediction's error reaches back"),
     }
     written = []
     for name, picture in pictures.items():
@@ -166,10 +171,12 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
                 return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
     verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after step {step}"]))
-    print(textwrap.fill(what_to_look_at(matrices, verdict, step, before), width=110, subsequent_indent="  "))
+    print(textwrap.fill(what_to_look_at(matrices, verdict, step, before, f"{stem}_lags"), width=110,
+                        subsequent_indent="  "))
 
 
-def what_to_look_at(matrices, verdict: str, step: int, before: str = "before training") -> str:
+def what_to_look_at(matrices, verdict: str, step: int, before: str = "before training",
+                    picture: str = "char_rnn_lags") -> str:
     """The demo's headline, from the lag view's numbers (``matrices``: before and after this run's
     training, ``before`` naming the first) in the words the picture uses, and the step view's verdict
     after training."""
@@ -186,7 +193,7 @@ def what_to_look_at(matrices, verdict: str, step: int, before: str = "before tra
                   "without learning from it",
     }.get(verdict, f"above {vanishing}, the line the verdict calls vanishing: the gradient still reaches the "
                    f"characters {T} steps back")
-    return (f"what to look at: in char_rnn_lags, each row is one prediction of the window and each cell the share "
+    return (f"what to look at: in {picture}, each row is one prediction of the window and each cell the share "
             f"of its error's gradient that reached an earlier step (1 where the prediction was made). The reach "
             f"row gives the median share that arrives lag steps back: {style.number(after[near], 2)} at lag "
             f"{near} and {style.number(after[far], 2)} at lag {far} after step {step} ({before}: "
