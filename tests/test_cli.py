@@ -490,3 +490,23 @@ def test_a_wrapper_script_and_a_program_off_the_path_are_printed_as_launched(mon
     monkeypatch.delenv(cli.LAUNCHER)
     monkeypatch.setattr(sys, "argv", ["/nowhere/on/the/path/tinygrad-rnn", "train"])
     assert cli.launched_as("train") == "/nowhere/on/the/path/tinygrad-rnn train"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["render", "--view", "steps", "--compact"], "--compact applies to the ops view only, not to --view steps"),
+    (["render", "--view", "ops", "--source", "weight_hh"], "--source applies to the path view only"),
+    (["render", "--view", "steps", "--max-nodes", "10"], "--max-nodes applies to the ops and path views only"),
+])
+def test_a_render_flag_that_does_not_apply_to_the_view_is_one_line_not_ignored(tmp_path, capsys, argv, words):
+    code, _, err = run_main([*argv, "-o", tmp_path / "x.svg"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_render_help_describes_the_views_and_gives_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["render", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for words in ("draw one view of its graph", "(default rnn)", "(default ops)", "(default out.svg)",
+                  "(default h0)", "PyTorch's uniform"):
+        assert words in shown

@@ -110,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Teach a character-level RNN to write, then draw how far its gradients reach back in time.",
         epilog="A checkpoint is never overwritten silently: a new run refuses an existing one unless given --resume "
                "(carry on with the configuration saved in it) or --force (start afresh)."))
-    _render_parser(commands.add_parser("render", help="build a small RNN on random data, backpropagate, draw it"))
+    _render_parser(commands.add_parser(
+        "render", help="build a small RNN on random data, backpropagate, draw it",
+        description="Build a small RNN on random data, backpropagate through it, and draw one view of its graph: "
+                    "ops (every op, each edge labelled with its local gradient), path (every path from --source "
+                    "to the loss) or steps (one node per state, each edge the gain of one step)."))
     return parser
 
 
@@ -153,26 +157,31 @@ def _threads_flag(command: argparse.ArgumentParser) -> None:
 
 def _render_parser(command: argparse.ArgumentParser) -> None:
     _threads_flag(command)
-    command.add_argument("--cell", choices=sorted(CELLS), default="rnn")
+    command.add_argument("--cell", choices=sorted(CELLS), default="rnn", help="recurrent cell (default rnn)")
     command.add_argument("--steps", type=positive_int, default=4, metavar="T", help="time steps (default 4)")
     command.add_argument("--hidden", type=positive_int, default=4, metavar="H", help="hidden units (default 4)")
     command.add_argument("--input", type=positive_int, default=2, metavar="I", help="input features (default 2)")
     command.add_argument("--batch", type=positive_int, default=1, metavar="B",
                          help="sequences in the batch (default 1)")
-    command.add_argument("--init", choices=sorted(INITS), default="default", help="initialiser for weight_hh")
+    command.add_argument("--init", choices=sorted(INITS), default="default",
+                         help="initialiser for weight_hh (default: PyTorch's uniform)")
     command.add_argument("--radius", type=positive_float, default=None, metavar="R",
                          help="rescale each gate block of weight_hh to spectral radius R (<1 vanishes, >1 explodes)")
     command.add_argument("--clip", type=positive_float, default=None, metavar="NORM",
                          help="clip dL/dh_t to this norm at every step (marked in the picture)")
     command.add_argument("--truncate", type=positive_int, default=None, metavar="K",
                          help="truncated BPTT every K steps")
-    command.add_argument("--view", choices=("ops", "path", "steps"), default="ops")
-    command.add_argument("--compact", action="store_true", help="op view: ops at the head of their output's box")
-    command.add_argument("--source", choices=("h0", "weight_hh"), default="h0", help="path view: paths from")
-    command.add_argument("--max-nodes", type=positive_int, default=MAX_NODES,
-                         help=f"op/path view refuses larger graphs (default {MAX_NODES})")
-    command.add_argument("--seed", type=nonnegative_int, default=0)
-    command.add_argument("-o", "--output", default="out.svg", help="out.svg, .png, .pdf or .dot")
+    command.add_argument("--view", choices=("ops", "path", "steps"), default="ops", help="what to draw (default ops)")
+    # View-specific flags default to None, so that one given with another view is an error, not ignored.
+    command.add_argument("--compact", action="store_true", default=None,
+                         help="ops view only: each op at the head of its output's box")
+    command.add_argument("--source", choices=("h0", "weight_hh"), default=None,
+                         help="path view only: draw the paths from this value (default h0)")
+    command.add_argument("--max-nodes", type=positive_int, default=None,
+                         help=f"ops and path views only: refuse larger graphs (default {MAX_NODES})")
+    command.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the weights and data (default 0)")
+    command.add_argument("-o", "--output", default="out.svg",
+                         help="the picture: .svg, .png, .pdf, or .dot for the source (default out.svg)")
 
 
 def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, batch: int, view: str) -> float:
@@ -189,6 +198,14 @@ def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, 
 
 def _check_render(args) -> Path:
     """Everything that can be known wrong before building anything; returns the output path."""
+    applies = {"compact": ("ops",), "source": ("path",), "max_nodes": ("ops", "path")}
+    for flag, views in applies.items():
+        if getattr(args, flag) is not None and args.view not in views:
+            name = "--" + flag.replace("_", "-")
+            raise UsageError(f"{name} applies to the {' and '.join(views)} view{'s' if len(views) > 1 else ''} only, "
+                             f"not to --view {args.view}")
+    args.source = args.source or "h0"
+    args.max_nodes = args.max_nodes or MAX_NODES
     output = preflight.check_output_file(args.output, "-o", (*FORMATS, *SOURCE_SUFFIXES))
     sizes = f"--steps {args.steps} --hidden {args.hidden} --batch {args.batch} --input {args.input}"
     preflight.check_memory(estimate_render_memory(args.cell, args.steps, args.hidden, args.input, args.batch,
