@@ -75,10 +75,10 @@ def test_train_writes_checkpoint_pictures_and_says_what_to_look_at(tmp_path, tex
         assert picture.is_file() and picture.stat().st_size > 1000
     assert "<svg" in (tmp_path / "pictures" / "run_steps.svg").read_text(encoding="utf-8")
     for expected in ("sample:", "checkpoint: " + str(tmp_path / "run.npz"), "pictures:", "what to look at:",
-                     "in run_lags", "before step 1 (untrained)", "after step 4"):
+                     "in run_lags", "before iteration 1 (untrained)", "after iteration 4"):
         assert expected in " ".join(out.split())  # (the headline is wrapped)
     assert "<svg" in (tmp_path / "pictures" / "run_lags.svg").read_text(encoding="utf-8")
-    assert "steps/s" in err and "loss" in err  # the progress bar, on stderr
+    assert "iterations/s" in err and "loss" in err  # the progress bar, on stderr
 
 
 def test_the_picture_compares_the_whole_window_before_and_after(tmp_path, text_file, capsys, monkeypatch):
@@ -92,7 +92,7 @@ def test_the_picture_compares_the_whole_window_before_and_after(tmp_path, text_f
     monkeypatch.setattr(train, "compare_steps", compare_steps)
     code, _, err = run_main(small_run(tmp_path, text_file, "--steps", 2, "--seq", 9), capsys)
     assert code == 0, err
-    assert list(drawn) == ["before step 1 (untrained)", "after step 2"]
+    assert list(drawn) == ["before iteration 1 (untrained)", "after iteration 2"]
     for loss, states in drawn.values():  # all T = 9 steps of the window, h_0 to h_9, a prediction at every step
         assert len(states) == 10 and loss.size == 1 and states[-1].grad is not None
         assert diagnostics.reads(diagnostics.steps(loss, states)) == list(range(1, 10))
@@ -121,9 +121,9 @@ def test_resume_restores_the_saved_configuration_and_counts_on(tmp_path, text_fi
     code, out, err = run_main(["train", "--resume", "--steps", 2, "--checkpoint", tmp_path / "run.npz",
                                "--out", tmp_path / "pictures"], capsys)
     assert code == 0, err
-    assert "resumed from" in out and "at step 3" in out and "hidden 8, T=6, B=2" in out
+    assert "resumed from" in out and "at iteration 3" in out and "hidden 8, T=6, B=2" in out
     out = " ".join(out.split())  # (the headline is wrapped)
-    assert "before step 4 (as resumed)" in out and "after step 5" in out
+    assert "before iteration 4 (as resumed)" in out and "after iteration 5" in out
     saved = checkpoint.load(tmp_path / "run.npz")
     config = json.loads(str(saved["meta.config"]))
     assert int(saved["meta.step"]) == 5 and config["lr"] == 0.01 and config["clip_value"] == 0.5
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_training_and_still_saves_the_run(tmp_path, text_file, caps
     monkeypatch.setattr(training, "window_loss", interrupted_at_the_third_step)
     code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 50), capsys)
     assert code == 0, err
-    assert "stopped at step 2 (Ctrl-C)" in err and int(checkpoint.load(tmp_path / "run.npz")["meta.step"]) == 2
+    assert "stopped at iteration 2 (Ctrl-C)" in err and int(checkpoint.load(tmp_path / "run.npz")["meta.step"]) == 2
 
 
 def test_train_on_the_clock_in_a_fresh_process(tmp_path):
@@ -202,7 +202,7 @@ def test_train_on_the_clock_in_a_fresh_process(tmp_path):
     result = run_process(["train", "--seconds", "1", "--hidden", "16", "--checkpoint", str(tmp_path / "c.npz"),
                           "--out", str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "steps/s" in result.stderr and "checkpoint:" in result.stdout
+    assert "iterations/s" in result.stderr and "checkpoint:" in result.stdout
     assert (tmp_path / "c.npz").is_file() and (tmp_path / "c_steps.png").is_file()
     again = run_process(["train", "--seconds", "1", "--checkpoint", str(tmp_path / "c.npz")], cwd=tmp_path)
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
@@ -430,7 +430,7 @@ def test_the_demos_headline_quotes_the_lag_views_numbers_and_its_verdict_holds_f
     assert far == 13
     after, before = (median_share(matrices[1], lag) for lag in (5, far)), (median_share(matrices[0], lag) for lag in (5, far))
     (a5, a_far), (b5, b_far) = after, before
-    assert (f"{style.number(a5, 2)} at lag 5 and {style.number(a_far, 2)} at lag 13 after step 7 "
+    assert (f"{style.number(a5, 2)} at lag 5 and {style.number(a_far, 2)} at lag 13 after iteration 7 "
             f"(before training: {style.number(b5, 2)} and {style.number(b_far, 2)})") in text
     source = draw_lags(*runs[1], matrix=matrices[1]).source
     for number in (a5, a_far):
@@ -481,7 +481,7 @@ def test_the_printed_command_to_go_on_runs_as_the_command_was_launched(tmp_path,
     again = subprocess.run([*shlex.split(printed), "--steps", "1", "--out", str(tmp_path)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "resumed from" in again.stdout and "(step 2)" in again.stdout
+    assert "resumed from" in again.stdout and "(iteration 2)" in again.stdout
 
 
 def test_a_wrapper_script_and_a_program_off_the_path_are_printed_as_launched(monkeypatch):

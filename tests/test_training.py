@@ -154,14 +154,14 @@ def test_demo_trains_samples_saves_and_resumes(tmp_path):
     ckpt = tmp_path / "demo.npz"
     common = ["--hidden", "32", "--checkpoint", str(ckpt), "--out", str(tmp_path)]
     first, progress = run_demo(*common, "--steps", "12", cwd=tmp_path)
-    assert "ln V" in first and "sample:" in first and "steps/s" in progress
-    assert ckpt.exists() and "(step 12)" in first
+    assert "ln V" in first and "sample:" in first and "iterations/s" in progress
+    assert ckpt.exists() and "(iteration 12)" in first
     vocabulary = int(first.split("ln V = ln ")[1].split()[0])
     start, end = (float(x) for x in first.split("loss per character ")[1].split()[0:3:2])
     assert abs(start - np.log(vocabulary)) < 0.1 * np.log(vocabulary)  # starts near ln V: guessing
     assert end < start
     second, _ = run_demo(*common, "--resume", "--steps", "3", cwd=tmp_path)
-    assert "at step 12" in second and "(step 15)" in second
+    assert "at iteration 12" in second and "(iteration 15)" in second
     assert (tmp_path / "demo_steps.svg").exists() and "pictures:" in second  # named after demo.npz
     printed = second.split("continue with: ")[1].splitlines()[0]
     assert printed.startswith(f"{sys.executable} {ROOT / 'examples' / 'char_rnn.py'} --resume")  # runs as launched

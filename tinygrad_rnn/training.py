@@ -194,17 +194,18 @@ def train_steps(model, optimizer, windows, config: TrainConfig, step: int, state
             smooth = per_char if smooth is None else 0.95 * smooth + 0.05 * per_char
             first = per_char if first is None else first
             now = time.perf_counter()
-            bar.set_description_str(f"step {step}" + (f"/{first_step + steps}" if steps else "") + " ", refresh=False)
+            bar.set_description_str(f"iteration {step}" + (f"/{first_step + steps}" if steps else "") + " ",
+                                    refresh=False)
             if now - last_shown >= 2.0 or step == first_step + 1:
                 # steps per second over the last interval, not since the start: it shows slowdowns
                 rate = (step - last_step) / max(now - last_shown, 1e-9)
-                bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} steps/s", refresh=False)
+                bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} iterations/s", refresh=False)
                 last_shown, last_step = now, step
             bar.update(1 if steps is not None else min(now - started, seconds) - bar.n)
     except KeyboardInterrupt:
-        bar.write(f"stopped at step {step} (Ctrl-C); saving the run", file=sys.stderr)
+        bar.write(f"stopped at iteration {step} (Ctrl-C); saving the run", file=sys.stderr)
     finally:
         if smooth is not None and rate is not None:  # the last line shows the loss where the run ended
-            bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} steps/s", refresh=False)
+            bar.set_postfix_str(f"loss {smooth:.3f}/char, {rate:.1f} iterations/s", refresh=False)
         bar.close()
     return step, state, (first, smooth)

@@ -136,7 +136,8 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
     command.add_argument("--seed", type=nonnegative_int, help=f"seed of the initial weights (default {d.seed})")
     command.add_argument("--text", metavar="FILE", help="a text file to learn (default: Python's own library source)")
     length = command.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=positive_int, metavar="N", help="train N steps in this run")
+    length.add_argument("--steps", type=positive_int, metavar="N",
+                        help="train N iterations (optimiser steps) in this run")
     length.add_argument("--seconds", type=positive_float, metavar="S", help="train for S seconds (default 60)")
     start = command.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",

@@ -99,7 +99,7 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
         step, state = training.load_weights(path, model, optimizer, config.batch)
     windows = list(sequential_windows(train_ids, T, config.batch))
     print(f"{corpus!r}; {config.cell} with hidden {config.hidden}, T={T}, B={config.batch}, "
-          f"{len(windows)} windows a pass" + (f"; resumed from {path} at step {step}" if saved else ""))
+          f"{len(windows)} windows a pass" + (f"; resumed from {path} at iteration {step}" if saved else ""))
     print(f"a model that guesses uniformly scores ln V = ln {V} = {np.log(V):.3f} per character")
 
     starting_weights = model.state_dict()
@@ -113,7 +113,7 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
                              **{f"state{i}": part.numpy() for i, part in enumerate(parts)})
     _report(model, corpus, valid_ids, config, first_step, step, elapsed, losses)
     launched = getattr(args, "launched", "tinygrad-rnn train")
-    print(f"checkpoint: {path} (step {step}); continue with: {launched} --resume"
+    print(f"checkpoint: {path} (iteration {step}); continue with: {launched} --resume"
           + ("" if path == DEFAULT_CHECKPOINT else f" --checkpoint {shlex.quote(str(path))}"))
     _pictures(model, starting_weights, windows[0], config, first_step, step, out_dir, path)
     return 0
@@ -125,7 +125,7 @@ def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, ela
     if first is None:
         print("trained no steps (no time or steps left)")
     else:
-        print(f"trained steps {first_step + 1}-{step} in {elapsed:.0f} s ({(step - first_step) / elapsed:.1f} steps/s);"
+        print(f"trained iterations {first_step + 1}-{step} in {elapsed:.0f} s ({(step - first_step) / elapsed:.1f}/s);"
               f" loss per character {first:.3f} -> {last:.3f} (uniform guessing: {np.log(V):.3f})")
     if len(valid_ids) > T:
         with no_grad():  # 64 held-out windows at random places, each from a zero state
@@ -148,9 +148,9 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     inputs, targets = window[0][:, :1], window[1][:, :1]
     start_model = CharRNN(model.vocab_size, config.hidden, config.cell)
     start_model.load_state_dict(starting_weights)
-    before = f"before step {first_step + 1} ({'untrained' if first_step == 0 else 'as resumed'})"
+    before = f"before iteration {first_step + 1} ({'untrained' if first_step == 0 else 'as resumed'})"
     runs = {before: window_predictions(start_model, inputs, targets),
-            f"after step {step}": window_predictions(model, inputs, targets)}
+            f"after iteration {step}": window_predictions(model, inputs, targets)}
     T, cell = config.seq, f"{config.cell.upper()}, hidden {config.hidden}"
     title = f"{cell}: the loss of one window of {T} characters (a prediction at every step), back through its steps"
     matrices = [diagnostics.lags(loss, states) for loss, states in runs.values()]
@@ -158,8 +158,9 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     stem = path.stem
     pictures = {
         f"{stem}_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
-        f"{stem}_lags": draw_lags(*runs[f"after step {step}"], matrix=matrices[1],
-                                  title=f"{cell}, after step {step}: how far each prediction's error reaches back"),
+        f"{stem}_lags": draw_lags(*runs[f"after iteration {step}"], matrix=matrices[1],
+                                  title=f"{cell}, after iteration {step}: how far each prediction's error reaches "
+                                        "back"),
     }
     written = []
     for name, picture in pictures.items():
@@ -170,7 +171,7 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
                 print(f"pictures: could not write in {out_dir} ({training.one_line(error)})")
                 return
     print(f"pictures: {', '.join(dict.fromkeys(written))}")
-    verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after step {step}"]))
+    verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after iteration {step}"]))
     print(textwrap.fill(what_to_look_at(matrices, verdict, step, before, f"{stem}_lags"), width=110,
                         subsequent_indent="  "))
 
@@ -196,7 +197,7 @@ def what_to_look_at(matrices, verdict: str, step: int, before: str = "before tra
     return (f"what to look at: in {picture}, each row is one prediction of the window and each cell the share "
             f"of its error's gradient that reached an earlier step (1 where the prediction was made). The reach "
             f"row gives the median share that arrives lag steps back: {style.number(after[near], 2)} at lag "
-            f"{near} and {style.number(after[far], 2)} at lag {far} after step {step} ({before}: "
+            f"{near} and {style.number(after[far], 2)} at lag {far} after iteration {step} ({before}: "
             f"{style.number(first[near], 2)} and {style.number(first[far], 2)}). The last prediction alone "
             f"reaches the window's start × {style.number(start, 2)} (the step view's caption), {conclusion}.")
 
