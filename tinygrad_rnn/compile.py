@@ -3,7 +3,7 @@ line per op: backpropagation through time written out, which ``print(step.source
 
 Every line calls the op's own ``forward`` or ``vjp``, the one definition eager mode uses too, so the
 compiled function computes exactly what the tape's rows say, in the same order (the same floats as
-eager mode): ``v14 = tanh_3.forward(v13)`` forward, ``g13 = tanh_3.vjp_term(0, g14, v14, [v13])``
+eager mode): ``v14 = _tanh_3.forward(v13)`` forward, ``g13 = _tanh_3.vjp_term(0, g14, v14, [v13])``
 back. What the interpretive loop decided at every call is decided once here: which gradient is the
 first to arrive at a slot (assigned) and which are added to it, which rows may hold a lazy sum, which
 nodes carry hooks, which ops take this call's integer arguments. A gradient is dropped (``del``) as
@@ -27,7 +27,8 @@ FAILED = object()  # what the compiled function returns when an op's forward rai
 
 
 def _identifier(text: str) -> str:
-    return re.sub(r"\W", "_", text) or "op"
+    """``text`` as a part of a Python name: ASCII letters, digits and underscores only."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 def compile_tape(tape) -> tuple[str, object]:
@@ -42,7 +43,7 @@ def compile_tape(tape) -> tuple[str, object]:
     def bind(obj, stem: str) -> str:
         """A local name for ``obj`` in the compiled function (one per object)."""
         if id(obj) not in names:
-            name = f"{_identifier(stem)}_{len(names)}"
+            name = f"_{_identifier(stem)}_{len(names)}"  # a leading underscore: never a slot's variable
             names[id(obj)] = name
             namespace[name] = obj
         return names[id(obj)]
@@ -50,10 +51,10 @@ def compile_tape(tape) -> tuple[str, object]:
     def v(slot: int) -> str:
         """A slot's variable: named after its Value where it has a name (``weight_hh_5``)."""
         name = tape.labels.get(slot, ("", ""))[1]
-        return f"{_identifier(str(name))}_{slot}" if name else f"v{slot}"
+        return f"v{slot}_{_identifier(str(name))}" if name else f"v{slot}"
 
     def g(slot: int) -> str:
-        return "g_" + v(slot)
+        return "g" + v(slot)[1:]
 
     def comment(slot: int) -> str:
         scope = tape.labels.get(slot, ("", ""))[0]
@@ -68,8 +69,8 @@ def compile_tape(tape) -> tuple[str, object]:
     for entry, attribute, template in tape.bindings:
         op = tape.ops[entry]
         name = bind(op, op.name)
-        namespace[f"recorded_{name}"] = op
-        body.append(f"{name} = {bind(_filler(attribute, template), 'fill')}(recorded_{name}, arrays)")
+        namespace[f"_recorded{name}"] = op
+        body.append(f"{name} = {bind(_filler(attribute, template), 'fill')}(_recorded{name}, arrays)")
     body.append("# ---- forward ----")
     body.append("try:")
     for op, ins, out in tape.forward:

@@ -137,9 +137,7 @@ def _swatches(decades: int, grows: bool, clipped: bool) -> str:
     """The legend's colour key: shares from 10^-decades to 1 (to 10^decades if any grew); the end
     swatch says ≤ (≥) when some share lies beyond the scale."""
     step = max(1, math.ceil(decades / 4))
-    exponents = list(range(-decades, 1, step)) + ([] if -decades % step == 0 and 0 in range(-decades, 1, step)
-                                                     else [0])
-    exponents = sorted(set(exponents + ([e for e in range(step, decades + 1, step)] if grows else [])))
+    exponents = sorted({*range(-decades, 1, step), 0, *(range(step, decades + 1, step) if grows else ())})
     cells = "".join(
         f'<TD BGCOLOR="{style.colour(10.0**e, decades, power=1.0)}" WIDTH="38" HEIGHT="18"><FONT POINT-SIZE="9" '
         f'COLOR="{"white" if abs(e) / decades > 0.45 else style.INK}">'
