@@ -511,3 +511,14 @@ def test_render_help_describes_the_views_and_gives_the_defaults(capsys):
     for words in ("draw one view of its graph", "(default rnn)", "(default ops)", "(default out.svg)",
                   "(default h0)", "PyTorch's uniform"):
         assert words in shown
+
+
+def test_the_headline_says_above_or_below_the_line_by_the_number_it_quotes():
+    # Matrices whose last prediction keeps 0.01 at the window's start, under a verdict of "vanishing"
+    # (as a dead unit on the way gives): the sentence must not say "below 0.001".
+    matrix = np.array([[0.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.01, 0.1, 1.0]])
+    text = " ".join(train.what_to_look_at([matrix, matrix], "vanishing", 3).split())
+    assert "× 0.01" in text and "above 0.001" in text and "passed no gradient at all" in text
+    faded = np.array([[0.0, 0.0, 0.0], [0.5, 1.0, 0.0], [1e-4, 0.1, 1.0]])
+    text = " ".join(train.what_to_look_at([faded, faded], "vanishing", 3).split())
+    assert "× 0.0001" in text and "below 0.001" in text and "passed no gradient" not in text

@@ -186,9 +186,13 @@ def what_to_look_at(matrices, verdict: str, step: int, before: str = "before tra
     near, far = min(5, T - 1), headline_lag(after, diagnostics.reach_counts(matrices[1]))
     start = matrices[1][-1, 0] / matrices[1][-1, -1]
     vanishing = style.number(diagnostics.VANISHING)
+    # The verdict also calls a gradient vanishing where a state on the way got none at all (a dead unit):
+    # the words follow the number the sentence quotes.
+    side = "below" if start < diagnostics.VANISHING else "above"
     conclusion = {
-        "vanishing": f"below {vanishing}, the line the verdict calls vanishing: the model can hardly learn from "
-                     f"what it saw {T} characters earlier",
+        "vanishing": f"{side} {vanishing}, the line the verdict calls vanishing"
+                     + ("" if side == "below" else ", but a step on the way passed no gradient at all")
+                     + f": the model can hardly learn from what it saw {T} characters earlier",
         "exploding": "it grew on the way back (exploding); --clip-norm keeps the updates in check",
         "frozen": "yet the steps gave their weights almost nothing (frozen): the cell passes the gradient on "
                   "without learning from it",
