@@ -362,13 +362,52 @@ def test_the_compiled_source_is_bptt_written_out_one_line_per_op():
     compile(source, "<test>", "exec")  # it is Python a reader can run
 
 
-def test_a_tape_past_the_compile_limit_runs_its_rows_and_gives_the_same_floats(monkeypatch):
+def test_a_long_tensor_tape_is_not_compiled_and_runs_eagerly_with_the_same_floats(monkeypatch):
     import importlib
 
     monkeypatch.setattr(importlib.import_module("tinygrad_rnn.replay"), "COMPILE_LIMIT", 10)
     batches = char_batches(steps=3, length=4, dtype=np.float64)
     step = train_side_by_side(lambda: CharModel("lstm", np.float64), CharModel.loss, batches)
-    assert step.source is None  # not compiled: the rows ran, with eager mode's floats (checked above)
+    assert step.source is None and step.recordings == 1  # recorded once, then eager mode (checked above)
+
+
+def scalar_program(weights, x, a_hook=None):
+    """A scalar graph touching what running by level must get right: a slot read twice (x * x),
+    ops of one kind with other parameters (x^2, x^3; where on two conditions), a detach, a branch on
+    data, a long chain, and a hook on a leaf."""
+    w0, w1, w2 = weights
+    h = (w0 * x + w1).tanh()
+    total = h * h + (w2 ** 2.0) * (w1 ** 3.0) - h.detach() * w0
+    total = total + tg.where(True, w0, w1) + tg.where(False, w0, w2)
+    total = total + (total.sigmoid() if x * w0 > 0 else (-total).exp())
+    for _ in range(40):
+        total = total * 0.9 + (total * w2).relu() - w0.abs() / (1.0 + w1 * w1)
+    return total.log() if total > 0 else (total * total + 1.0).log()
+
+
+@pytest.mark.parametrize("x", [0.7, -2.0])
+def test_a_long_scalar_tape_runs_by_level_and_agrees_with_eager_to_rounding(monkeypatch, x):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("tinygrad_rnn.replay"), "COMPILE_LIMIT", 10)
+    seen = []
+    weights = [tg.Value(v, name=f"w{i}") for i, v in enumerate([0.3, -0.8, 0.5])]
+    weights[2].register_hook(lambda g: seen.append(g) or 2.0 * g)
+    reference = [tg.Value(w.data) for w in weights]
+    reference[2].register_hook(lambda g: 2.0 * g)
+    step = tg.replay(lambda x: scalar_program(weights, x))
+    for value in [x, x, -x, x]:
+        tg.zero_grad(weights)
+        tg.zero_grad(reference)
+        got = step(np.float64(value))
+        expected = scalar_program(reference, tg.Value(value, requires_grad=False))
+        expected.backward()
+        assert "level" in step.source and ".vjp(" in step.source
+        assert got == pytest.approx(expected.item(), rel=1e-12)
+        for w, r in zip(weights, reference):
+            assert type(w.grad) is float and w.grad == pytest.approx(r.grad, rel=1e-12, abs=1e-300)
+    assert len(seen) == 4 and all(type(g) is float for g in seen)  # the leaf's hook ran at every call
+    assert step.recordings == 3  # -x took the other branch, and x then took the first again: recorded anew
 
 
 @pytest.mark.parametrize("name", ["add", "leaf", "tanh", "1st", "np", "FAILED", "handed_out", "arrays", "g", "σ"])

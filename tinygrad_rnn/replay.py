@@ -22,15 +22,15 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn import autograd
-from tinygrad_rnn.autograd import OBSERVED, STATE, FromArgument, _run_hooks
-from tinygrad_rnn.compile import FAILED, compile_tape
-from tinygrad_rnn.guards import bindings, fill_template, markers, outside_state, refuse_derived, same
-from tinygrad_rnn.ops import LazySum
+from tinygrad_rnn.autograd import OBSERVED, STATE, FromArgument
+from tinygrad_rnn.compile import FAILED, compile_levels, compile_tape
+from tinygrad_rnn.guards import bindings, fill_template, markers, outside_state, refuse_derived
+from tinygrad_rnn.ops import Elementwise
 from tinygrad_rnn.value import Value, _as_data, as_value
 
 __all__ = ["replay", "Replay", "Tape", "COMPILE_LIMIT"]
 
-COMPILE_LIMIT = 20_000  # ops: a longer tape runs its rows one by one (see Tape.__init__)
+COMPILE_LIMIT = 20_000  # ops: a longer tape compiles by level when it is scalar, else runs eagerly (Tape.__init__)
 
 
 def replay(fn: Callable) -> Replay:
@@ -75,8 +75,8 @@ class Tape:
     for a ``detach``). ``forward``, one row per op the loss depends on: (op, input slots, output
     slot). ``backward``, one row per node that needs a gradient, in eager backward's order: (slot,
     op or None for a leaf, input slots, the (input position, input slot) pairs that get a gradient,
-    the Value whose hooks run or None, whether a LazySum may arrive). (Rows, not columns: a row is
-    read in one unpacking, where columns would be zipped at each call.)
+    the Value whose hooks run or None, whether a LazySum may arrive). The compilers (compile.py)
+    turn the rows into code: straight-line, or by level for a long scalar tape.
     """
 
     def __init__(self, records: list, loss: Value, arguments: list):
@@ -141,13 +141,22 @@ class Tape:
             rows.append((s, op, () if op is None else recorded[made[s]][0], flows,
                          node if node.hooks or op is None else None))
         self.backward = [row + (row[0] in lazy,) for row in rows]
-        # Where (forward row, backward row) each op whose parameters hold an integer argument is called.
-        self._uses = {entry: ([i for i, e in enumerate(kept) if e == entry],
-                              [i for i, row in enumerate(self.backward) if row[1] is self.ops[entry]])
-                      for entry, _, _ in self.bindings}
-        # Straight-line code compiles in about 8 us a line (four lines an op) and runs a quarter faster
-        # than the rows; past COMPILE_LIMIT ops (a scalar graph) compiling would cost seconds: rows.
-        self.source, self._compiled = compile_tape(self) if len(self.forward) <= COMPILE_LIMIT else (None, None)
+        # Straight-line code compiles in about 25 us an op: past COMPILE_LIMIT ops (a scalar graph, a
+        # long LSTM) that is seconds. A scalar graph compiles by level instead (a few hundred numpy
+        # calls); anything else that long is not compiled, and each call runs fn eagerly.
+        if len(self.forward) <= COMPILE_LIMIT:
+            self.source, self._compiled = compile_tape(self)
+        elif self._scalar(records):
+            self.source, self._compiled = compile_levels(self)
+        else:
+            self.source = self._compiled = None
+
+    def _scalar(self, records: list) -> bool:
+        """Whether every slot holds a Python float, every op is elementwise, and hooks sit only on
+        leaves: what running by level needs."""
+        return (all(type(v._data) is float for _, inputs, out in records for v in (*inputs, out))
+                and all(isinstance(op, Elementwise) or op is DETACH for op, _, _ in self.forward)
+                and all(node is None or op is None for _, op, _, _, node, _ in self.backward))
 
     def _check_reached(self, arguments: list) -> None:
         """Every argument must reach a recorded op directly, or replaying with new data would
@@ -195,67 +204,30 @@ class Tape:
                 if _signature(leaf) != signature:
                     return None
                 self.leaves[i] = (s, leaf, leaf._version, signature)
-        loss = self._compiled(arrays) if self._compiled is not None else self._interpret(arrays)
+        loss = self._compiled(arrays)
         if loss is FAILED:
             self._explain_failure(arrays)
         return loss if loss is None or type(loss) is float else loss.item()
 
-    def _interpret(self, arrays: tuple):
-        """The rows run one by one: what the compiled function does, for a tape too long to compile."""
-        data, forward, backward = self._slots(arrays)
-        try:
-            for op, ins, out in forward:
-                n = len(ins)  # one and two inputs spelled out: no list to build (as in value.apply)
-                if n == 2:
-                    data[out] = op.forward(data[ins[0]], data[ins[1]])
-                elif n == 1:
-                    data[out] = op.forward(data[ins[0]])
-                else:
-                    data[out] = op.forward(*[data[i] for i in ins])
-        except (ValueError, IndexError, TypeError):
-            return FAILED
-        if any(np.shape(data[s]) != shape for s, shape in self.shape_checks):
-            return None  # another shape from this call's integer arguments: record again
-        for slots, read, constant, seen in self.observations:
-            if not same(read(*[data[s] for s in slots], *(() if constant is None else (constant,))), seen):
-                return None  # fn read something else this time: record again
-        _backward(backward, data, self.size, self.root, data[self.root])
-        return data[self.root]
-
     def _explain_failure(self, arrays: tuple) -> None:
         """Run the forward rows one by one to say which op failed, and how (the compiled function
         only knows that one did)."""
-        data, forward, _ = self._slots(arrays)
-        for op, ins, out in forward:
-            try:
-                data[out] = op.forward(*[data[i] for i in ins])
-            except (ValueError, IndexError, TypeError) as error:
-                raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
-        raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
-
-    def _slots(self, arrays: tuple) -> tuple:
-        """(data, forward rows, backward rows) for a call: the slots holding the leaves' data and this
-        call's arguments, and the rows with this call's integer arguments in their ops."""
         data = [None] * self.size
         for s, leaf, _, _ in self.leaves:
             data[s] = leaf._data
         for s, position in self.arguments:
             data[s] = arrays[position]
-        return (data, *(self._rebound(arrays) if self.bindings else (self.forward, self.backward)))
-
-    def _rebound(self, arrays: tuple) -> tuple:
-        """The forward and backward rows, with the ops whose parameters hold integer arguments given
-        this call's arrays (a copy of each such op: the recorded one stays as it was)."""
-        forward, backward = list(self.forward), list(self.backward)
-        for entry, name, template in self.bindings:
-            op = copy.copy(self.ops[entry])
-            setattr(op, name, fill_template(template, arrays))
-            forward_uses, backward_uses = self._uses[entry]
-            for i in forward_uses:
-                forward[i] = (op,) + forward[i][1:]
-            for i in backward_uses:
-                backward[i] = backward[i][:1] + (op,) + backward[i][2:]
-        return forward, backward
+        rebound = {}  # the ops holding an integer argument, given this call's (as the compiled code does)
+        for entry, attribute, template in self.bindings:
+            rebound[id(self.ops[entry])] = op = copy.copy(self.ops[entry])
+            setattr(op, attribute, fill_template(template, arrays))
+        for op, ins, out in self.forward:
+            op = rebound.get(id(op), op)
+            try:
+                data[out] = op.forward(*[data[i] for i in ins])
+            except (ValueError, IndexError, TypeError) as error:
+                raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
+        raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
 
 
 class _Detach:
@@ -271,46 +243,6 @@ class _Detach:
 
 
 DETACH = _Detach()
-
-
-def _backward(rows: list, data: list, size: int, root: int, loss) -> None:
-    """Eager backward's loop (tinygrad_rnn.autograd.backpropagate), on slots: the same order, the
-    same hooks, the same additions, so the same floats."""
-    grads = [None] * size
-    seed = 1.0 if type(loss) is float else np.ones(loss.shape, loss.dtype)  # (cheaper than np.ones_like)
-    grads[root] = seed
-    handed_out = set()
-    ndarray = np.ndarray  # (a local: no global and attribute lookup per entry)
-    for s, op, ins, flows, node, lazy in rows:
-        g = grads[s]
-        if g is None:
-            continue
-        grads[s] = None
-        if lazy and isinstance(g, LazySum):
-            g = g.total()
-        if node is not None and node.hooks:
-            if op is not None:
-                node._data = data[s]  # the hook's node shows this call's value (not a change of data:
-                # the setter's version stamp would make the recorded graph look changed after use)
-            g = _run_hooks(node, g, handed_out)
-        if op is None:  # a leaf: its .grad is an array of its own
-            # Unlike eager mode, a replay keeps no inner node's gradient, so it marks none read-only,
-            # and an array is shared only when hooks (see _run_hooks) or another leaf got it, or it is
-            # a view: only those are counted, and copied.
-            if type(g) is ndarray:
-                if id(g) in handed_out or g.base is not None:
-                    g = g.copy()
-                handed_out.add(id(g))
-            node.grad = g if node.grad is None else node.grad + g
-            continue
-        out = data[s]
-        n = len(ins)  # one and two inputs spelled out: no comprehension to run per entry
-        inputs = [data[ins[0]], data[ins[1]]] if n == 2 else [data[ins[0]]] if n == 1 else [data[i] for i in ins]
-        vjp = op.vjp_term
-        for k, parent in flows:
-            contribution = vjp(k, g, out, inputs)
-            previous = grads[parent]
-            grads[parent] = contribution if previous is None else previous + contribution
 
 
 class Replay:
@@ -334,12 +266,21 @@ class Replay:
         with self._lock:
             outside = outside_state(self.fn)
             tape = self.tapes.get(key)
+            if tape is not None and tape.source is None:  # too long to compile: eager mode, as recorded
+                self.tapes.move_to_end(key)
+                return self._eager(arrays)
             if tape is not None and tape.outside == outside:
                 self.tapes.move_to_end(key)
                 loss = tape.run(arrays)
                 if loss is not None:
                     return loss
             return self._record(key, arrays, outside)
+
+    def _eager(self, arrays: tuple) -> float:
+        """fn called and backpropagated as eager mode does, without recording."""
+        loss = self.fn(*[as_value(a) if type(a) is float or a.dtype.kind == "f" else a for a in arrays])
+        loss.backward()
+        return loss.item()
 
     def _record(self, key: tuple, arrays: tuple, outside: tuple) -> float:
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""

@@ -132,7 +132,8 @@ class Where(Elementwise):
         self.cond = np.asarray(cond, dtype=bool)
 
     def forward(self, a, b):
-        return np.where(self.cond, a, b)
+        out = np.where(self.cond, a, b)
+        return float(out) if out.ndim == 0 and type(a) is float and type(b) is float else out  # as other ops
 
     def derivative(self, k, out, a, b):
         return mask(self.cond if k == 0 else ~self.cond, raw(out))
