@@ -2,6 +2,8 @@
 over several optimiser steps with new data each time: for every cell, for random programs over every
 primitive op, with hooks, truncation, integer arguments, and new shapes."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -345,7 +347,7 @@ def test_random_programs_replay_exactly(program):
                            optimizer=lambda params, lr: optim.SGD(params, lr=1e-3))
 
 
-def test_the_compiled_source_is_bptt_written_out_one_line_per_op():
+def test_the_compiled_source_is_bptt_written_out_as_numpy_one_line_per_op():
     model = CharModel("rnn_tanh", np.float64)
     step = tg.replay(model.loss)
     assert step.source is None
@@ -355,10 +357,18 @@ def test_the_compiled_source_is_bptt_written_out_one_line_per_op():
     tape = next(iter(step.tapes.values()))
     assert source.startswith("def replayed(arrays):")
     forward, backward = source.split("# ---- backward")
-    assert sum(".forward(" in line for line in forward.splitlines()) + forward.count("# detach") == len(tape.forward)
+    assigned = [re.match(r"\s+(v\d+)\w* = ", line) for line in forward.splitlines()]
+    slots = [m.group(1) for m in assigned if m]
+    assert all(slots.count(f"v{out}") == 1 for _, _, out in tape.forward)  # one line per op
     assert all(f"# t={t}" in forward for t in (1, 2, 3))  # each time step marked where its ops run
-    assert ".vjp_term(" in backward
-    assert "_weight_hh" in backward and "_weight_hh_leaf_" in backward  # named after the Values
+    tanh_ops = sum(op.name == "tanh" for op, _, _ in tape.forward)
+    assert forward.count("np.tanh(") == tanh_ops == 3  # the ops' own definitions, written out as numpy
+    assert backward.count("* (1.0 - v") == tanh_ops  # tanh's derivative, 1 - y^2, from Tanh.derivative
+    assert re.search(r"g\d+ = g\d+ @ v\d+\.T", backward)  # matmul's vjp: g W
+    assert "Products(" in backward  # dW_hh: one product over the steps (a lazy sum)
+    # Called, not written out: only the pick of the targets, which holds this call's integer argument.
+    assert backward.count(".vjp_term(") == 1 and "_tanh_" not in source
+    assert "_weight_hh" in backward and "v5_weight_hh" in forward  # named after the Values
     compile(source, "<test>", "exec")  # it is Python a reader can run
 
 

@@ -12,6 +12,7 @@ soon as its row has used it, as the loop did.
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from tinygrad_rnn.autograd import _run_hooks
 from tinygrad_rnn.guards import fill_template, same
+from tinygrad_rnn.inline import Emitter, Traced
 from tinygrad_rnn.ops import LazySum
 
 __all__ = ["compile_tape", "compile_levels", "FAILED"]
@@ -31,13 +33,14 @@ def _identifier(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
-def compile_tape(tape) -> tuple[str, object]:
+def compile_tape(tape, examples: dict) -> tuple[str, object]:
     """(source, function) for ``tape``: ``function(arrays)`` runs its forward and backward passes on
     this call's arrays and returns the loss's data; None when a read of data (a branch) differs from
-    the recording's, FAILED when an op's forward raised. The caller has checked the leaves (their
-    versions and kinds)."""
+    the recording's, FAILED when an op's forward raised. ``examples`` maps each slot to its data and
+    gradient on the recorded call: what the inliner (inline.py) decides the ops' branches by. The
+    caller has checked the leaves (their versions and kinds)."""
     namespace = {"np": np, "ndarray": np.ndarray, "LazySum": LazySum, "_run_hooks": _run_hooks, "_same": same,
-                 "FAILED": FAILED}
+                 "FAILED": FAILED, "_accumulate": _accumulate}
     names: dict = {}
 
     def bind(obj, stem: str) -> str:
@@ -60,6 +63,23 @@ def compile_tape(tape) -> tuple[str, object]:
         scope = tape.labels.get(slot, ("", ""))[0]
         return f"  # {scope}" if scope else ""
 
+    emitter = Emitter(namespace, bind)
+    rebound = {id(tape.ops[entry]) for entry, _, _ in tape.bindings}
+
+    def written(op, function, args, like, fallback: str) -> list[str]:
+        """The lines computing ``function(*args)`` (an op's forward or vjp), the last one
+        ``result = ...`` with the result as code: inlined from the op's definition where it can be
+        and the result is like the recorded one, else ``fallback``, a call of the method."""
+        if id(op) not in rebound:  # (an op holding an integer argument gets this call's: it is called)
+            emitter.lines = []
+            try:
+                result = emitter.call(function, *args)
+            except Exception:  # inline.Unsupported, or an example the evaluation refused: call the method
+                result = None
+            if type(result) is Traced and _alike(result.value, like):
+                return _tidy(emitter.lines + [f"result = {result.code}"])
+        return [f"result = {fallback}"]
+
     body = []
     for s, position in tape.arguments:
         body.append(f"{v(s)} = arrays[{position}]")
@@ -77,8 +97,11 @@ def compile_tape(tape) -> tuple[str, object]:
         args = ", ".join(v(i) for i in ins)
         if op.name == "detach":
             body.append(f"    {v(out)} = {args}  # detach: the same data, no gradient through it")
-        else:
-            body.append(f"    {v(out)} = {bind(op, op.name)}.forward({args}){comment(out)}")
+            continue
+        traced = [Traced(v(i), examples[i][0]) for i in ins]
+        lines = written(op, op, traced, examples[out][0], f"{bind(op, op.name)}.forward({args})")
+        lines[-1] = lines[-1].replace("result = ", f"{v(out)} = ", 1) + comment(out)
+        body.extend("    " + line for line in lines)
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
     for s, shape in tape.shape_checks:
@@ -106,26 +129,70 @@ def compile_tape(tape) -> tuple[str, object]:
                 body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
             body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
         if op is None:  # a leaf: its .grad is an array of its own
-            body.append(f"if type({g(s)}) is ndarray:")
-            body.append(f"    if id({g(s)}) in handed_out or {g(s)}.base is not None:")
-            body.append(f"        {g(s)} = {g(s)}.copy()")
-            body.append(f"    handed_out.add(id({g(s)}))")
-            body.append(f"{n}.grad = {g(s)} if {n}.grad is None else {n}.grad + {g(s)}")
+            body.append(f"_accumulate({n}, {g(s)}, handed_out)")
             continue
         name = bind(op, op.name)
-        inputs = "[" + ", ".join(v(i) for i in ins) + "]"
+        inputs = [Traced(v(i), examples[i][0]) for i in ins]
+        grad, out = Traced(g(s), examples[s][1]), Traced(v(s), examples[s][0])
         for k, parent in flows:
-            term = f"{name}.vjp_term({k}, {g(s)}, {v(s)}, {inputs})"
+            fallback = f"{name}.vjp_term({k}, {g(s)}, {v(s)}, [{', '.join(v(i) for i in ins)}])"
+            lines = written(op, op.vjp_term, (k, grad, out, inputs), examples[parent][0], fallback)
+            term = lines[-1].removeprefix("result = ")
             if parent in arrived:
-                body.append(f"{g(parent)} = {g(parent)} + {term}")
+                lines[-1] = f"{g(parent)} = {g(parent)} + {term}"
             else:
-                body.append(f"{g(parent)} = {term}{comment(parent)}")
+                lines[-1] = f"{g(parent)} = {term}{comment(parent)}"
                 arrived.add(parent)
+            body.extend(lines)
         body.append(f"del {g(s)}")
     body.append(f"return {v(root)}")
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]
+
+
+def _accumulate(leaf, grad, handed_out: set) -> None:
+    """A leaf's gradient added to its ``.grad``, as an array of its own (a copy when a hook or another
+    leaf has the array, or it is a view)."""
+    if type(grad) is np.ndarray:
+        if id(grad) in handed_out or grad.base is not None:
+            grad = grad.copy()
+        handed_out.add(id(grad))
+    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+
+
+def _alike(value, like) -> bool:
+    """Whether an inlined result is of the recorded kind (a gradient may be a lazy sum)."""
+    if isinstance(value, LazySum):
+        return True
+    return type(value) is type(like) and np.shape(value) == np.shape(like) and (
+        type(value) is not np.ndarray or value.dtype == like.dtype)
+
+
+def _tidy(lines: list[str]) -> list[str]:
+    """The lines as Python writes them (no extra parentheses), with each temporary the inliner made
+    that is read once put where it is read, and those read nowhere dropped."""
+    statements = ast.parse("\n".join(lines)).body
+    while True:
+        for i, statement in enumerate(statements[:-1]):
+            name = statement.targets[0].id
+            later = [n for s in statements[i + 1:] for n in ast.walk(s)
+                     if isinstance(n, ast.Name) and n.id == name]
+            if len(later) <= 1:
+                for s in statements[i + 1:]:
+                    _Substitute(name, statement.value).visit(s)
+                del statements[i]
+                break
+        else:
+            return [ast.unparse(s) for s in statements]
+
+
+class _Substitute(ast.NodeTransformer):
+    def __init__(self, name: str, value):
+        self.name, self.value = name, value
+
+    def visit_Name(self, node):
+        return self.value if node.id == self.name else node
 
 
 def _filler(attribute: str, template):

@@ -111,6 +111,7 @@ class Tape:
         # Each slot's Value: its name and the scope it was made in, for the compiled source's reader.
         made_by = {slot_of[id(out)]: out for _, _, out in records}
         self.labels = {s: (v.scope or "", v.name or "") for s, v in {**values, **made_by}.items()}
+        self._values = {**values, **made_by}  # until compiled: the recorded data and gradients are its examples
         positions = {id(a): i for i, a in enumerate(arguments) if isinstance(a, Value)}
         self.arguments, self.leaves = [], []
         for s in sorted(needed - set(made)):
@@ -141,15 +142,21 @@ class Tape:
             rows.append((s, op, () if op is None else recorded[made[s]][0], flows,
                          node if node.hooks or op is None else None))
         self.backward = [row + (row[0] in lazy,) for row in rows]
-        # Straight-line code compiles in about 25 us an op: past COMPILE_LIMIT ops (a scalar graph, a
-        # long LSTM) that is seconds. A scalar graph compiles by level instead (a few hundred numpy
-        # calls); anything else that long is not compiled, and each call runs fn eagerly.
+        self._scalar_graph = self._scalar(records)
+        self.source = self._compiled = None
+
+    def compile(self) -> None:
+        """Compile the tape, once eager backward has run on the recorded graph (its gradients show
+        the compiler their types and shapes). Straight-line code compiles in about 25 us an op: past
+        COMPILE_LIMIT ops (a scalar graph, a long LSTM) that is seconds. A scalar graph compiles by
+        level instead (a few hundred numpy calls); anything else that long is not compiled, and each
+        call runs fn eagerly."""
+        examples = {s: (v._data, v.grad) for s, v in self._values.items()}
+        del self._values
         if len(self.forward) <= COMPILE_LIMIT:
-            self.source, self._compiled = compile_tape(self)
-        elif self._scalar(records):
+            self.source, self._compiled = compile_tape(self, examples)
+        elif self._scalar_graph:
             self.source, self._compiled = compile_levels(self)
-        else:
-            self.source = self._compiled = None
 
     def _scalar(self, records: list) -> bool:
         """Whether every slot holds a Python float, every op is elementwise, and hooks sit only on
@@ -305,6 +312,7 @@ class Replay:
         tape = Tape(records, loss, arguments)
         tape.outside = outside
         loss.backward()
+        tape.compile()
         self.recordings += 1
         self.tapes[key] = tape
         self.tapes.move_to_end(key)
