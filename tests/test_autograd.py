@@ -22,7 +22,7 @@ from tinygrad_rnn import (
     softmax,
     stack,
 )
-from tinygrad_rnn.autograd import subgraph
+from tinygrad_rnn.functional import subgraph
 
 
 def test_fan_out_doubles_gradient():

@@ -18,8 +18,7 @@ import numpy as np
 from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
 
 __all__ = [
-    "STATE", "OBSERVED", "FromArgument", "no_grad", "enable_grad", "scope", "topological_order", "subgraph",
-    "backpropagate", "edge_vjp",
+    "STATE", "no_grad", "enable_grad", "scope", "topological_order", "backpropagate", "edge_vjp",
 ]
 
 
@@ -31,18 +30,7 @@ class _State(threading.local):
     grad_enabled = True
     scope = ""
     hook_node = None
-    tape = None  # a list while tinygrad_rnn.replay records a call: value.py appends (op, inputs, output)
-
-
-class FromArgument(np.ndarray):
-    """An integer or boolean argument of a replayed function, as the function sees it while its ops
-    are recorded: numpy keeps this class on what is computed from it (``ids + 1``, ``mask.sum()``),
-    so the recording can tell such an array, which it would freeze, from the argument itself."""
-
-
-# In a tape, the record of Python reading a Value's data (bool, item, a comparison): (OBSERVED, the
-# Values read, (how to read them again, what was read)), so a replay can check it reads the same.
-OBSERVED = object()
+    tape = None  # while tinygrad_rnn.replay records a call, its Recorder (guards.py): told of every op
 
 
 STATE = _State()
@@ -112,35 +100,18 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
 _made_at = operator.attrgetter("_made")
 
 
-def subgraph(outputs: Sequence, inputs: Sequence) -> list:
-    """The nodes on some path from an input to an output, parents first: all that a gradient of
-    ``outputs`` with respect to ``inputs`` needs. Computed once, it serves many seeds (one per row
-    of a Jacobian) without walking the rest of the graph again."""
-    reaches = {id(x) for x in inputs}
-    order = []
-    for node in topological_order(outputs, constants=True):  # an input may be a constant (h_0)
-        if id(node) in reaches or any(id(p) in reaches for p in node.parents):
-            reaches.add(id(node))
-            order.append(node)
-    return order
-
-
 def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = False, into_grad: bool = True,
                   order: Sequence | None = None, hooks: bool = True, wanted: Sequence = ()) -> dict:
     """The backward pass: the one loop that computes gradients.
 
-    Walks the nodes children-first (only those in ``order``, from ``subgraph``, when given); a
+    Walks the nodes children-first (only those in ``order``, parents first, when given); a
     node's gradient is complete when it comes up, so its hooks run then, before it flows to the
     parents through each op's vector-Jacobian product. With ``into_grad`` each gradient is added to
     its node's ``.grad`` (PyTorch's rule: they add up across calls until ``zero_grad``). Returns the
     complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it).
     """
     if STATE.tape is not None and not create_graph:
-        raise RuntimeError(
-            "replay: fn computes a gradient itself (backward or grad) while its ops are recorded; a replay "
-            "would not compute it again. Return the loss and let the replay backpropagate (or pass "
-            "create_graph=True, which records the backward pass as ops)"
-        )
+        STATE.tape.refuse_backward()  # a replay would not compute it again
     on_path = None if order is None else set(order)
     keep = set(wanted)
     pending, found = {}, {}

@@ -10,7 +10,8 @@ import numpy as np
 from tinygrad_rnn import autograd, ops
 from tinygrad_rnn.value import Value, _seed, apply, as_value
 
-__all__ = ["concat", "stack", "where", "maximum", "logsumexp", "softmax", "log_softmax", "grad", "zero_grad"]
+__all__ = ["concat", "stack", "where", "maximum", "logsumexp", "softmax", "log_softmax", "grad", "subgraph",
+           "zero_grad"]
 
 
 def concat(values: Sequence, axis: int = 0) -> Value:
@@ -77,12 +78,26 @@ def softmax(x: Value, axis: int = -1) -> Value:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def subgraph(outputs: Sequence, inputs: Sequence) -> list:
+    """The nodes on some path from an input to an output, parents first: all that a gradient of
+    ``outputs`` with respect to ``inputs`` needs. Computed once, it serves many seeds (one per row
+    of a Jacobian) without walking the rest of the graph again."""
+    reaches = {id(x) for x in inputs}
+    order = []
+    for node in autograd.topological_order(outputs, constants=True):  # an input may be a constant (h_0)
+        if id(node) in reaches or any(id(p) in reaches for p in node.parents):
+            reaches.add(id(node))
+            order.append(node)
+    return order
+
+
+
 def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None, hooks: bool = True) -> list:
     """d(outputs)/d(inputs), weighted by ``grad_outputs``, returned without touching any ``.grad``.
 
     The one public gradient function. Accepts one Value or a sequence for ``outputs`` and ``inputs``;
     returns a list with one gradient per input (zeros for an input the outputs do not depend on).
-    Pass ``order=subgraph(outputs, inputs)`` (from tinygrad_rnn.autograd) to reuse one walk for
+    Pass ``order=subgraph(outputs, inputs)`` (below) to reuse one walk for
     many seeds, as Jacobians do; there an input may also be a constant, such as a zero initial
     state. ``hooks=False`` skips hooks.
     """

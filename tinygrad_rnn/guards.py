@@ -6,17 +6,55 @@ stale (docs/replay.md, "Guards"):
 - ``bindings``: the ops that hold an integer or boolean argument (an index, a target, a mask) as a
   parameter, which a replay hands this call's array (``Argument`` markers, ``fill_template``);
 - ``refuse_derived``: an op holding an array numpy computed from such an argument inside ``fn``;
-- ``same``: whether a read of data (a branch, a number) gives what the recording read.
+- ``same``: whether a read of data (a branch, a number) gives what the recording read;
+- ``Recorder``: the list the engine appends every op to while a call is recorded.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_rnn.autograd import FromArgument
 from tinygrad_rnn.value import Value
 
-__all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same"]
+__all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same", "Recorder",
+           "FromArgument", "OBSERVED"]
+
+
+class FromArgument(np.ndarray):
+    """An integer or boolean argument of a replayed function, as the function sees it while its ops
+    are recorded: numpy keeps this class on what is computed from it (``ids + 1``, ``mask.sum()``),
+    so the recording can tell such an array, which it would freeze, from the argument itself."""
+
+
+# In a recording, Python reading a Value's data (bool, item, a comparison): (OBSERVED, the Values
+# read, (how to read them again, the other operand, what was read)), so a replay can read it again.
+OBSERVED = object()
+
+
+class Recorder(list):
+    """While ``replay`` records a call, ``autograd.STATE.tape`` holds one: the engine tells it of
+    every op applied (``record``), every cut (``detach``, as an op None) and every read of data
+    (``observe``); it keeps them as (op, input Values, output Value) in the order they ran."""
+
+    def record(self, op, inputs: tuple, values: tuple, node) -> None:
+        for x in inputs:  # (``inputs`` as given, before numbers and arrays became constant Values)
+            if isinstance(x, FromArgument):
+                raise ValueError(
+                    f"replay: {op.name} takes as data an integer or boolean argument of fn, or an array computed "
+                    f"from one with numpy (shape {x.shape}); a replay would reuse this call's. Pass it as a float "
+                    "array, or compute it outside fn and pass that in")
+        self.append((op, values, node))
+
+    def observe(self, read, value, other, result) -> None:
+        inputs = (value,) if not isinstance(other, Value) else (value, other)
+        constant = None if other is None or isinstance(other, Value) else getattr(other, "data", other)
+        self.append((OBSERVED, inputs, (read, constant, result.copy() if isinstance(result, np.ndarray) else result)))
+
+    def refuse_backward(self) -> None:
+        raise RuntimeError(
+            "replay: fn computes a gradient itself (backward or grad) while its ops are recorded; a replay "
+            "would not compute it again. Return the loss and let the replay backpropagate (or pass "
+            "create_graph=True, which records the backward pass as ops)")
 
 
 def outside_state(fn) -> tuple:

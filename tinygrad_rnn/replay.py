@@ -22,9 +22,18 @@ from collections.abc import Callable
 import numpy as np
 
 from tinygrad_rnn import autograd
-from tinygrad_rnn.autograd import OBSERVED, STATE, FromArgument
+from tinygrad_rnn.autograd import STATE
 from tinygrad_rnn.compile import FAILED, compile_levels, compile_tape
-from tinygrad_rnn.guards import bindings, fill_template, markers, outside_state, refuse_derived
+from tinygrad_rnn.guards import (
+    OBSERVED,
+    FromArgument,
+    Recorder,
+    bindings,
+    fill_template,
+    markers,
+    outside_state,
+    refuse_derived,
+)
 from tinygrad_rnn.ops import Elementwise
 from tinygrad_rnn.value import Value, _as_data, as_value
 
@@ -299,7 +308,7 @@ class Replay:
                 # for its second place, so the tape knows which place an op read (by its memory)
                 twice = any(a is b for b in arrays[:k])
                 arguments.append((a.copy() if twice else a).view(FromArgument))
-        previous, STATE.tape = STATE.tape, []
+        previous, STATE.tape = STATE.tape, Recorder()
         try:
             loss = self.fn(*arguments)
             records = STATE.tape

@@ -82,8 +82,6 @@ def apply(op: ops.Op, *inputs) -> Value:
     values = inputs
     for x in inputs:
         if not isinstance(x, Value):
-            if STATE.tape is not None:
-                _refuse_argument_data(op, inputs)
             values = tuple([as_value(x) for x in inputs])
             break
     try:
@@ -106,20 +104,8 @@ def apply(op: ops.Op, *inputs) -> Value:
     if node is None:
         node = _node(data, None, (), False)
     if state.tape is not None:  # tinygrad_rnn.replay is recording: every op, with or without a gradient
-        state.tape.append((op, values, node))
+        state.tape.record(op, inputs, values, node)
     return node
-
-
-def _refuse_argument_data(op: ops.Op, inputs: tuple) -> None:
-    """While a replay records: an integer or boolean argument, or an array numpy computed from one,
-    used as an op's data would be frozen into the recording as a constant."""
-    for x in inputs:
-        if isinstance(x, autograd.FromArgument):
-            raise ValueError(
-                f"replay: {op.name} takes as data an integer or boolean argument of fn, or an array computed "
-                f"from one with numpy (shape {x.shape}); a replay would reuse this call's. Pass it as a float "
-                "array, or compute it outside fn and pass that in"
-            )
 
 
 def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
@@ -156,13 +142,9 @@ def _observed(read: Callable, value: Value, other=None):
     """``read(value.data[, other])``: Python looking at a Value's data. While a replay records, the
     read goes on the tape, so that a replay can check it would read the same (a branch taken on a
     Value, a number taken out of one) instead of silently following the recorded outcome."""
-    args = (value._data,) if other is None else (value._data, ops.raw(other))
-    result = read(*args)
+    result = read(value._data) if other is None else read(value._data, ops.raw(other))
     if STATE.tape is not None:
-        inputs = (value,) if not isinstance(other, Value) else (value, other)
-        constant = None if other is None or isinstance(other, Value) else ops.raw(other)
-        seen = result.copy() if isinstance(result, np.ndarray) else result
-        STATE.tape.append((autograd.OBSERVED, inputs, (read, constant, seen)))
+        STATE.tape.observe(read, value, other, result)
     return result
 
 
@@ -172,6 +154,23 @@ ops.Op.record = apply  # an op called on Values records a node; the ops themselv
 _ADD, _SUB, _MUL, _DIV, _NEG = ops.Add(), ops.Sub(), ops.Mul(), ops.Div(), ops.Neg()
 _EXP, _LOG, _TANH, _SIGMOID, _RELU = ops.Exp(), ops.Log(), ops.Tanh(), ops.Sigmoid(), ops.Relu()
 _ABS, _MATMUL, _POW = ops.Abs(), ops.MatMul(), ops.Pow()
+
+
+def _function(op: ops.Op):
+    """``value.tanh()`` as a method recording ``op``."""
+    return lambda self: apply(op, self)
+
+
+def _comparison(compare):
+    """``value < other`` as a method: plain boolean data, read (and, while a replay records, observed)."""
+    return lambda self, other: _observed(compare, self, other)
+
+
+def _operator(op: ops.Op, reflected: bool = False):
+    """``value + other`` (or, reflected, ``other + value``) as a method recording ``op``."""
+    if reflected:
+        return lambda self, other: apply(op, other, self)
+    return lambda self, other: apply(op, self, other)
 
 
 class Value:
@@ -272,35 +271,11 @@ class Value:
 
     # ---- arithmetic (numbers and arrays on either side become constants) ----------------------
 
-    def __add__(self, other):
-        return apply(_ADD, self, other)
-
-    def __radd__(self, other):
-        return apply(_ADD, other, self)
-
-    def __sub__(self, other):
-        return apply(_SUB, self, other)
-
-    def __rsub__(self, other):
-        return apply(_SUB, other, self)
-
-    def __mul__(self, other):
-        return apply(_MUL, self, other)
-
-    def __rmul__(self, other):
-        return apply(_MUL, other, self)
-
-    def __truediv__(self, other):
-        return apply(_DIV, self, other)
-
-    def __rtruediv__(self, other):
-        return apply(_DIV, other, self)
-
-    def __matmul__(self, other):
-        return apply(_MATMUL, self, other)
-
-    def __rmatmul__(self, other):
-        return apply(_MATMUL, other, self)
+    __add__, __radd__ = _operator(_ADD), _operator(_ADD, reflected=True)
+    __sub__, __rsub__ = _operator(_SUB), _operator(_SUB, reflected=True)
+    __mul__, __rmul__ = _operator(_MUL), _operator(_MUL, reflected=True)
+    __truediv__, __rtruediv__ = _operator(_DIV), _operator(_DIV, reflected=True)
+    __matmul__, __rmatmul__ = _operator(_MATMUL), _operator(_MATMUL, reflected=True)
 
     def __neg__(self):
         return apply(_NEG, self)
@@ -320,18 +295,8 @@ class Value:
 
     # Comparisons are not differentiable: they give plain boolean data (for masks and `where`).
     # __eq__ stays identity so that Values can be dict keys and set members.
-    def __lt__(self, other):
-        return _observed(operator.lt, self, other)
-
-    def __le__(self, other):
-        return _observed(operator.le, self, other)
-
-    def __gt__(self, other):
-        return _observed(operator.gt, self, other)
-
-    def __ge__(self, other):
-        return _observed(operator.ge, self, other)
-
+    __lt__, __le__ = _comparison(operator.lt), _comparison(operator.le)
+    __gt__, __ge__ = _comparison(operator.gt), _comparison(operator.ge)
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
@@ -343,26 +308,11 @@ class Value:
 
     # ---- elementwise functions ----------------------------------------------------------------
 
-    def exp(self):
-        return apply(_EXP, self)
-
-    def log(self):
-        return apply(_LOG, self)
-
-    def tanh(self):
-        return apply(_TANH, self)
-
-    def sigmoid(self):
-        return apply(_SIGMOID, self)
-
-    def relu(self):
-        return apply(_RELU, self)
+    exp, log, tanh = _function(_EXP), _function(_LOG), _function(_TANH)
+    sigmoid, relu, abs = _function(_SIGMOID), _function(_RELU), _function(_ABS)
 
     def leaky_relu(self, slope: float = 0.01):
         return apply(ops.LeakyRelu(slope), self)
-
-    def abs(self):
-        return apply(_ABS, self)
 
     def clip(self, lo=None, hi=None):
         return apply(ops.Clip(lo, hi), self)
@@ -402,7 +352,7 @@ class Value:
         cut = _node(self.data, None, (), False)
         cut.name = self.name
         if STATE.tape is not None:  # tinygrad_rnn.replay is recording: the cut's data follows self's
-            STATE.tape.append((None, (self,), cut))
+            STATE.tape.record(None, (self,), (self,), cut)
         return cut
 
     def backward(self, grad=None, create_graph: bool = False) -> None:
