@@ -10,7 +10,8 @@ the same weights and data for every contender:
 - engine replayed: the same function through ``tinygrad_rnn.replay`` (when the engine has it);
 - numpy: a tight hand-written BPTT, the limit an engine could approach: the input projection and the
   output layer for all steps at once, only h_t W_hh^T inside the forward loop and only
-  dL/da_t W_hh inside the backward loop, dW_hh as one matmul over the stacked states;
+  dL/da_t W_hh inside the backward loop, W_hh^T made contiguous once, tanh's derivative for all steps
+  at once, dW_hh as one matmul over the stacked states;
 - torch eager: PyTorch's eager loop, ``nn.RNNCell`` and ``nn.Linear`` (the goals' reference), and
   "torch eager, ops", the engine's ops written in torch (skipped when torch is not importable;
   torch is never a dependency of the project).
@@ -141,7 +142,7 @@ def numpy_step(weights, inputs, targets):
         projected = (X @ W_ih.T + (b_ih + b_hh)).reshape(T, B, H)
         hs = np.empty((T + 1, B, H), W_hh.dtype)
         hs[0] = 0.0
-        W_hh_T = W_hh.T
+        W_hh_T = np.ascontiguousarray(W_hh.T)  # once per step: BLAS is faster on a contiguous operand
         for t in range(T):
             np.tanh(projected[t] + hs[t] @ W_hh_T, out=hs[t + 1])
         hidden = hs[1:].reshape(T * B, H)

@@ -22,6 +22,8 @@ from tinygrad_rnn.autograd import _run_hooks
 from tinygrad_rnn.guards import fill_template, same
 from tinygrad_rnn.inline import Emitter, Traced
 from tinygrad_rnn.ops import LazySum
+from tinygrad_rnn.ops.movement import Scattered
+from tinygrad_rnn.ops.reduce import Products
 
 __all__ = ["compile_tape", "compile_levels", "FAILED"]
 
@@ -66,10 +68,11 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     emitter = Emitter(namespace, bind)
     rebound = {id(tape.ops[entry]) for entry, _, _ in tape.bindings}
 
-    def written(op, function, args, like, fallback: str) -> list[str]:
-        """The lines computing ``function(*args)`` (an op's forward or vjp), the last one
-        ``result = ...`` with the result as code: inlined from the op's definition where it can be
-        and the result is like the recorded one, else ``fallback``, a call of the method."""
+    def written(op, function, args, like, fallback: str) -> tuple[list[str], object]:
+        """(lines, value): the lines computing ``function(*args)`` (an op's forward or vjp), the last
+        one ``result = ...`` with the result as code, and the result on the recorded call. Inlined
+        from the op's definition where it can be and the result is like the recorded one; else
+        ``fallback``, a call of the method, whose result is not known (None)."""
         if id(op) not in rebound:  # (an op holding an integer argument gets this call's: it is called)
             emitter.lines = []
             try:
@@ -77,8 +80,8 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             except Exception:  # inline.Unsupported, or an example the evaluation refused: call the method
                 result = None
             if type(result) is Traced and _alike(result.value, like):
-                return _tidy(emitter.lines + [f"result = {result.code}"])
-        return [f"result = {fallback}"]
+                return _tidy(emitter.lines + [f"result = {result.code}"]), result.value
+        return [f"result = {fallback}"], None
 
     body = []
     for s, position in tape.arguments:
@@ -93,14 +96,23 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
         body.append(f"{name} = {bind(_filler(attribute, template), 'fill')}(_recorded{name}, arrays)")
     body.append("# ---- forward ----")
     body.append("try:")
+    stacked, stacks = _stacks(tape, examples)  # slot -> (buffer, row) for the stacks' rows; stack -> buffer
+    transposed = _reused_transposes(tape, examples)  # W^T's slot -> W's slot, for a weight used at every step
     for op, ins, out in tape.forward:
         args = ", ".join(v(i) for i in ins)
         if op.name == "detach":
             body.append(f"    {v(out)} = {args}  # detach: the same data, no gradient through it")
             continue
+        if out in stacks:
+            body.append(f"    {v(out)} = {bind(stacks[out], 'stacked')}  # stack: each row written as it was made")
+            continue
         traced = [Traced(v(i), examples[i][0]) for i in ins]
-        lines = written(op, op, traced, examples[out][0], f"{bind(op, op.name)}.forward({args})")
+        lines, _ = written(op, op, traced, examples[out][0], f"{bind(op, op.name)}.forward({args})")
         lines[-1] = lines[-1].replace("result = ", f"{v(out)} = ", 1) + comment(out)
+        if out in transposed:  # made contiguous once: a matmul with a transposed view is slower
+            lines[-1] = f"{v(out)} = np.ascontiguousarray({lines[-1].partition(' = ')[2]})"
+        if out in stacked:
+            lines.append(f"{bind(stacked[out][0], 'stacked')}[{stacked[out][1]}] = {v(out)}")
         body.extend("    " + line for line in lines)
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
@@ -112,48 +124,256 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
         body.append(f"if not _same({bind(read, 'read')}({', '.join(args)}), {bind(seen, 'seen')}):")
         body.append("    return None  # fn read other data this time: record again")
     body.append("# ---- backward: each node once, children before parents (BPTT: the last step first) ----")
+    hoisted_at = len(body)  # (where the expressions the backward pass hoists are computed)
     root = tape.root
     body.append(f"{g(root)} = 1.0 if type({v(root)}) is float else np.ones({v(root)}.shape, {v(root)}.dtype)")
-    body.append("handed_out = set()")
-    arrived = {root}
-    for s, op, ins, flows, node, lazy in tape.backward:
-        if s not in arrived:
-            continue  # no gradient reaches it (the loop skips it too)
-        if lazy:
-            body.append(f"if isinstance({g(s)}, LazySum):")
-            body.append(f"    {g(s)} = {g(s)}.total()")
-        if node is not None:
-            n = bind(node, "node")
-            body.append(f"if {n}.hooks:")
-            if op is not None:
-                body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
-            body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
-        if op is None:  # a leaf: its .grad is an array of its own
-            body.append(f"_accumulate({n}, {g(s)}, handed_out)")
-            continue
-        name = bind(op, op.name)
+    # First the terms: each edge's vjp, written out, and what arrives at each slot in order.
+    terms, arriving, reached = {}, {}, {root}
+    for row, (s, op, ins, flows, _, _) in enumerate(tape.backward):
+        if s not in reached or op is None:
+            continue  # no gradient reaches it (the loop skips it too), or a leaf
         inputs = [Traced(v(i), examples[i][0]) for i in ins]
         grad, out = Traced(g(s), examples[s][1]), Traced(v(s), examples[s][0])
         for k, parent in flows:
-            fallback = f"{name}.vjp_term({k}, {g(s)}, {v(s)}, [{', '.join(v(i) for i in ins)}])"
-            lines = written(op, op.vjp_term, (k, grad, out, inputs), examples[parent][0], fallback)
+            fallback = f"{bind(op, op.name)}.vjp_term({k}, {g(s)}, {v(s)}, [{', '.join(v(i) for i in ins)}])"
+            terms[row, k] = written(op, op.vjp_term, (k, grad, out, inputs), examples[parent][0], fallback)
+            arriving.setdefault(parent, []).append(terms[row, k][1])
+            reached.add(parent)
+    plans = {s: _plan(values, examples[s][0]) for s, values in arriving.items()}
+    # A buffer is never a leaf's gradient, nor one a hook is shown (it marks it read-only).
+    exposed = {s for s, op, _, _, node, _ in tape.backward if op is None or node is not None}
+    plans = {s: plan for s, plan in plans.items() if plan is not None and not (plan[0] == "rows" and s in exposed)}
+    body.append("handed_out = set()")
+    seen = {}  # slot -> how many terms have arrived
+    for row, (s, op, _, flows, node, _) in enumerate(tape.backward):
+        if s not in reached:
+            continue
+        if s in plans:
+            body.extend(_complete(g(s), plans[s], bind))
+        elif arriving.get(s) and any(t is None or isinstance(t, LazySum) for t in arriving[s]):
+            body.append(f"if isinstance({g(s)}, LazySum):")  # a sum kept as its terms (Products, Scattered)
+            body.append(f"    {g(s)} = {g(s)}.total()")
+        if op is None:  # a leaf: its hooks, then its .grad, an array of its own
+            name = f"{tape.labels.get(s, ('', ''))[1]}_leaf" if tape.labels.get(s, ("", ""))[1] else "leaf"
+            body.append(f"_accumulate({bind(node, name)}, {g(s)}, handed_out)")
+            continue
+        if node is not None:
+            n = bind(node, "node")
+            body.append(f"if {n}.hooks:")
+            body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
+            body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
+        for k, parent in flows:
+            lines, value = terms[row, k]
             term = lines[-1].removeprefix("result = ")
-            if parent in arrived:
+            i = seen[parent] = seen.get(parent, -1) + 1
+            if parent in plans:
+                lines[-1:] = _into_rows(g(parent), term, plans[parent], i, bind)
+            elif i:
                 lines[-1] = f"{g(parent)} = {g(parent)} + {term}"
             else:
                 lines[-1] = f"{g(parent)} = {term}{comment(parent)}"
-                arrived.add(parent)
             body.extend(lines)
         body.append(f"del {g(s)}")
     body.append(f"return {v(root)}")
+    rows = {v(slot): (bind(buffer, "stacked"), row) for slot, (buffer, row) in stacked.items()}
+    body[hoisted_at:] = _hoist(body[hoisted_at:], rows)
+    body[hoisted_at:] = _untranspose(body[hoisted_at:], {v(t): v(w) for t, w in transposed.items()})
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]
 
 
+# ---- the memory plan: a slot's gradient summed from terms written into rows of buffers ------------
+#
+# A weight used at every time step gets one product a_t^T g_t per step (MatMul's vjp keeps them as
+# ``Products``), and an array read row by row (X[t]) gets one scattered row per step (``Scattered``).
+# Eager mode collects those terms at run time; the compiled code knows them all when compiling, so
+# each term is written into the rows of buffers made once for the recording (they live across calls:
+# no page faults, no lists of terms), and the sum is one matmul over the rows (in the blocks that
+# ``Products.total`` uses, so the floats are the same) or the filled buffer itself.
+
+
+def _stacks(tape, examples: dict) -> tuple[dict, dict]:
+    """({slot: (buffer, row)}, {stack's slot: buffer}) for each stack along axis 0 of distinct op
+    results of one shape and dtype (an RNN's hidden states): each is written into its row of one
+    buffer as soon as it is made, and the stack is the buffer, with no copy at the end."""
+    made = {out for _, _, out in tape.forward}
+    stacked, stacks = {}, {}
+    for op, ins, out in tape.forward:
+        if op.name != "stack" or op.axis != 0 or len(set(ins)) != len(ins) or not set(ins) <= made:
+            continue
+        rows = [examples[i][0] for i in ins]
+        like = examples[out][0]
+        if any(type(r) is not np.ndarray or r.shape != like.shape[1:] or r.dtype != like.dtype for r in rows):
+            continue
+        if any(i in stacked for i in ins):
+            continue  # (a state in two stacks keeps its first)
+        stacks[out] = buffer = np.empty(like.shape, like.dtype)
+        stacked.update((i, (buffer, row)) for row, i in enumerate(ins))
+    return stacked, stacks
+
+
+def _plan(values: list, like):
+    """How the terms ``values`` arriving at a slot are summed: ("product",) for one matmul's a^T g,
+    ("products", rows of a, rows of g, blocks) or ("rows", buffer), or None (as they come)."""
+    if len(values) == 1 and type(values[0]) is Products:
+        return ("product",)
+    if len(values) < 2 or any(type(t) is not type(values[0]) for t in values):
+        return None
+    if type(values[0]) is Products:
+        a, g = [t.terms[0][0] for t in values], [t.terms[0][1] for t in values]
+        if any(x.shape != a[0].shape for x in a) or any(x.shape != g[0].shape for x in g) or a[0].ndim != 2:
+            return None
+        blocks, start, rows = [], 0, 0
+        for end in range(1, len(a) + 1):  # Products.total's blocks
+            rows += a[0].shape[0]
+            if rows >= Products.BLOCK_ROWS or end == len(a):
+                blocks.append((start, end))
+                start, rows = end, 0
+        return ("products", np.empty((len(a), *a[0].shape), np.result_type(*a)),
+                np.empty((len(g), *g[0].shape), np.result_type(*g)), blocks)
+    if type(values[0]) is Scattered:
+        rows = [t.terms[0][0] for t in values]
+        shape = values[0].terms[0][1]
+        if not shape or sorted(r for r in rows if type(r) is int) != list(range(shape[0])) or len(rows) != shape[0]:
+            return None
+        return ("rows", np.empty(shape, np.result_type(*[t.terms[0][2] for t in values], np.float32)))
+    return None
+
+
+def _into_rows(name: str, term: str, plan: tuple, i: int, bind) -> list[str]:
+    """The lines writing the i-th term (its code: ``Products(a, g)``, ``Scattered(index, shape, g)``)
+    into the plan's buffers."""
+    call = ast.parse(term, mode="eval").body
+    args = [ast.unparse(a) for a in call.args]
+    if plan[0] == "product":  # (Products.total of one term)
+        return [f"{name} = {args[0]}.T @ {args[1]}"]
+    if plan[0] == "products":
+        return [f"{bind(plan[1], 'a_rows')}[{i}] = {args[0]}", f"{bind(plan[2], 'g_rows')}[{i}] = {args[1]}"]
+    return [f"{bind(plan[1], 'rows')}[{args[0]}] = {args[2]}"]
+
+
+def _complete(name: str, plan: tuple, bind) -> list[str]:
+    """The line making the slot's gradient from the buffers, once every term is in."""
+    if plan[0] == "product":
+        return []
+    if plan[0] == "rows":
+        return [f"{name} = {bind(plan[1], 'rows')}  # every row written in place"]
+    a, g = bind(plan[1], "a_rows"), bind(plan[2], "g_rows")
+    k, m = plan[1].shape[-1], plan[2].shape[-1]
+    blocks = [f"{a}[{s}:{e}].reshape(-1, {k}).T @ {g}[{s}:{e}].reshape(-1, {m})" if e - s > 1
+              else f"{a}[{s}].T @ {g}[{s}]" for s, e in plan[3]]
+    lines = [f"{name} = {blocks[0]}  # the sum of a_t^T g_t over the rows: one matmul"]
+    lines += [f"np.add({name}, {b}, out={name})" for b in blocks[1:]]
+    return lines
+
+
+def _reused_transposes(tape, examples: dict) -> dict:
+    """{W^T's slot: W's slot} for each transpose of a matrix that two or more matmuls read: made
+    contiguous once per call, and in the backward pass (W^T)^T is W itself, not a view of the copy.
+    Contiguous operands take BLAS's other path, which may round the last bit otherwise: here the
+    compiled code's floats agree with eager mode's to rounding, not bit for bit."""
+    readers: dict = {}
+    for op, ins, _ in tape.forward:
+        if op.name == "matmul":
+            for i in set(ins):
+                readers[i] = readers.get(i, 0) + 1
+    found = {}
+    for op, ins, out in tape.forward:
+        matrix = examples[ins[0]][0] if ins else None
+        if (op.name == "transpose" and op.axes == (1, 0) and readers.get(out, 0) >= 2
+                and type(matrix) is np.ndarray and matrix.flags.c_contiguous):
+            found[out] = ins[0]
+    return found
+
+
+def _untranspose(lines: list[str], transposed: dict) -> list[str]:
+    """The lines with ``v6.T`` read as ``v5`` where v6 is the contiguous copy of v5's transpose."""
+    if not transposed:
+        return lines
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, transposed)) + r")\.T\b")
+    return [pattern.sub(lambda m: transposed[m.group(1)], line) for line in lines]
+
+
+_ELEMENTWISE = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub)
+
+
+def _hoist(lines: list[str], rows: dict) -> list[str]:
+    """The backward lines, with each elementwise expression that reads only one row of a stack's
+    buffer (``1.0 - v16 * v16``, tanh's derivative at h_1), and is read the same way for two rows or
+    more, computed once over the whole buffer before the loop (``_slope_1 = 1.0 - _rows_17 *
+    _rows_17``) and read as a row of it (``_slope_1[0]``): elementwise, so the same floats."""
+
+    def row_of(node):
+        """(buffer, row) when ``node`` is elementwise and reads one row only, else None."""
+        names = set()
+        for part in ast.walk(node):
+            if isinstance(part, ast.Name):
+                names.add(part.id)
+            elif isinstance(part, (ast.BinOp, ast.UnaryOp)):
+                if not isinstance(part.op, _ELEMENTWISE):
+                    return None
+            elif not (isinstance(part, ast.Constant) and type(part.value) in (int, float)) and not isinstance(
+                    part, (ast.Load, ast.operator, ast.unaryop)):
+                return None
+        places = {rows.get(name) for name in names}
+        return places.pop() if len(places) == 1 and None not in places and len(names) == 1 else None
+
+    parsed, found = [], {}
+    for line in lines:
+        code, _, note = line.partition("  # ")
+        try:
+            statement = ast.parse(code).body
+        except SyntaxError:
+            statement = None
+        if not statement or len(statement) != 1 or not isinstance(statement[0], ast.Assign) or line.startswith(" "):
+            parsed.append((line, None, None))
+            continue
+        pending = [statement[0].value]
+        while pending:  # outermost first: an expression hoisted whole is not hoisted in parts too
+            node = pending.pop()
+            if isinstance(node, (ast.BinOp, ast.UnaryOp)) and row_of(node):
+                found.setdefault(_template(node, row_of(node)[0]), set()).add(row_of(node)[1])
+            else:
+                pending.extend(ast.iter_child_nodes(node))
+        parsed.append((line, statement[0], note))
+    names = {template: f"_hoisted_{i}" for i, template in enumerate(t for t, r in found.items() if len(r) > 1)}
+    out = [f"{name} = {template}  # computed once for every row" for template, name in names.items()]
+    for line, statement, note in parsed:
+        if statement is None or not names:
+            out.append(line)
+            continue
+        statement = _Hoisted(row_of, names).visit(statement)
+        out.append(ast.unparse(statement) + (f"  # {note}" if note else ""))
+    return out
+
+
+def _template(node, buffer: str) -> str:
+    """An expression reading one row, written over the whole buffer instead."""
+    name = next(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+    return ast.unparse(_Substitute(name, ast.Name(buffer)).visit(ast.parse(ast.unparse(node))))
+
+
+class _Hoisted(ast.NodeTransformer):
+    """Replaces each hoisted expression by its row of the hoisted array (outermost first)."""
+
+    def __init__(self, row_of, names: dict):
+        self.row_of, self.names = row_of, names
+
+    def generic_visit(self, node):
+        if isinstance(node, (ast.BinOp, ast.UnaryOp)) and self.row_of(node):
+            buffer, row = self.row_of(node)
+            template = _template(node, buffer)
+            if template in self.names:
+                return ast.parse(f"{self.names[template]}[{row}]", mode="eval").body
+        return super().generic_visit(node)
+
+
 def _accumulate(leaf, grad, handed_out: set) -> None:
-    """A leaf's gradient added to its ``.grad``, as an array of its own (a copy when a hook or another
-    leaf has the array, or it is a view)."""
+    """A leaf's hooks run on its gradient, which is then added to its ``.grad`` as an array of its
+    own (a copy when a hook or another leaf has the array, or it is a view, or a buffer's)."""
+    if leaf.hooks:
+        grad = _run_hooks(leaf, grad, handed_out)
     if type(grad) is np.ndarray:
         if id(grad) in handed_out or grad.base is not None:
             grad = grad.copy()
