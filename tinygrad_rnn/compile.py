@@ -68,11 +68,12 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     emitter = Emitter(namespace, bind)
     rebound = {id(tape.ops[entry]) for entry, _, _ in tape.bindings}
 
-    def written(op, function, args, like, fallback: str) -> tuple[list[str], object]:
-        """(lines, value): the lines computing ``function(*args)`` (an op's forward or vjp), the last
-        one ``result = ...`` with the result as code, and the result on the recorded call. Inlined
-        from the op's definition where it can be and the result is like the recorded one; else
-        ``fallback``, a call of the method, whose result is not known (None)."""
+    def written(op, function, args, like, fallback: str) -> tuple[list[str], object, bool]:
+        """(lines, value, known): the lines computing ``function(*args)`` (an op's forward or vjp),
+        the last one ``result = ...`` with the result as code; the result on the recorded call; and
+        whether it is known when compiling (it depends on no data: the loss's seed, spread back
+        through a sum). Inlined from the op's definition where it can be and the result is like the
+        recorded one; else ``fallback``, a call of the method, whose result is not known (None)."""
         if id(op) not in rebound:  # (an op holding an integer argument gets this call's: it is called)
             emitter.lines = []
             try:
@@ -80,8 +81,10 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             except Exception:  # inline.Unsupported, or an example the evaluation refused: call the method
                 result = None
             if type(result) is Traced and _alike(result.value, like):
-                return _tidy(emitter.lines + [f"result = {result.code}"]), result.value
-        return [f"result = {fallback}"], None
+                return _tidy(emitter.lines + [f"result = {result.code}"]), result.value, False
+            if result is not None and type(result) is not Traced and _alike(result, like):
+                return [f"result = {emitter.code(result)}"], result, True
+        return [f"result = {fallback}"], None, False
 
     body = []
     for s, position in tape.arguments:
@@ -107,12 +110,12 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             body.append(f"    {v(out)} = {bind(stacks[out], 'stacked')}  # stack: each row written as it was made")
             continue
         traced = [Traced(v(i), examples[i][0]) for i in ins]
-        lines, _ = written(op, op, traced, examples[out][0], f"{bind(op, op.name)}.forward({args})")
+        lines, _, _ = written(op, op, traced, examples[out][0], f"{bind(op, op.name)}.forward({args})")
         lines[-1] = lines[-1].replace("result = ", f"{v(out)} = ", 1) + comment(out)
         if out in transposed:  # made contiguous once: a matmul with a transposed view is slower
             lines[-1] = f"{v(out)} = np.ascontiguousarray({lines[-1].partition(' = ')[2]})"
         if out in stacked:
-            lines.append(f"{bind(stacked[out][0], 'stacked')}[{stacked[out][1]}] = {v(out)}")
+            lines[-1:] = _written_into(lines[-1], f"{bind(stacked[out][0], 'stacked')}[{stacked[out][1]}]", v(out))
         body.extend("    " + line for line in lines)
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
@@ -126,24 +129,38 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     body.append("# ---- backward: each node once, children before parents (BPTT: the last step first) ----")
     hoisted_at = len(body)  # (where the expressions the backward pass hoists are computed)
     root = tape.root
-    body.append(f"{g(root)} = 1.0 if type({v(root)}) is float else np.ones({v(root)}.shape, {v(root)}.dtype)")
+    # The seed, dL/dL, is known when compiling (ones like the loss, as eager backward makes it), and so
+    # is what a sum spreads of it, unless a hook may change it.
+    loss = examples[root][0]
+    seed = 1.0 if type(loss) is float else np.ones(np.shape(loss), np.result_type(loss))
+    known, constants = {}, []  # slot -> its gradient, when known; the arrays that are such gradients
+    if all(node is None for s, _, _, _, node, _ in tape.backward if s == root):
+        known[root] = seed
+    body.append(f"{g(root)} = {emitter.code(seed)}  # dL/dL")
     # First the terms: each edge's vjp, written out, and what arrives at each slot in order.
     terms, arriving, reached = {}, {}, {root}
-    for row, (s, op, ins, flows, _, _) in enumerate(tape.backward):
+    for row, (s, op, ins, flows, node, _) in enumerate(tape.backward):
         if s not in reached or op is None:
             continue  # no gradient reaches it (the loop skips it too), or a leaf
+        if s != root and len(arriving[s]) == 1 and terms[arriving[s][0]][2] and node is None:
+            known[s] = terms[arriving[s][0]][1]
         inputs = [Traced(v(i), examples[i][0]) for i in ins]
-        grad, out = Traced(g(s), examples[s][1]), Traced(v(s), examples[s][0])
+        grad, out = known.get(s, Traced(g(s), examples[s][1])), Traced(v(s), examples[s][0])
         for k, parent in flows:
             fallback = f"{bind(op, op.name)}.vjp_term({k}, {g(s)}, {v(s)}, [{', '.join(v(i) for i in ins)}])"
             terms[row, k] = written(op, op.vjp_term, (k, grad, out, inputs), examples[parent][0], fallback)
-            arriving.setdefault(parent, []).append(terms[row, k][1])
+            if terms[row, k][2] and isinstance(terms[row, k][1], np.ndarray):
+                constants.append(terms[row, k][1])
+            arriving.setdefault(parent, []).append((row, k))
             reached.add(parent)
+    arriving = {s: [terms[key][1] for key in keys] for s, keys in arriving.items()}
     plans = {s: _plan(values, examples[s][0]) for s, values in arriving.items()}
     # A buffer is never a leaf's gradient, nor one a hook is shown (it marks it read-only).
     exposed = {s for s, op, _, _, node, _ in tape.backward if op is None or node is not None}
     plans = {s: plan for s, plan in plans.items() if plan is not None and not (plan[0] == "rows" and s in exposed)}
-    body.append("handed_out = set()")
+    # A known array is the compiled function's own: a leaf that gets it takes a copy.
+    body.append(f"handed_out = {{{', '.join(f'id({emitter.code(c)})' for c in constants)}}}" if constants
+                else "handed_out = set()")
     seen = {}  # slot -> how many terms have arrived
     for row, (s, op, _, flows, node, _) in enumerate(tape.backward):
         if s not in reached:
@@ -163,7 +180,7 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
             body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
         for k, parent in flows:
-            lines, value = terms[row, k]
+            lines, value, _ = terms[row, k]
             term = lines[-1].removeprefix("result = ")
             i = seen[parent] = seen.get(parent, -1) + 1
             if parent in plans:
@@ -211,6 +228,20 @@ def _stacks(tape, examples: dict) -> tuple[dict, dict]:
         stacks[out] = buffer = np.empty(like.shape, like.dtype)
         stacked.update((i, (buffer, row)) for row, i in enumerate(ins))
     return stacked, stacks
+
+
+def _written_into(line: str, row: str, variable: str) -> list[str]:
+    """A forward line ``v16 = np.tanh(v15)  # t=1`` made to write its result into ``row`` of a buffer:
+    ``np.tanh(v15, out=row)`` for a numpy ufunc (no copy), else the line and a copy into the row."""
+    code, _, note = line.partition("  # ")
+    value = ast.parse(code).body[0].value
+    function = value.func if isinstance(value, ast.Call) else None
+    if (isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and function.value.id == "np"
+            and isinstance(getattr(np, function.attr, None), np.ufunc) and not value.keywords
+            and len(value.args) == getattr(np, function.attr).nin):
+        value.keywords.append(ast.keyword("out", ast.parse(row, mode="eval").body))
+        return [f"{variable} = {ast.unparse(value)}" + (f"  # {note}" if note else "")]
+    return [line, f"{row} = {variable}"]
 
 
 def _plan(values: list, like):
