@@ -514,3 +514,15 @@ def test_at_benchmark_size_the_plan_agrees_with_eager_to_rounding(cell_name, dty
         eager_opt.step()
         replay_opt.step()
     assert "np.ascontiguousarray(" in step.source
+
+
+@pytest.mark.parametrize("loss_of", [lambda w: w.sum(), lambda w: w.reshape(6).sum(), lambda w: w.T.sum(axis=0).sum(),
+                                     lambda w: tg.stack([w[0], w[1]]).sum()])
+def test_a_gradient_known_when_compiling_is_never_shared_with_a_leaf(loss_of):
+    w = tg.Value(np.arange(6.0).reshape(2, 3), name="w")
+    step = tg.replay(lambda: loss_of(w))
+    for _ in range(3):
+        w.grad = None
+        step()
+        np.testing.assert_array_equal(w.grad, np.ones((2, 3)))
+        w.grad *= 7.0  # in place: the next call must not see it

@@ -82,7 +82,8 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
                 result = None
             if type(result) is Traced and _alike(result.value, like):
                 return _tidy(emitter.lines + [f"result = {result.code}"]), result.value, False
-            if result is not None and type(result) is not Traced and _alike(result, like):
+            if result is not None and type(result) is not Traced and not isinstance(result, LazySum) and _alike(
+                    result, like):  # (a lazy sum grows as terms are added: each call makes its own)
                 return [f"result = {emitter.code(result)}"], result, True
         return [f"result = {fallback}"], None, False
 
