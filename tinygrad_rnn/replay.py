@@ -47,8 +47,9 @@ def replay(fn: Callable) -> Replay:
     it, the first time eagerly while recording the ops, later by replaying the recording.
 
     ``fn(*arrays)`` must return a Value holding a single number. ``step(*arrays)`` accumulates into
-    every leaf's ``.grad`` exactly what ``fn(*arrays).backward()`` would (the same floats, added in
-    the same order) and returns the loss as a Python float. Hooks on the recorded nodes and on the
+    every leaf's ``.grad`` what ``fn(*arrays).backward()`` would (the same floats, but where the
+    memory plan makes a transposed weight contiguous or a long scalar graph runs by level: there to
+    rounding) and returns the loss as a Python float. Hooks on the recorded nodes and on the
     leaves run as in eager mode.
 
     - **Arguments.** Float arrays reach ``fn`` as constant Values (no gradient), so that everything
