@@ -23,7 +23,7 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE
-from tinygrad_rnn.compile import FAILED, compile_levels, compile_tape
+from tinygrad_rnn.compile import FAILED, compile_tape
 from tinygrad_rnn.guards import (
     OBSERVED,
     FromArgument,
@@ -34,6 +34,7 @@ from tinygrad_rnn.guards import (
     outside_state,
     refuse_derived,
 )
+from tinygrad_rnn.levels import compile_levels
 from tinygrad_rnn.ops import Elementwise
 from tinygrad_rnn.value import Value, _as_data, as_value
 

@@ -1,0 +1,225 @@
+"""The compiled replay's memory plan: where the terms of each sum go, derived from the tape's
+structure alone (nothing here knows what an RNN is).
+
+A weight used at every time step gets one product a_t^T g_t per step (MatMul's vjp keeps them as
+``Products``), and an array read row by row (X[t]) gets one scattered row per step (``Scattered``).
+Eager mode collects those terms at run time; the compiled code knows them all when compiling, so each
+term is written into the rows of buffers made once for the recording (they live across calls: no
+page faults, no lists of terms), and the sum is one matmul over the rows (in the blocks that
+``Products.total`` uses, so the floats are the same) or the filled buffer itself. A stack of results
+is written row by row as each is made; an elementwise expression of one stacked row is computed once
+over the buffer; a transposed weight read by several matmuls is made contiguous once.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import numpy as np
+
+from tinygrad_rnn.ops.movement import Scattered
+from tinygrad_rnn.ops.reduce import Products
+
+__all__ = ["stacks", "written_into", "of_sum", "into_rows", "complete", "reused_transposes", "untranspose", "hoist",
+           "Substitute"]
+
+
+def stacks(tape, examples: dict) -> tuple[dict, dict]:
+    """({slot: (buffer, row)}, {stack's slot: buffer}) for each stack along axis 0 of distinct op
+    results of one shape and dtype (an RNN's hidden states): each is written into its row of one
+    buffer as soon as it is made, and the stack is the buffer, with no copy at the end."""
+    made = {out for _, _, out in tape.forward}
+    stacked, stacks = {}, {}
+    for op, ins, out in tape.forward:
+        if op.name != "stack" or op.axis != 0 or len(set(ins)) != len(ins) or not set(ins) <= made:
+            continue
+        rows = [examples[i][0] for i in ins]
+        like = examples[out][0]
+        if any(type(r) is not np.ndarray or r.shape != like.shape[1:] or r.dtype != like.dtype for r in rows):
+            continue
+        if any(i in stacked for i in ins):
+            continue  # (a state in two stacks keeps its first)
+        stacks[out] = buffer = np.empty(like.shape, like.dtype)
+        stacked.update((i, (buffer, row)) for row, i in enumerate(ins))
+    return stacked, stacks
+
+
+def written_into(line: str, row: str, variable: str) -> list[str]:
+    """A forward line ``v16 = np.tanh(v15)  # t=1`` made to write its result into ``row`` of a buffer:
+    ``np.tanh(v15, out=row)`` for a numpy ufunc (no copy), else the line and a copy into the row."""
+    code, _, note = line.partition("  # ")
+    value = ast.parse(code).body[0].value
+    function = value.func if isinstance(value, ast.Call) else None
+    if (isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and function.value.id == "np"
+            and isinstance(getattr(np, function.attr, None), np.ufunc) and not value.keywords
+            and len(value.args) == getattr(np, function.attr).nin):
+        value.keywords.append(ast.keyword("out", ast.parse(row, mode="eval").body))
+        return [f"{variable} = {ast.unparse(value)}" + (f"  # {note}" if note else "")]
+    return [line, f"{row} = {variable}"]
+
+
+def of_sum(values: list, like):
+    """How the terms ``values`` arriving at a slot are summed: ("product",) for one matmul's a^T g,
+    ("products", rows of a, rows of g, blocks) or ("rows", buffer), or None (as they come)."""
+    if len(values) == 1 and type(values[0]) is Products:
+        return ("product",)
+    if len(values) < 2 or any(type(t) is not type(values[0]) for t in values):
+        return None
+    if type(values[0]) is Products:
+        a, g = [t.terms[0][0] for t in values], [t.terms[0][1] for t in values]
+        if any(x.shape != a[0].shape for x in a) or any(x.shape != g[0].shape for x in g) or a[0].ndim != 2:
+            return None
+        blocks, start, rows = [], 0, 0
+        for end in range(1, len(a) + 1):  # Products.total's blocks
+            rows += a[0].shape[0]
+            if rows >= Products.BLOCK_ROWS or end == len(a):
+                blocks.append((start, end))
+                start, rows = end, 0
+        return ("products", np.empty((len(a), *a[0].shape), np.result_type(*a)),
+                np.empty((len(g), *g[0].shape), np.result_type(*g)), blocks)
+    if type(values[0]) is Scattered:
+        rows = [t.terms[0][0] for t in values]
+        shape = values[0].terms[0][1]
+        if not shape or sorted(r for r in rows if type(r) is int) != list(range(shape[0])) or len(rows) != shape[0]:
+            return None
+        return ("rows", np.empty(shape, np.result_type(*[t.terms[0][2] for t in values], np.float32)))
+    return None
+
+
+def into_rows(name: str, term: str, plan: tuple, i: int, bind) -> list[str]:
+    """The lines writing the i-th term (its code: ``Products(a, g)``, ``Scattered(index, shape, g)``)
+    into the plan's buffers."""
+    call = ast.parse(term, mode="eval").body
+    args = [ast.unparse(a) for a in call.args]
+    if plan[0] == "product":  # (Products.total of one term)
+        return [f"{name} = {args[0]}.T @ {args[1]}"]
+    if plan[0] == "products":
+        return [f"{bind(plan[1], 'a_rows')}[{i}] = {args[0]}", f"{bind(plan[2], 'g_rows')}[{i}] = {args[1]}"]
+    return [f"{bind(plan[1], 'rows')}[{args[0]}] = {args[2]}"]
+
+
+def complete(name: str, plan: tuple, bind) -> list[str]:
+    """The line making the slot's gradient from the buffers, once every term is in."""
+    if plan[0] == "product":
+        return []
+    if plan[0] == "rows":
+        return [f"{name} = {bind(plan[1], 'rows')}  # every row written in place"]
+    a, g = bind(plan[1], "a_rows"), bind(plan[2], "g_rows")
+    k, m = plan[1].shape[-1], plan[2].shape[-1]
+    blocks = [f"{a}[{s}:{e}].reshape(-1, {k}).T @ {g}[{s}:{e}].reshape(-1, {m})" if e - s > 1
+              else f"{a}[{s}].T @ {g}[{s}]" for s, e in plan[3]]
+    lines = [f"{name} = {blocks[0]}  # the sum of a_t^T g_t over the rows: one matmul"]
+    lines += [f"np.add({name}, {b}, out={name})" for b in blocks[1:]]
+    return lines
+
+
+def reused_transposes(tape, examples: dict) -> dict:
+    """{W^T's slot: W's slot} for each transpose of a matrix that two or more matmuls read: made
+    contiguous once per call, and in the backward pass (W^T)^T is W itself, not a view of the copy.
+    Contiguous operands take BLAS's other path, which may round the last bit otherwise: here the
+    compiled code's floats agree with eager mode's to rounding, not bit for bit."""
+    readers: dict = {}
+    for op, ins, _ in tape.forward:
+        if op.name == "matmul":
+            for i in set(ins):
+                readers[i] = readers.get(i, 0) + 1
+    found = {}
+    for op, ins, out in tape.forward:
+        matrix = examples[ins[0]][0] if ins else None
+        if (op.name == "transpose" and op.axes == (1, 0) and readers.get(out, 0) >= 2
+                and type(matrix) is np.ndarray and matrix.flags.c_contiguous):
+            found[out] = ins[0]
+    return found
+
+
+def untranspose(lines: list[str], transposed: dict) -> list[str]:
+    """The lines with ``v6.T`` read as ``v5`` where v6 is the contiguous copy of v5's transpose."""
+    if not transposed:
+        return lines
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, transposed)) + r")\.T\b")
+    return [pattern.sub(lambda m: transposed[m.group(1)], line) for line in lines]
+
+
+_ELEMENTWISE = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub)
+
+
+def hoist(lines: list[str], rows: dict) -> list[str]:
+    """The backward lines, with each elementwise expression that reads only one row of a stack's
+    buffer (``1.0 - v16 * v16``, tanh's derivative at h_1), and is read the same way for two rows or
+    more, computed once over the whole buffer before the loop (``_slope_1 = 1.0 - _rows_17 *
+    _rows_17``) and read as a row of it (``_slope_1[0]``): elementwise, so the same floats."""
+
+    def row_of(node):
+        """(buffer, row) when ``node`` is elementwise and reads one row only, else None."""
+        names = set()
+        for part in ast.walk(node):
+            if isinstance(part, ast.Name):
+                names.add(part.id)
+            elif isinstance(part, (ast.BinOp, ast.UnaryOp)):
+                if not isinstance(part.op, _ELEMENTWISE):
+                    return None
+            elif not (isinstance(part, ast.Constant) and type(part.value) in (int, float)) and not isinstance(
+                    part, (ast.Load, ast.operator, ast.unaryop)):
+                return None
+        places = {rows.get(name) for name in names}
+        return places.pop() if len(places) == 1 and None not in places and len(names) == 1 else None
+
+    parsed, found = [], {}
+    for line in lines:
+        code, _, note = line.partition("  # ")
+        try:
+            statement = ast.parse(code).body
+        except SyntaxError:
+            statement = None
+        if not statement or len(statement) != 1 or not isinstance(statement[0], ast.Assign) or line.startswith(" "):
+            parsed.append((line, None, None))
+            continue
+        pending = [statement[0].value]
+        while pending:  # outermost first: an expression hoisted whole is not hoisted in parts too
+            node = pending.pop()
+            if isinstance(node, (ast.BinOp, ast.UnaryOp)) and row_of(node):
+                found.setdefault(_template(node, row_of(node)[0]), set()).add(row_of(node)[1])
+            else:
+                pending.extend(ast.iter_child_nodes(node))
+        parsed.append((line, statement[0], note))
+    names = {template: f"_hoisted_{i}" for i, template in enumerate(t for t, r in found.items() if len(r) > 1)}
+    out = [f"{name} = {template}  # computed once for every row" for template, name in names.items()]
+    for line, statement, note in parsed:
+        if statement is None or not names:
+            out.append(line)
+            continue
+        statement = _Hoisted(row_of, names).visit(statement)
+        out.append(ast.unparse(statement) + (f"  # {note}" if note else ""))
+    return out
+
+
+def _template(node, buffer: str) -> str:
+    """An expression reading one row, written over the whole buffer instead."""
+    name = next(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+    return ast.unparse(Substitute(name, ast.Name(buffer)).visit(ast.parse(ast.unparse(node))))
+
+
+class _Hoisted(ast.NodeTransformer):
+    """Replaces each hoisted expression by its row of the hoisted array (outermost first)."""
+
+    def __init__(self, row_of, names: dict):
+        self.row_of, self.names = row_of, names
+
+    def generic_visit(self, node):
+        if isinstance(node, (ast.BinOp, ast.UnaryOp)) and self.row_of(node):
+            buffer, row = self.row_of(node)
+            template = _template(node, buffer)
+            if template in self.names:
+                return ast.parse(f"{self.names[template]}[{row}]", mode="eval").body
+        return super().generic_visit(node)
+
+
+class Substitute(ast.NodeTransformer):
+    """Replaces each read of the name ``name`` by the expression ``value``."""
+
+    def __init__(self, name: str, value):
+        self.name, self.value = name, value
+
+    def visit_Name(self, node):
+        return self.value if node.id == self.name else node
