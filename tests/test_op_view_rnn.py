@@ -43,7 +43,7 @@ def test_a_value_used_in_a_later_row_is_drawn_there_again_and_no_edge_crosses_ro
     graph = walk(loss)
     h2, c2 = states[2]
     for node in (h2, c2):  # step 3 starts a new row and reads h_2 and c_2 from their copies
-        assert re.search(rf"^\s*v{graph.nodes.index(node)}_r1 \[label=<.*↩", source, flags=re.M)
+        assert re.search(rf"^\s*v{graph.index(node)}_r1 \[label=<.*↩", source, flags=re.M)
     rows = [ids for label, ids in cluster_members(source) if label == ""]
     shared = next(ids for label, ids in cluster_members(source) if "shared" in label)
     for line in source.splitlines():
@@ -63,7 +63,7 @@ def test_gates_are_named_so_the_forget_gate_edge_on_the_c_path_can_be_seen():
     forget = next(e.child for e in graph.edges if e.parent is f2)
     assert forget.op.name == "mul" and any(p is c1 for p in forget.parents)  # f_2 * c_1, the c path
     assert any(p is forget for p in c2.parents)
-    caption = re.search(rf"^\s*v{graph.nodes.index(f2)} \[label=<(.*?)> ", source, flags=re.M).group(1)
+    caption = re.search(rf"^\s*v{graph.index(f2)} \[label=<(.*?)> ", source, flags=re.M).group(1)
     assert "forget gate" in caption and "<B>f</B>" in caption
     for gate in ("input gate", "forget gate", "cell candidate", "output gate"):
         assert gate in source

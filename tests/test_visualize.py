@@ -72,7 +72,7 @@ def test_scalar_edge_labels_match_central_differences():
     total = {w: 1.0}
     for edge in graph.edges:
         if edge.parent in total:
-            key = (graph.nodes.index(edge.parent), graph.nodes.index(edge.child))
+            key = (graph.index(edge.parent), graph.index(edge.child))
             total[edge.child] = total.get(edge.child, 0.0) + total[edge.parent] * labels[key]
     eps = 1e-6
     numeric = (forward(0.8 + eps)[1].data - forward(0.8 - eps)[1].data) / (2 * eps)
@@ -138,7 +138,7 @@ def test_shared_parameter_drawn_once_with_a_use_in_every_step():
     loss.backward()
     source = draw_graph(loss).source
     graph = walk(loss)
-    index = graph.nodes.index(w)
+    index = graph.index(w)
     shared = [ids for label, ids in cluster_members(source) if "shared parameters" in label]
     assert len(shared) == 1 and f"v{index}" in shared[0]
     assert len(re.findall(rf"^\s*v{index} \[", source, flags=re.M)) == 1  # drawn once
@@ -275,7 +275,7 @@ def test_to_json_holds_every_node_and_edge_with_its_local_gradient():
             assert edge["derivative"] == 3.0
         if child["op"] == "tanh":
             assert abs(edge["derivative"] - (1 - np.tanh(1.5) ** 2)) < 1e-15
-    assert by_id[graph.nodes.index(a)]["grad"] == pytest.approx(3 * (1 - np.tanh(1.5) ** 2))
+    assert by_id[graph.index(a)]["grad"] == pytest.approx(3 * (1 - np.tanh(1.5) ** 2))
 
 
 def test_to_json_says_where_the_graph_was_cut_and_what_a_clip_did():

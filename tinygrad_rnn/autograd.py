@@ -139,7 +139,10 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
                     g = g.copy()
             handed_out.add(id(g))
         if into_grad:
-            node.grad = g if node.grad is None else node.grad + g
+            if op is None:
+                accumulate(node, g)
+            else:
+                node.grad = g if node.grad is None else node.grad + g
         if keep and node in keep:
             found[node] = g
         if op is None:
@@ -162,6 +165,16 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
                 pending[parent] = contribution if previous is None else previous + contribution
             k += 1
     return found
+
+
+def accumulate(leaf, grad) -> None:
+    """``leaf.grad += grad``, holding a lock: threads may backpropagate into one leaf (a shared weight)
+    at once, as in PyTorch, and without it a sum another thread wrote in between would be lost."""
+    with _LEAF_LOCK:
+        leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+
+
+_LEAF_LOCK = threading.Lock()
 
 
 def edge_vjp(node, k: int, grad):

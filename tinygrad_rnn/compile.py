@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from tinygrad_rnn import plan
-from tinygrad_rnn.autograd import _run_hooks
+from tinygrad_rnn.autograd import _run_hooks, accumulate
 from tinygrad_rnn.guards import fill_template, same
 from tinygrad_rnn.inline import Emitter, Traced
 from tinygrad_rnn.ops import LazySum
@@ -209,7 +209,7 @@ def _accumulate(leaf, grad, handed_out: set) -> None:
         if id(grad) in handed_out or grad.base is not None:
             grad = grad.copy()
         handed_out.add(id(grad))
-    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+    accumulate(leaf, grad)
 
 
 def _alike(value, like) -> bool:

@@ -54,9 +54,12 @@ def logsumexp(x: Value, axis: int = -1, keepdims: bool = False) -> Value:
     """log sum_i exp(x_i) along ``axis``, as m + log sum_i exp(x_i - m) with m = max(x).
 
     Subtracting the (detached) max changes nothing mathematically but keeps exp from overflowing.
-    Its gradient is softmax(x).
+    Its gradient is softmax(x). Over an empty axis it is log 0 = -inf, as in PyTorch.
     """
     x = as_value(x)
+    if _empty_along(x, axis):  # no max to subtract, and nothing that could overflow
+        with np.errstate(divide="ignore"):
+            return x.exp().sum(axis=axis, keepdims=keepdims).log()
     # An infinite max (a row all -inf, or holding +inf) would make x - max nan; clipped to the largest
     # finite number, the shift gives -inf and inf there, as PyTorch does.
     limit = float(np.finfo(x.dtype).max)
@@ -66,16 +69,33 @@ def logsumexp(x: Value, axis: int = -1, keepdims: bool = False) -> Value:
 
 
 def log_softmax(x: Value, axis: int = -1) -> Value:
-    """log softmax(x)_i = x_i - logsumexp(x)."""
+    """log softmax(x)_i = z_i - log sum_j exp(z_j), with z = x - max(x) (over an empty axis: empty).
+
+    The same as x_i - logsumexp(x), but that loses the small part to the large one: for x all -1e30,
+    logsumexp(x) rounds to -1e30 and x - logsumexp(x) to 0, where z - log sum exp(z) is -log n, as in
+    PyTorch.
+    """
     x = as_value(x)
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    if _empty_along(x, axis):
+        return x - logsumexp(x, axis=axis, keepdims=True)
+    z = x - x.max(axis=axis, keepdims=True).detach()
+    return z - z.exp().sum(axis=axis, keepdims=True).log()
 
 
 def softmax(x: Value, axis: int = -1) -> Value:
-    """softmax(x)_i = exp(z_i) / sum_j exp(z_j), with z = x - max(x) for stability."""
+    """softmax(x)_i = exp(z_i) / sum_j exp(z_j), with z = x - max(x) for stability (over an empty
+    axis: empty, as in PyTorch)."""
     x = as_value(x)
-    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
+    e = x.exp() if _empty_along(x, axis) else (x - x.max(axis=axis, keepdims=True).detach()).exp()
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _empty_along(x: Value, axis) -> bool:
+    """Whether ``axis`` of x has length 0 (an axis out of range is left for the max to name)."""
+    try:
+        return x.shape[axis] == 0
+    except (IndexError, TypeError):
+        return False
 
 
 def subgraph(outputs: Sequence, inputs: Sequence) -> list:
@@ -110,7 +130,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=N
     seeds = [_seed(out, g, "grad", create_graph) for out, g in zip(outputs, grad_outputs)]
     found = autograd.backpropagate(outputs, seeds, create_graph, into_grad=False, order=order, hooks=hooks,
                                    wanted=inputs)
-    return [found[x] if x in found else np.zeros(x.shape, x.dtype) if x.shape else 0.0 for x in inputs]
+    return [found[x] if x in found else 0.0 if type(x.data) is float else np.zeros(x.shape, x.dtype) for x in inputs]
 
 
 def zero_grad(values) -> None:

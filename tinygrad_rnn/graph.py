@@ -73,12 +73,20 @@ class Edge:
         return float(np.linalg.norm(np.ravel(contribution))) / child_norm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Graph:
     """Nodes in topological order (every parent before its children) and the edges between them."""
 
     nodes: tuple
     edges: tuple
+
+    def index(self, node: Value) -> int:
+        """The position of ``node`` in ``nodes``, found by identity (``==`` on Values is elementwise)."""
+        return self._positions[id(node)]
+
+    @functools.cached_property
+    def _positions(self) -> dict:
+        return {id(node): k for k, node in enumerate(self.nodes)}
 
     @functools.cached_property
     def _by_parent(self) -> dict:

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from tinygrad_rnn.autograd import _run_hooks
+from tinygrad_rnn.autograd import _run_hooks, accumulate
 from tinygrad_rnn.guards import same
 
 __all__ = ["compile_levels"]
@@ -21,7 +21,7 @@ def compile_levels(tape) -> tuple[str, object]:
     compile. Gradients add up in another order than eager mode's, so they agree to rounding, not bit
     for bit. The caller has checked that every slot is a float, every op elementwise, and no inner
     node carries a hook."""
-    namespace = {"np": np, "_run_hooks": _run_hooks, "_same": same}
+    namespace = {"np": np, "_run_hooks": _run_hooks, "_same": same, "accumulate": accumulate}
     level = dict.fromkeys([s for s, _ in tape.arguments] + [s for s, *_ in tape.leaves], 0)
     groups: dict = {}  # (level, kind) -> (op, output slots, input slots per input position)
     for op, ins, out in tape.forward:
@@ -76,7 +76,7 @@ def compile_levels(tape) -> tuple[str, object]:
     body.append("        grad = float(g[s])")
     body.append("        if leaf.hooks:")
     body.append("            grad = _run_hooks(leaf, grad, handed_out)")
-    body.append("        leaf.grad = grad if leaf.grad is None else leaf.grad + grad")
+    body.append("        accumulate(leaf, grad)")
     body.append(f"return float(v[{tape.root}])")
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops by level>", "exec"), namespace)  # noqa: S102

@@ -87,11 +87,22 @@ def apply(op: ops.Op, *inputs) -> Value:
     try:
         # One and two inputs spelled out (no list to build), and the thread's state read once: this runs per node.
         if len(values) == 2:
-            data = op.forward(values[0]._data, values[1]._data)
+            first, second = values[0]._data, values[1]._data
+            data = op.forward(first, second)
+            # Inputs of one float type (two Python floats, arrays of one dtype), or with a Python number
+            # given as such (x * 2.0: weak, in numpy as in PyTorch), need nothing; others meet in one type.
+            if type(data) is not float and not (type(first) is type(second) is np.ndarray
+                                                and first.dtype is second.dtype) and not (
+                    (type(second) is float and values[1] is not inputs[1])
+                    or (type(first) is float and values[0] is not inputs[0])):
+                values, data = _promoted(op, data, values, inputs)
         elif len(values) == 1:
             data = op.forward(values[0]._data)
         else:
             data = op.forward(*[v._data for v in values])
+            if type(data) is np.ndarray and any(type(v._data) is not np.ndarray or v._data.dtype is not data.dtype
+                                                for v in values):
+                values, data = _promoted(op, data, values, inputs)
     except (ValueError, IndexError, TypeError) as error:
         raise type(error)(_explain(op, values, error)) from None
     state = STATE
@@ -106,6 +117,34 @@ def apply(op: ops.Op, *inputs) -> Value:
     if state.tape is not None:  # tinygrad_rnn.replay is recording: every op, with or without a gradient
         state.tape.record(op, inputs, values, node)
     return node
+
+
+def _promoted(op: ops.Op, data, values: tuple, inputs: tuple) -> tuple:
+    """(values, data): the op's inputs met in one float type, PyTorch's, and the op run on them again.
+
+    An input of another type is converted by a ``Cast`` node (whose gradient is cast back), so the
+    op computes in that type forward and backward, and every gradient has its own Value's type: a
+    float32 leaf gets a float32 gradient, even from a product with a float64 one. (A Python number
+    given as such is left as it is: numpy, as PyTorch, lets it take the others' type.)
+
+    PyTorch ranks the inputs: arrays with dimensions, then 0-d ones (a Value holding a Python float is
+    a 0-d float64), then Python numbers given as such, which are weak; the highest rank present decides
+    the type. So a float32 array times a 0-d float64 stays float32, where numpy makes it float64; and a
+    0-d float32 times Value(2.0) is float64, where numpy keeps float32 (it sees only a Python float).
+    """
+    dimensioned, zero_d = [], []
+    for value, given in zip(values, inputs):
+        if given is not value and isinstance(given, (int, float, np.generic)):
+            continue  # a number given as such: weak
+        (dimensioned if np.ndim(value._data) else zero_d).append(np.result_type(value._data))
+    ranked = dimensioned or zero_d
+    dtype = np.result_type(*ranked) if ranked else np.dtype(np.float64)
+    cast = ops.Cast(dtype)
+    met = tuple(value if np.result_type(value._data) == dtype or (given is not value and type(value._data) is float)
+                else apply(cast, value) for value, given in zip(values, inputs))
+    if all(a is b for a, b in zip(met, values)):
+        return values, data
+    return met, op.forward(*[value._data for value in met])
 
 
 def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
@@ -162,8 +201,15 @@ def _function(op: ops.Op):
 
 
 def _comparison(compare):
-    """``value < other`` as a method: plain boolean data, read (and, while a replay records, observed)."""
-    return lambda self, other: _observed(compare, self, other)
+    """``value < other`` as a method: plain boolean data, read (and, while a replay records, observed).
+    Against something that is not a number, an array or a Value, Python's default: ``==`` is identity."""
+
+    def comparison(self, other):
+        if not isinstance(other, (Value, *ops.RAW_TYPES)):
+            return NotImplemented
+        return _observed(compare, self, other)
+
+    return comparison
 
 
 def _operator(op: ops.Op, reflected: bool = False):
@@ -293,10 +339,12 @@ class Value:
             index = np.asarray(index)
         return apply(ops.GetItem(index), self)
 
-    # Comparisons are not differentiable: they give plain boolean data (for masks and `where`).
-    # __eq__ stays identity so that Values can be dict keys and set members.
+    # Comparisons are not differentiable: they give plain boolean data (for masks and `where`), elementwise
+    # as in PyTorch, == and != too. The hash stays identity, so Values are dict keys and set members
+    # (a dict looks for the very object first); but ``value in a_list`` compares with ==, as for tensors.
     __lt__, __le__ = _comparison(operator.lt), _comparison(operator.le)
     __gt__, __ge__ = _comparison(operator.gt), _comparison(operator.ge)
+    __eq__, __ne__ = _comparison(operator.eq), _comparison(operator.ne)
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
@@ -399,6 +447,11 @@ def _seed(output: Value, grad, where: str, create_graph: bool):
         grad = grad if create_graph else grad.data
     else:
         grad = _as_data(grad, where, copy=True)  # the backward pass may mark it read-only: not the caller's
+        like = output.data  # as PyTorch: an output's gradient has the output's type
+        if not (type(grad) is type(like) and (type(grad) is float or grad.dtype == like.dtype)):
+            dtype = np.result_type(like)
+            if np.result_type(grad) != dtype:
+                grad = float(grad) if type(like) is float else np.asarray(grad, dtype)
     if shape_of(grad) != output.shape:
         raise ValueError(f"{where}: grad has shape {shape_of(grad)} but the output has shape {output.shape}")
     if create_graph and not isinstance(grad, Value):

@@ -135,6 +135,7 @@ def wrap(nodes, edges, placement: Placement, per_row: int) -> Rows:
         source, target = row[edge.parent], row[edge.child]
         if source == target or (source == SHARED and placement.step.get(edge.child) is not None):
             continue  # same row, or a shared parameter's own copy in the step (a proxy)
-        if target != SHARED and edge.parent not in ghosts.setdefault(target, []):
+        # By identity: ``in`` on a list compares with ==, which a Value answers elementwise.
+        if target != SHARED and not any(g is edge.parent for g in ghosts.setdefault(target, [])):
             ghosts[target].append(edge.parent)
     return Rows(rows, row, ghosts)

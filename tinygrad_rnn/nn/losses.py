@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_rnn.functional import logsumexp
 from tinygrad_rnn.value import Value, as_value
 
 __all__ = ["cross_entropy", "mse_loss"]
@@ -21,8 +20,10 @@ def _reduce(losses: Value, reduction: str, where: str) -> Value:
 
 
 def cross_entropy(logits, targets, reduction: str = "mean") -> Value:
-    """-log softmax(logits)[target] = logsumexp(logits) - logits[target] per example, then the mean
-    (or sum) over examples.
+    """-log softmax(logits)[target] = log sum_j exp(z_j) - z[target] per example, with z = logits -
+    max(logits), then the mean (or sum) over examples. (Shifted before subtracting: logsumexp(logits)
+    - logits[target] would lose the small part to the large one, 0 for logits all -1e30 where the loss
+    is log C.)
 
     ``logits`` (..., C); ``targets`` integer class indices of shape logits.shape[:-1]. The gradient
     with respect to the logits is softmax(logits) - onehot(target): the backward pass finds it from
@@ -46,8 +47,9 @@ def cross_entropy(logits, targets, reduction: str = "mean") -> Value:
             f"cross_entropy: target {targets[position]} at position {position} is out of range for {classes} classes"
         )
     # Pick each target's logit with one fancy index: the leading positions paired with their targets.
-    picked = logits[np.indices(targets.shape, sparse=True) + (targets,)] if targets.ndim else logits[targets]
-    return _reduce(logsumexp(logits, axis=-1) - picked, reduction, "cross_entropy")
+    z = logits - logits.max(axis=-1, keepdims=True).detach()
+    picked = z[np.indices(targets.shape, sparse=True) + (targets,)] if targets.ndim else z[targets]
+    return _reduce(z.exp().sum(axis=-1).log() - picked, reduction, "cross_entropy")
 
 
 def mse_loss(prediction, target, reduction: str = "mean") -> Value:

@@ -17,18 +17,22 @@ Derivative formulas use only operators that numpy arrays and Values share (``*``
 ``1 - y*y``) or call other ops. The backward pass hands them raw arrays for speed, or Values when
 ``create_graph=True``, in which case the backward pass is itself recorded and can be differentiated
 again. Masks (which input was the max, which side of a kink) are computed from raw data: they are
-constants whose derivative is zero almost everywhere.
+constants whose derivative is zero almost everywhere. An op whose derivative is such a mask (``Masked``:
+relu, clip, where, maximum; and max) selects the gradient by it instead of multiplying, so that an
+infinite gradient stops where the mask is 0, as in PyTorch (0 * inf would be nan).
 """
 
 from tinygrad_rnn.ops.base import RAW_TYPES, Elementwise, LazySum, Op, mask, raw, shape_label, shape_of, unbroadcast
 from tinygrad_rnn.ops.elementwise import (
     Abs,
     Add,
+    Cast,
     Clip,
     Div,
     Exp,
     LeakyRelu,
     Log,
+    Masked,
     Maximum,
     Mul,
     Neg,
@@ -38,6 +42,7 @@ from tinygrad_rnn.ops.elementwise import (
     Sub,
     Tanh,
     Where,
+    select,
 )
 from tinygrad_rnn.ops.movement import (
     BroadcastTo,
@@ -55,7 +60,8 @@ from tinygrad_rnn.ops.reduce import MatMul, Max, Products, Sum
 __all__ = [
     "shape_label",
     "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Tanh", "Sigmoid", "Relu",
-    "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Sum", "Max", "MatMul", "Reshape", "Transpose",
+    "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Cast", "Masked", "select", "Sum", "Max", "MatMul", "Reshape",
+    "Transpose",
     "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",
     "RAW_TYPES", "index_label", "LazySum", "Products", "Scattered",
 ]

@@ -190,5 +190,6 @@ class Elementwise(Op, abstract=True):
         # J = diag(d) B, where B copies each input element to its broadcast positions. J^T J is
         # diagonal, holding per input element the sum of d^2 over its copies; so the spectral norm
         # is the square root of the largest such sum (without broadcasting: the largest |d|).
-        squares = np.broadcast_to(np.square(raw(self.derivative(k, out, *inputs))), shape_of(raw(out)))
+        squares = np.square(raw(self.derivative(k, out, *inputs)), dtype=np.float64)  # (a mask: booleans)
+        squares = np.broadcast_to(squares, shape_of(raw(out)))
         return float(np.sqrt(np.max(unbroadcast(squares, shape_of(raw(inputs[k]))), initial=0.0)))

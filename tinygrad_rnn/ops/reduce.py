@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from tinygrad_rnn.ops.base import LazySum, Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.ops.elementwise import select
 from tinygrad_rnn.ops.movement import BroadcastTo, Reshape, Transpose
 
 # ---- reductions --------------------------------------------------------------------------------
@@ -54,7 +55,11 @@ class Sum(Op):
 
 
 class Max(Op):
-    """max: y = max_i x_i over the axes;  dy/dx_i = [x_i is the max] / (number of maxima)"""
+    """max: y = max_i x_i over the axes;  dy/dx_i = [x_i is the max] / (number of maxima).
+
+    A nan is the max of any slice it is in (as in numpy and PyTorch), so there the nans share the
+    gradient, as PyTorch's max() gives it to them.
+    """
 
     name = "max"
 
@@ -67,13 +72,15 @@ class Max(Op):
         return np.max(x, axis=self.axis, keepdims=self.keepdims)
 
     def share(self, x):
-        """Each input's share of its maximum: 1/m for each of m tied maxima, 0 elsewhere."""
+        """Each input's share of its maximum: 1/m for each of m tied maxima (or m nans), 0 elsewhere."""
         x = raw(x)
-        winners = mask(x == np.max(x, axis=self.axis, keepdims=True), x)
+        winners = mask((x == np.max(x, axis=self.axis, keepdims=True)) | (x != x), x)  # x != x: the nans
         return winners / np.sum(winners, axis=self.axis, keepdims=True)
 
     def vjp(self, k, grad, out, inputs):
-        return _spread(grad, shape_of(inputs[0]), self.axis) * self.share(inputs[0])
+        # A select: the gradient reaches the maxima only, even an infinite one (0 * inf would be nan).
+        share = self.share(inputs[0])  # (named: the compiled replay computes it once, not per use)
+        return select(share, _spread(grad, shape_of(inputs[0]), self.axis))
 
     def jacobian_norm(self, k, out, inputs):
         # Each output row holds weights 1/m on its m maxima: norm 1/sqrt(m) <= 1.
@@ -122,16 +129,26 @@ class MatMul(Op):
         return self.vjp(k, grad, out, inputs)
 
     def jacobian_norm(self, k, out, inputs):
-        a, b = inputs
-        # d(a @ b)/da maps g to g @ b^T, so J^T J multiplies by b b^T (summed over the batches an
-        # operand was broadcast to); the norm is the square root of its largest eigenvalue:
-        # for plain matrices, the largest singular value of the other operand.
-        a2, b2 = _as_matrix(raw(a), row=True), _as_matrix(raw(b), row=False)
-        gram = b2 @ np.swapaxes(b2, -1, -2) if k == 0 else np.swapaxes(a2, -1, -2) @ a2
-        mine = (a2 if k == 0 else b2).shape[:-2] + gram.shape[-2:]
+        # d(a @ b)/da maps each row of da to that row @ b: the norm is the largest singular value of
+        # b (of b^T, the same). Where a was broadcast over batches, one batch of a meets several b's
+        # and its gradient adds up their products: the largest singular value of those b^T stacked
+        # as one tall matrix. Likewise d(a @ b)/db maps each column of db through a: a's stacked.
+        # (An SVD of the thin matrix: (1, 3000) @ (3000, 4) takes a 4 x 3000 one, where the Gram
+        # matrix of the wide side, b b^T, would be 3000 x 3000.)
+        if np.size(raw(out)) == 0 or np.size(raw(inputs[k])) == 0:
+            return 0.0  # a map from or to nothing
+        a2, b2 = _as_matrix(raw(inputs[0]), row=True), _as_matrix(raw(inputs[1]), row=False)
+        other = np.swapaxes(b2, -1, -2) if k == 0 else a2
+        mine = (a2 if k == 0 else b2).shape[:-2]
         batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        gram = unbroadcast(np.broadcast_to(gram, batch + gram.shape[-2:]), mine)
-        return float(np.sqrt(max(np.max(np.linalg.eigvalsh(gram)), 0.0)))
+        other = np.broadcast_to(other, batch + other.shape[-2:])
+        extra = len(batch) - len(mine)  # the batches summed into one of mine: new ones, and 1s broadcast
+        summed = [i for i, n in enumerate(batch) if i < extra or (mine[i - extra] == 1 and n != 1)]
+        kept = [i for i in range(len(batch)) if i not in summed]
+        other = other.transpose(kept + summed + [len(batch), len(batch) + 1])  # summed copies next to rows
+        rows = math.prod(other.shape[len(kept):-1])
+        other = other.reshape(other.shape[:len(kept)] + (rows, other.shape[-1]))
+        return float(np.max(np.linalg.svd(other, compute_uv=False)))
 
 
 class Products(LazySum):
