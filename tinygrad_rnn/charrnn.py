@@ -54,6 +54,10 @@ def window_predictions(model: CharRNN, inputs, targets):
 
 def sample(model: CharRNN, vocab: CharVocab, prompt: str, length: int, rng, temperature: float = 0.8) -> str:
     """Feed ``prompt`` one character at a time, then draw ``length`` more from the model's softmax."""
+    if not prompt:
+        raise ValueError("sample: the prompt must hold at least one character (the model starts from it)")
+    if not temperature > 0:  # written so that NaN fails it too
+        raise ValueError(f"sample: temperature must be a number > 0, got {temperature}")
     cell, state, chosen = model.rnn.cell, None, []
     with no_grad():
         ids = list(vocab.encode(prompt))
@@ -62,5 +66,8 @@ def sample(model: CharRNN, vocab: CharVocab, prompt: str, length: int, rng, temp
             state = cell(x, state)
             if step >= len(ids) - 1:
                 probs = softmax(model.head(nn.hidden_of(state)) / temperature).numpy()[0].astype(np.float64)
+                if not np.isfinite(probs).all():
+                    raise ValueError("sample: the model's next-character probabilities are not numbers (its "
+                                     "weights hold NaN or inf), so nothing can be drawn from them")
                 chosen.append(int(rng.choice(len(probs), p=probs / probs.sum())))
     return prompt + vocab.decode(chosen)

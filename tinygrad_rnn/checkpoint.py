@@ -17,7 +17,14 @@ entries missing or changed.
 Why atomic. The archive is written to ``.<name>.<pid>.<random>.tmp`` beside the target, which it then
 replaces in one ``os.replace``: the previous checkpoint stays whole until the new one is complete. A
 save that raises removes its temporary file; a process killed outright cannot, so each save first
-removes the temporary files of its checkpoint left by processes no longer running.
+removes the temporary files of its checkpoint left by processes no longer running. A name too long
+to leave room for that (a file name holds at most 255 bytes) is cut in the temporary name, and ends
+there with a hash of the whole name instead.
+
+Why every byte is read from the file. ``save`` stores members uncompressed, so ``load`` refuses a
+compressed member, members that add up to more bytes than the file holds, and a ``.npy`` header that
+promises more than its member holds, all before reading or allocating them: a small hostile file
+cannot make ``load`` inflate gigabytes.
 
 Why no pickle. A checkpoint holds only arrays (numbers and strings), read with ``allow_pickle=False``,
 so loading one cannot run code hidden in it.
@@ -28,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -56,7 +64,7 @@ def save(path: str | Path, arrays: dict) -> Path:
     arrays = _as_arrays(arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    temporary = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         # os.open applies the umask to 0o666, so the checkpoint gets an ordinary file's mode.
         with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
@@ -125,6 +133,7 @@ def _member_info(member: str) -> zipfile.ZipInfo:
 
 def _read(file, path: Path) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(file) as archive:
+        _check_sizes(archive, os.fstat(file.fileno()).st_size, path)
         if MANIFEST not in archive.namelist():
             raise CheckpointError(
                 f"checkpoint {path} has no {MANIFEST}: it was not written by checkpoint.save, or is damaged "
@@ -135,26 +144,100 @@ def _read(file, path: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"checkpoint {path}: unknown format {manifest.get('format')!r} "
                                   f"version {manifest.get('version')!r}")
         entries = manifest["entries"]
-        if sorted(archive.namelist()) != sorted([_member(entry["name"]) for entry in entries] + [MANIFEST]):
+        names = [entry["name"] for entry in entries]
+        if len(set(names)) != len(names):
+            raise CheckpointError(f"checkpoint {path} is damaged: its manifest lists a name twice")
+        if sorted(archive.namelist()) != sorted([_member(name) for name in names] + [MANIFEST]):
             raise CheckpointError(f"checkpoint {path} is damaged: its members are not the ones its manifest lists")
         arrays = {}
         for entry in entries:
             data = archive.read(_member(entry["name"]))
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise CheckpointError(f"checkpoint {path} is damaged: {entry['name']!r} fails its sha256 check")
-            array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+            array = _array(data, entry, path)
             if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
                 raise CheckpointError(f"checkpoint {path} is damaged: {entry['name']!r} is not the array listed")
             arrays[entry["name"]] = array
     return arrays
 
 
+def _check_sizes(archive: zipfile.ZipFile, file_size: int, path: Path) -> None:
+    """Refuse, before reading any member, what could make reading cost more than the file's own size:
+    a compressed member (``save`` stores every one as it is: a compressed one can inflate a thousandfold),
+    and members adding up to more bytes than the file (zip entries that overlap, read many times over)."""
+    members = archive.infolist()
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"checkpoint {path}: member {info.filename!r} is compressed (zip method {info.compress_type}), "
+                "but checkpoint.save stores every member uncompressed: the file was not written by it, or was "
+                "altered; refused before inflating it"
+            )
+        if info.compress_size != info.file_size:
+            raise CheckpointError(f"checkpoint {path} is damaged: member {info.filename!r} is stored as "
+                                  f"{info.compress_size:,} bytes but said to hold {info.file_size:,}")
+    total = sum(info.file_size for info in members)
+    if total > file_size:
+        raise CheckpointError(f"checkpoint {path} is damaged: its {len(members)} members claim {total:,} bytes, "
+                              f"more than the file's {file_size:,}")
+
+
+def _array(data: bytes, entry: dict, path: Path) -> np.ndarray:
+    """The array in one ``.npy`` member, once its header is known to describe the array the manifest
+    lists, in exactly the bytes the member holds: numpy allocates what a header promises before
+    reading the data, so a header promising a terabyte is refused here first."""
+    buffer = io.BytesIO(data)
+    version = np.lib.format.read_magic(buffer)
+    # Version 3 differs from 2 only in the header's text encoding (UTF-8), which changes no size.
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(buffer)
+    if dtype.hasobject:
+        raise CheckpointError(f"checkpoint {path} holds Python objects in {entry['name']!r}, which only pickle can "
+                              "load (allow_pickle=False here, so loading cannot run code): refused")
+    if list(shape) != entry["shape"] or buffer.tell() + math.prod(shape) * dtype.itemsize != len(data):
+        raise CheckpointError(f"checkpoint {path} is damaged: the header of {entry['name']!r} describes an array of "
+                              f"shape {shape} and dtype {dtype}, not the {len(data):,} bytes of shape "
+                              f"{tuple(entry['shape'])} its manifest lists")
+    buffer.seek(0)
+    return np.lib.format.read_array(buffer, allow_pickle=False)
+
+
 # ---- temporary files and the directory ----------------------------------------------------------
+
+
+# Bytes the temporary name adds to the checkpoint's: "." in front, ".<pid>.<random>.tmp" behind (a pid
+# of up to 10 digits, 12 random hex digits).
+TEMPORARY_EXTRA = 1 + 1 + 10 + 1 + 12 + 4
+# A cut name keeps this many hex digits of the sha256 of the whole name, after a "~".
+NAME_HASH = 8
+
+
+def _name_max(directory: Path) -> int:
+    """The most bytes a file name may have in ``directory`` (NAME_MAX: 255 on the usual file systems)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # no pathconf (Windows), or no answer
+        return 255
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.<name>.``, the start of every temporary file name of the checkpoint at ``path``. When the
+    whole temporary name would be longer than a file name may be, ``<name>`` is cut (counted in the
+    bytes the file system stores) and ends in ``~`` and a hash of the whole name, so two long names
+    that start alike still have temporaries of their own."""
+    name, room = path.name, _name_max(path.parent) - TEMPORARY_EXTRA
+    if len(os.fsencode(name)) <= room:
+        return f".{name}."
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:NAME_HASH]
+    cut = name
+    while len(os.fsencode(cut)) > room - 1 - NAME_HASH:
+        cut = cut[:-1]
+    return f".{cut}~{digest}."
 
 
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove ``.<name>.<pid>.<random>.tmp`` files beside ``path`` whose process no longer runs."""
-    prefix = f".{path.name}."
+    prefix = _temporary_prefix(path)
     for candidate in path.parent.iterdir():
         parts = candidate.name[len(prefix):].split(".")
         if (candidate.name.startswith(prefix) and len(parts) == 3 and parts[0].isdecimal() and parts[2] == "tmp"

@@ -153,21 +153,27 @@ def clip_grad_norm_(parameters: Value | Iterable[Value], max_norm: float, norm_t
     total = ||(g_1, ..., g_n)||_p, the p-norm of all gradients joined into one vector (p = inf: the
     largest |element|); every g_i <- g_i * min(1, max_norm / (total + 1e-6)). Returns ``total``, the norm
     before clipping. Parameters whose ``.grad`` is None are skipped. PyTorch's rule, including a
-    non-finite total: an error with ``error_if_nonfinite=True``, else the gradients are scaled by the
-    non-finite coefficient (and become NaN), as PyTorch does.
+    non-finite total (a NaN anywhere makes it NaN, for every ``norm_type`` but 0): an error with
+    ``error_if_nonfinite=True``, else the gradients are scaled by the non-finite coefficient (and
+    become NaN), as PyTorch does. A NaN or negative ``max_norm`` and a NaN ``norm_type`` are refused.
 
     Gradients are rebound, never modified in place: a gradient array may be shared by several nodes.
     """
     params = _with_grads(parameters)
     max_norm, norm_type = float(max_norm), float(norm_type)
+    # PyTorch takes these as they come and answers with NaN or flipped gradients; an error says why.
+    if not max_norm >= 0.0:
+        raise ValueError(f"clip_grad_norm_: max_norm must be a number >= 0, got {max_norm}")
+    if math.isnan(norm_type):
+        raise ValueError("clip_grad_norm_: norm_type must be a number (p of the p-norm, or inf), got nan")
     if not params:
         return 0.0
-    norms = [grad_norm(p.grad, norm_type) for p in params]
-    total = max(norms) if norm_type == math.inf else grad_norm(np.array(norms), norm_type)
+    # The norms of the norms, in numpy: Python's max() would drop a NaN that is not first.
+    total = grad_norm(np.array([grad_norm(p.grad, norm_type) for p in params]), norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
-            f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}, so it "
-            f"cannot be clipped. Set error_if_nonfinite=False to scale the gradients by it anyway."
+            f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is non-finite ({total}), so "
+            f"it cannot be clipped. Set error_if_nonfinite=False to scale the gradients by it anyway."
         )
     # np.minimum, unlike min(), keeps a NaN coefficient NaN (torch.clamp does the same).
     coefficient = float(np.minimum(max_norm / (total + 1e-6), 1.0))
@@ -178,8 +184,13 @@ def clip_grad_norm_(parameters: Value | Iterable[Value], max_norm: float, norm_t
 
 
 def clip_grad_value_(parameters: Value | Iterable[Value], clip_value: float) -> None:
-    """Clamp every gradient element into [-clip_value, clip_value] (rebinding each ``.grad``)."""
+    """Clamp every gradient element into [-clip_value, clip_value] (rebinding each ``.grad``).
+
+    A NaN gradient element stays NaN, as in PyTorch. A NaN or negative ``clip_value`` is refused
+    (PyTorch would set every element to NaN, or to -|clip_value|)."""
     c = float(clip_value)
+    if not c >= 0.0:
+        raise ValueError(f"clip_grad_value_: clip_value must be a number >= 0, got {c}")
     with no_grad():
         for p in _with_grads(parameters):
             p.grad = min(max(p.grad, -c), c) if isinstance(p.grad, float) else p.grad.clip(-c, c)

@@ -27,6 +27,9 @@ from tinygrad_rnn.value import Value
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam"]
 
+# The hyperparameters that must be numbers >= 0 wherever an optimiser has them (PyTorch's checks).
+NONNEGATIVE = ("lr", "eps", "weight_decay", "momentum", "lr_decay", "alpha", "initial_accumulator_value")
+
 
 class Optimizer:
     """Base class: parameter groups, ``zero_grad``, ``step``, and a numpy-only ``state_dict``.
@@ -58,12 +61,23 @@ class Optimizer:
         self.state: dict[Value, dict] = {}
 
     def _check(self, group: dict) -> list[str]:
-        """The hyperparameters PyTorch rejects, each with its value (an empty list when all are fine)."""
-        return [
-            f"{key} must be >= 0, got {group[key]}"
-            for key in ("lr", "eps", "weight_decay", "momentum", "lr_decay", "alpha", "initial_accumulator_value")
-            if key in group and group[key] < 0
-        ]
+        """The hyperparameters PyTorch rejects, each with its value (an empty list when all are fine).
+
+        PyTorch tests ``not 0.0 <= value``, which refuses NaN as well as negatives (SGD alone tests
+        ``value < 0.0`` and lets NaN through; here every optimiser refuses it). Infinities pass, as
+        in PyTorch. ``dampening`` PyTorch never checks; only NaN is refused for it."""
+        problems = []
+        for key in (*NONNEGATIVE, "dampening"):
+            if key not in group:
+                continue
+            value = group[key]
+            if not isinstance(value, numbers.Real):
+                problems.append(f"{key} must be a number, got {value!r}")
+            elif key in NONNEGATIVE and not value >= 0:  # written so that NaN fails it too
+                problems.append(f"{key} must be >= 0, got {value}")
+            elif math.isnan(value):
+                problems.append(f"{key} must be a number, got nan")
+        return problems
 
     def zero_grad(self) -> None:
         """Forget every parameter's gradient (``set_to_none``, PyTorch's default since 2.0)."""
@@ -220,6 +234,8 @@ class SGD(Optimizer):
 
     def _check(self, group):
         problems = super()._check(group)
+        if problems:  # the comparisons below need numbers
+            return problems
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             problems.append(f"nesterov needs momentum > 0 and dampening 0, got momentum={group['momentum']}, "
                             f"dampening={group['dampening']}")
@@ -325,13 +341,14 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad))
+        betas = tuple(betas) if isinstance(betas, Iterable) else (betas,)  # (0.9,) is then refused by name
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
 
     def _check(self, group):
         problems = super()._check(group)
-        if not all(0.0 <= beta < 1.0 for beta in group["betas"]) or len(group["betas"]) != 2:
-            problems.append(f"betas must be two numbers in [0, 1), got {group['betas']}")
+        betas = group["betas"]
+        if len(betas) != 2 or not all(isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0 for beta in betas):
+            problems.append(f"betas must be two numbers in [0, 1), got {betas}")
         return problems
 
     def _state_keys(self, group):

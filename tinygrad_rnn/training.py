@@ -26,7 +26,7 @@ from tinygrad_rnn.clip import clip_grad_norm_, clip_grad_value_
 from tinygrad_rnn.data import CharCorpus, CharVocab, load_text
 
 __all__ = ["TrainConfig", "RunError", "train_steps", "refuse_to_overwrite", "saved_run", "restored_config",
-           "corpus_of", "load_weights", "flag", "one_line"]
+           "corpus_of", "load_weights", "flag", "one_line", "refuse_diverged"]
 
 
 class RunError(ValueError):
@@ -158,6 +158,18 @@ def load_weights(path: Path, model: CharRNN, optimizer, batch: int) -> tuple[int
     return step, state
 
 
+def refuse_diverged(model, step: int, config: TrainConfig) -> None:
+    """RunError when a step left a weight that is not a finite number (NaN or inf): nothing after it
+    can mean anything (every loss and sample would be NaN), and saving it would spoil the checkpoint.
+    Raised before the run is saved, so a checkpoint already there stays as it was."""
+    broken = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
+    if broken:
+        raise RunError(f"iteration {step}: training diverged, {broken[0]}"
+                       + (f" and {len(broken) - 1} more weights" if len(broken) > 1 else "")
+                       + f" hold NaN or inf; nothing was saved. Use a smaller --lr (this run's: {shown(config.lr)}) "
+                         "or a smaller --clip-norm")
+
+
 def one_line(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return " ".join(text.split())
@@ -182,14 +194,18 @@ def train_steps(model, optimizer, windows, config: TrainConfig, step: int, state
                 state = None  # back at the start of the text: start from a zero state again
             inputs, targets = windows[step % len(windows)]
             optimizer.zero_grad()
-            loss, _, state = window_loss(model, inputs, targets, state)
-            loss.backward()
-            if config.clip_value is not None:
-                clip_grad_value_(model.parameters(), config.clip_value)
-            clip_grad_norm_(model.parameters(), config.clip_norm)  # one long-range spike must not wreck the weights
-            optimizer.step()
+            # numpy's overflow warnings would interleave with the progress bar; a step that leaves a weight
+            # NaN or inf is reported in words by refuse_diverged, just below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, _, state = window_loss(model, inputs, targets, state)
+                loss.backward()
+                if config.clip_value is not None:
+                    clip_grad_value_(model.parameters(), config.clip_value)
+                clip_grad_norm_(model.parameters(), config.clip_norm)  # one long-range spike must not wreck them
+                optimizer.step()
             state = nn.detach_state(state)  # the next window starts here, but its gradients stop here
             step += 1
+            refuse_diverged(model, step, config)
             per_char = loss.item() / T
             smooth = per_char if smooth is None else 0.95 * smooth + 0.05 * per_char
             first = per_char if first is None else first

@@ -11,8 +11,10 @@ gradients), ``path`` (the paths from h_0 or weight_hh to the loss, with running 
 (one node per time step).
 
 Every mistake on the command line (an unknown flag, NaN, zero or a negative where a size or a rate is
-wanted, an output path that cannot be written, sizes that would not fit in memory, a missing or damaged
-checkpoint) is one line on stderr and exit status 2, found before any work starts (visualize/preflight.py).
+wanted, an output path that cannot be written or whose name is too long, sizes that would not fit in
+memory, a missing or damaged checkpoint) is one line on stderr and exit status 2, found before any work
+starts (visualize/preflight.py); so are what only the run can find (a --radius whose numbers overflow,
+a --lr that makes training diverge).
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ from tinygrad_rnn.training import RunError
 from visualize import preflight, train
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
-from visualize.preflight import CELLS, UsageError, nonnegative_int, positive_float, positive_int
+from visualize.preflight import CELLS, UsageError, nonnegative_int, positive_float, positive_int, thread_count
 from visualize.render import FORMATS, SOURCE_SUFFIXES, render
 from visualize.step_view import draw_steps
 
-__all__ = ["main", "build_model", "INITS", "estimate_render_memory", "MAX_STEP_VIEW"]
+__all__ = ["main", "build_model", "INITS", "estimate_render_memory", "MAX_STEP_VIEW", "MAX_JACOBIAN_WIDTH"]
 
 # Past this a step view is a wall nobody reads, and laying it out takes minutes: refused up front.
 MAX_STEP_VIEW = 10_000
+# The ops and path views label each matmul edge with ‖J‖, the largest singular value of the weight it
+# multiplies by: an SVD whose time grows as (rows x columns x the smaller of the two), about 2 s for a
+# 2,000 x 2,000 weight_hh on one core. Its smaller side is --hidden for weight_hh, and for weight_ih
+# the smaller of --input and the gates' rows.
+MAX_JACOBIAN_WIDTH = 2_000
 INITS = {
     "default": None,  # PyTorch's U(-1/sqrt(H), 1/sqrt(H))
     "orthogonal": init.orthogonal_,
@@ -62,7 +69,11 @@ def _scale_blocks(weight_hh, hidden: int, radius: float) -> None:
             raise UsageError(f"--radius {radius:g}: a {hidden}x{hidden} block of weight_hh has spectral radius 0 "
                              "(the eye init fills only the first gate's), so it cannot be scaled to it; "
                              "use another --init")
-        data[start : start + hidden] = block * (radius / current)
+        with np.errstate(over="ignore"):  # overflow is the question asked next
+            data[start : start + hidden] = block * (radius / current)
+    if not np.isfinite(data).all():
+        raise UsageError(f"--radius {radius:g}: scaled to that spectral radius, entries of weight_hh pass the "
+                         f"largest float64 number ({np.finfo(np.float64).max:.3g}); use a smaller --radius")
     weight_hh.data = data.astype(np.result_type(weight_hh.data))
 
 
@@ -151,7 +162,7 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
 
 
 def _threads_flag(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--threads", type=positive_int, default=None, metavar="N",
+    command.add_argument("--threads", type=thread_count, default=None, metavar="N",
                          help="threads numpy's BLAS may use (default 1, fastest for these sizes and kind to a busy "
                               f"machine, unless you set {' or '.join(BLAS_ENVIRONMENT)})")
 
@@ -188,13 +199,16 @@ def _render_parser(command: argparse.ArgumentParser) -> None:
 def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, batch: int, view: str) -> float:
     """Bytes ``render`` needs, from its sizes (float64; an estimate that errs high): a fixed base, the weights and
     their gradients, T recorded steps of B x (gates x H) activations with gradients and each node's
-    overhead, the inputs, and for the step view one step's Jacobian (B, S, S), S the state's width."""
+    overhead, the inputs; for the step view one step's Jacobian (B, S, S), S the state's width; for the
+    ops and path views the SVD's copies of the largest weight each matmul edge's ‖J‖ comes from."""
     gates = CELLS[cell].gates
     parameters = gates * hidden * (input_size + hidden + 2)
     graph = steps * preflight.nodes_per_step(cell) * (preflight.NODE_OVERHEAD + 2 * batch * gates * hidden * 8)
     state = 2 * hidden if cell == "lstm" else hidden
     jacobian = 2 * batch * state * state * 8 if view == "steps" else 0
-    return preflight.BASE_MEMORY + 2 * parameters * 8 + graph + 2 * steps * batch * input_size * 8 + jacobian
+    gram = 3 * gates * hidden * max(input_size, hidden) * 8 if view != "steps" else 0
+    return (preflight.BASE_MEMORY + 2 * parameters * 8 + graph + 2 * steps * batch * input_size * 8 + jacobian
+            + gram)
 
 
 def _check_render(args) -> Path:
@@ -215,6 +229,12 @@ def _check_render(args) -> Path:
     if args.view == "steps" and args.steps > MAX_STEP_VIEW:
         raise UsageError(f"--steps {args.steps}: a step view of more than {MAX_STEP_VIEW:,} steps is too large "
                          "to lay out or read; draw fewer steps")
+    rows = CELLS[args.cell].gates * args.hidden
+    flag, width = max(("--hidden", args.hidden), ("--input", min(args.input, rows)), key=lambda pair: pair[1])
+    if args.view != "steps" and width > MAX_JACOBIAN_WIDTH:
+        raise UsageError(f"{flag} {getattr(args, flag[2:])}: the {args.view} view labels each matmul edge with ‖J‖, "
+                         f"an SVD of a weight with {width:,} rows and columns or more, minutes at that size (the "
+                         f"time grows as its cube); use {flag} {MAX_JACOBIAN_WIDTH} or less, or --view steps")
     if args.view != "steps":
         nodes = args.steps * preflight.nodes_per_step(args.cell)
         if nodes > args.max_nodes:
@@ -225,6 +245,14 @@ def _check_render(args) -> Path:
 
 def _render(args) -> int:
     output = _check_render(args)
+    try:
+        return _build_and_draw(args, output)
+    except MemoryError:  # the estimate errs high, but the machine's free memory can change under us
+        raise UsageError(f"--steps {args.steps} --hidden {args.hidden} --batch {args.batch} --input {args.input}: "
+                         f"ran out of memory building or drawing the {args.view} view; use smaller sizes") from None
+
+
+def _build_and_draw(args, output: Path) -> int:
     loss, states, model = build_model(args.cell, args.steps, args.hidden, args.input, args.batch, args.init,
                                       args.radius, args.clip, args.truncate, args.seed)
     title = (f"{args.cell.upper()} · {args.steps} steps · hidden {args.hidden} · init {args.init}"

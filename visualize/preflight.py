@@ -3,9 +3,11 @@
 A bad value on the command line should cost the user one line of reading, not a traceback, and
 never an hour of training or a machine out of memory. So before anything is built:
 
-- every number is parsed by a type that says what it must be (``positive_int``, ``positive_float``:
-  NaN, infinities, zero and negatives are refused where they make no sense);
-- every output path is checked: a known suffix, not under a file, in a place where a file can really
+- every number is parsed by a type that says what it must be (``positive_int``, ``positive_float``,
+  ``thread_count``: NaN, infinities, zero, negatives and sizes no library takes are refused where they
+  make no sense);
+- every output path is checked: names the file system can hold (at most NAME_MAX bytes a name,
+  PATH_MAX the whole path), a known suffix, not under a file, in a place where a file can really
   be created (a temporary file is made and removed there, which also catches read-only file systems
   and the cases where ``os.access`` says yes to root);
 - the memory a run needs is estimated from its sizes and compared with what the machine has free.
@@ -29,8 +31,8 @@ from tinygrad_rnn.charrnn import CELLS
 from tinygrad_rnn.training import RunError
 
 __all__ = [
-    "UsageError", "positive_int", "nonnegative_int", "positive_float", "check_output_file", "check_directory",
-    "available_memory", "check_memory", "nodes_per_step", "human_bytes", "CELLS",
+    "UsageError", "positive_int", "nonnegative_int", "positive_float", "thread_count", "check_output_file",
+    "check_directory", "check_name", "available_memory", "check_memory", "nodes_per_step", "human_bytes", "CELLS",
 ]
 
 
@@ -79,6 +81,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+# More threads than any BLAS library runs (OpenBLAS and MKL builds stop far below this); a larger count
+# does not even fit the C int they take, and fails inside threadpoolctl.
+MAX_THREADS = 1024
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: a whole number of threads, 1 to MAX_THREADS."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS} (no BLAS library runs more threads; this "
+                                         f"machine has {os.cpu_count() or 'an unknown number of'} CPUs), got {text}")
+    return value
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -91,10 +107,11 @@ def _whole_number(text: str) -> int:
 def check_output_file(path, flag: str, suffixes) -> Path:
     """``path`` if a file with one of ``suffixes`` can be written there; else a UsageError."""
     path = Path(path)
+    _check_names(path, flag)
     if path.suffix.lower() not in suffixes:
         shown = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
         raise UsageError(f"{flag} {path}: {shown}; use one of {', '.join(suffixes)}")
-    if path.is_dir():
+    if os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a directory; give a file name such as {path / ('out' + suffixes[0])}")
     _check_writable_under(path.parent, flag, path)
     return path
@@ -103,17 +120,82 @@ def check_output_file(path, flag: str, suffixes) -> Path:
 def check_directory(path, flag: str) -> Path:
     """``path`` if it is, or can be made, a directory files can be written in; else a UsageError."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    _check_names(path, flag)
+    if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a file; give a directory")
     _check_writable_under(path, flag, path)
     return path
 
 
+def check_name(directory: Path, name: str, flag: str, why: str) -> None:
+    """A UsageError when a file ``name`` the command will write in ``directory`` (named after the value
+    of ``flag``, as ``why`` says) is longer than a file name may be."""
+    size, limit = _encoded_size(name), _name_max(directory)
+    if size is None or size > limit:
+        raise UsageError(f"{flag}: {why}, {_shorten(name)!r}, "
+                         + (f"is {size} bytes long, more than the {limit} a file name may have; use a shorter name"
+                            if size is not None else "cannot be a file name here (it cannot be encoded)"))
+
+
+def _check_names(path: Path, flag: str) -> None:
+    """Names the file system cannot hold, refused before anything asks it about them: a name of
+    more than NAME_MAX bytes, or a path of PATH_MAX or more (the system answers "File name too long"
+    to both, and pathlib raises it from ``exists``)."""
+    limit = _name_max(path.parent)
+    for part in path.parts:
+        size = _encoded_size(part)
+        if size is None:
+            raise UsageError(f"{flag} {_shorten(str(path))!r}: {_shorten(part)!r} cannot be a file name here "
+                             "(it cannot be encoded)")
+        if size > limit:
+            raise UsageError(f"{flag}: the name {_shorten(part)!r} is {size} bytes long, more than the {limit} a "
+                             "file or directory name may have; use a shorter name")
+    whole, path_max = _encoded_size(str(path)), _path_max(path.parent)
+    if whole is not None and whole >= path_max:
+        raise UsageError(f"{flag} {_shorten(str(path))!r}: the whole path is {whole} bytes long, more than the "
+                         f"{path_max - 1} a path may have")
+
+
+def _encoded_size(name: str) -> int | None:
+    """The bytes the file system stores for ``name``; None when it cannot be encoded at all."""
+    try:
+        return len(os.fsencode(name))
+    except UnicodeEncodeError:
+        return None
+
+
+def _shorten(name: str, keep: int = 40) -> str:
+    return name if len(name) <= keep else f"{name[:keep - 12]}…{name[-11:]}"
+
+
+def _nearest_directory(path: Path) -> Path:
+    existing = path
+    while not os.path.isdir(existing) and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def _name_max(directory: Path) -> int:
+    """NAME_MAX of the file system ``directory`` (or its nearest existing parent) is on: 255 bytes on
+    the usual ones."""
+    try:
+        return os.pathconf(_nearest_directory(directory), "PC_NAME_MAX")
+    except (AttributeError, ValueError, OSError):  # no pathconf (Windows), or no answer
+        return 255
+
+
+def _path_max(directory: Path) -> int:
+    try:
+        return os.pathconf(_nearest_directory(directory), "PC_PATH_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 4096
+
+
 def _check_writable_under(directory: Path, flag: str, shown: Path) -> None:
     existing = directory
-    while not existing.exists() and existing != existing.parent:
+    while not os.path.exists(existing) and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
+    if not os.path.isdir(existing):
         raise UsageError(f"{flag} {shown}: {existing} is a file, so nothing can be written under it")
     try:  # the real test: root passes os.access everywhere, and read-only file systems say no only here
         with tempfile.TemporaryFile(dir=existing):

@@ -328,7 +328,8 @@ def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digit
     for index, (label, run) in reversed(list(enumerate(prepared))):
         with dot.subgraph(name=f"cluster_run{index}") as band:
             headline, story = _summary(run, axis)
-            caption = f"<B>{style.text(label, 100)}</B> · {style.text(headline, 240)}"
+            name = style.text(label, 100)  # <B></B> is a syntax error to Graphviz: no empty element
+            caption = (f"<B>{name}</B> · " if name else "") + style.text(headline, 240)
             if story:
                 caption += f'<BR/><FONT POINT-SIZE="10">{style.text(story, 240)}</FONT>'
 

@@ -117,8 +117,13 @@ def clean(value, limit: int) -> str:
 
 def text(value, limit: int = 60) -> str:
     """User text made safe for an HTML-like label: entities for & < > " ', unsafe characters
-    replaced, newlines shown as a visible return mark, long text cut with an ellipsis."""
-    return html.escape(clean(value, limit), quote=True).replace("\n", "↵")
+    replaced, newlines and tabs shown as visible marks (↵, ⇥), long text cut with an ellipsis.
+
+    Graphviz (2.43) drops a label's characters below a space, and refuses a piece of label text made
+    only of them, or only of "]" (its XML reader holds "]" back in case "]]>" follows): a syntax
+    error, and no picture. So a tab is drawn as ⇥, and text that is all "]" is written as &#93;."""
+    escaped = html.escape(clean(value, limit), quote=True).replace("\n", "↵").replace("\t", "⇥")
+    return escaped if escaped.strip("]") else escaped.replace("]", "&#93;")
 
 
 def tooltip(value, limit: int = 400) -> graphviz.quoting.NoHtml:

@@ -71,6 +71,8 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     value that cannot work, before training starts."""
     path = preflight.check_output_file(args.checkpoint, "--checkpoint", (".npz",))
     out_dir = preflight.check_directory(args.out, "--out")
+    preflight.check_name(out_dir, f"{path.stem}_steps.svg", "--checkpoint",  # the longest picture name
+                         "the pictures are named after the checkpoint, and one of them")
     saved = training.saved_run(path) if args.resume else None
     if saved is None:
         training.refuse_to_overwrite(path, args.force)

@@ -22,6 +22,14 @@ def _figure_class(missing: str = "plotting needs matplotlib: pip install matplot
     return Figure
 
 
+def _plain(text) -> str:
+    """``text`` drawn as written: matplotlib reads a pair of ``$`` as mathematics (and fails on a lone
+    one in some places), and cannot encode a lone surrogate; so each ``$`` is escaped, and a lone
+    surrogate becomes U+FFFD, the replacement character."""
+    text = str(text).encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text.replace("$", r"\$")
+
+
 def plot_steps(rows: Sequence[StepRow], path: str | None = None, title: str | None = None, axis: str = "time"):
     """Two panels against t (a matplotlib Figure; saved to ``path`` if given), both on log scales:
     above, ||delta_t||, the gradient that reached state t; below, each step's gain (what it did to
@@ -42,7 +50,8 @@ def plot_steps(rows: Sequence[StepRow], path: str | None = None, title: str | No
     bottom.set_ylabel("per step")
     bottom.set_xlabel("layer l" if axis == "layer" else "time step t")
     bottom.legend(fontsize=8)
-    top.set_title(title or f"the gradient through {'the layers' if axis == 'layer' else 'time'} ({verdict(rows)})")
+    through = "the layers" if axis == "layer" else "time"
+    top.set_title(_plain(title) if title else f"the gradient through {through} ({verdict(rows)})")
     for axes in (top, bottom):
         axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
@@ -68,7 +77,8 @@ def plot_gradient_norms(rows: Sequence, path: str | None = None, title: str | No
     axes.semilogy(steps, [norms[t] for t in steps], marker=".")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖δ_t‖, gradient reaching t")
-    axes.set_title(title or "gradient norms through time" + (f" ({verdict(rows)})" if judged else ""))
+    judgement = f" ({verdict(rows)})" if judged else ""
+    axes.set_title(_plain(title) if title else f"gradient norms through time{judgement}")
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     if path is not None:
@@ -105,7 +115,7 @@ def plot_monitor(monitor, path=None, title: str | None = None):
 
     figure = Figure(figsize=(8.5, 10), layout="constrained")
     loss_axes, ratio_axes, heat_axes = figure.subplots(3, 1, height_ratios=(1, 1.2, 1.2))
-    figure.suptitle(title or "training monitor")
+    figure.suptitle(_plain(title) if title else "training monitor")
 
     # The loss, with the first non-finite iteration marked.
     iterations, losses = _positive_series(monitor.losses)
@@ -117,7 +127,8 @@ def plot_monitor(monitor, path=None, title: str | None = None):
     if monitor.first_nonfinite is not None:
         for axes in (loss_axes, ratio_axes):
             axes.axvline(monitor.first_nonfinite, color="crimson", ls="--", lw=1.2,
-                         label=f"first NaN/Inf: iteration {monitor.first_nonfinite}, op {monitor.nonfinite_op!r}")
+                         label=_plain(f"first NaN/Inf: iteration {monitor.first_nonfinite}, "
+                                      f"op {monitor.nonfinite_op!r}"))
         loss_axes.legend(loc="best", fontsize=8)
     loss_axes.grid(True, which="both", alpha=0.3)
 
@@ -127,7 +138,8 @@ def plot_monitor(monitor, path=None, title: str | None = None):
     norm = Normalize(0, max(len(names) - 1, 1))
     for k, name in enumerate(names):
         xs, ys = _positive_series(monitor.update_ratios[name])
-        ratio_axes.semilogy(xs, ys, color=colours(norm(k)) if len(names) > 1 else "tab:blue", lw=1.1, label=name)
+        colour = colours(norm(k)) if len(names) > 1 else "tab:blue"
+        ratio_axes.semilogy(xs, ys, color=colour, lw=1.1, label=_plain(name))
     ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name])[1]]
     _widen_if_flat(ratio_axes, ratios or [HEALTHY_RATIO])
     ratio_axes.axhline(HEALTHY_RATIO, color="grey", ls=":", lw=1, label="1e-3, the usual healthy size")
@@ -139,7 +151,7 @@ def plot_monitor(monitor, path=None, title: str | None = None):
         ratio_axes.legend(loc="best", fontsize=7, ncols=2)
     else:
         bar = figure.colorbar(ScalarMappable(norm, colours), ax=ratio_axes, pad=0.01)
-        bar.set_ticks([0, len(names) - 1], labels=[names[0], names[-1]], fontsize=7)
+        bar.set_ticks([0, len(names) - 1], labels=[_plain(names[0]), _plain(names[-1])], fontsize=7)
         bar.set_label("parameter, earliest to latest", fontsize=8)
 
     # Gradient norm per time step and iteration.

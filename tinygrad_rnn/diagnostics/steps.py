@@ -338,51 +338,47 @@ def verdict(rows: Sequence, vanishing: float = VANISHING, exploding: float = EXP
 
     Rule: factor = ``gradient_factor(rows)``, how much a gradient was scaled on its way back through
     the span (clips included; with several reads, the last read's own gradient): factor <
-    ``vanishing`` (1e-3) -> "vanishing"; factor > ``exploding`` (1e3) or any non-finite gain or norm
-    -> "exploding"; else "stable", unless no step gave its weights more than FROZEN (1e-6) of the
+    ``vanishing`` (1e-3) -> "vanishing"; factor > ``exploding`` (1e3) or any non-finite gain, norm or
+    contribution -> "exploding"; else "stable", unless no step gave its weights more than FROZEN (1e-6) of the
     gradient it carried (``weight_share``): then "frozen". So a run clipped at every step, whose
     gradient is held at the clip norm, is "stable"; per-step losses cannot make a last loss that
     reaches back whole look vanishing; and a GRU whose update gate is stuck at 1 is "frozen".
 
-    A plain list of gradient norms in time order (the older form) is deprecated: its factor, first /
-    last, means the same only with one loss at the end and no clipping.
+    A plain list of gradient norms ||delta_t|| in time order (the older form) is deprecated: it is
+    read as the rows of one loss at the end without clipping, where gain_t = ||delta_{t-1}|| /
+    ||delta_t||, and judged by the same rule (so ``[None, None]`` is "no gradient" either way).
     """
     rows = list(rows)
     if rows and not isinstance(rows[0], StepRow):
         warnings.warn("verdict: pass the rows of diagnostics.steps(loss, states); a list of gradient norms is "
                       "deprecated (it is right only for one loss at the end, without clipping)",
                       DeprecationWarning, stacklevel=2)
-        norms = [float(n) for n in rows if n is not None]
-        if any(not math.isfinite(n) for n in norms):
-            return "exploding"
-        if len(norms) < 2:
-            return "stable"
-        first, last = norms[0], norms[-1]
-        factor = (0.0 if first == 0.0 else math.inf) if last == 0.0 else first / last
-        if first == last == 0.0:
-            return "stable"
-    else:
-        numbers = [x for r in rows for x in (r.grad_norm, r.gain) if x is not None]
-        if any(not math.isfinite(x) for x in numbers):
-            return "exploding"
-        factor, first, last = gradient_factor(rows)
-        if all(r.grad_norm is None for r in rows):
-            return "no gradient"
-        # An earlier state that got exactly nothing, with no cut on the way, means the gradient
-        # vanished to zero (a saturated or dead unit) before it got there.
-        for row in rows[:first]:
-            if row.grad_norm == 0.0 and not any(r.cut for r in rows[row.t + 1:last + 1]):
-                return "vanishing"
-        if factor is None:
-            return "stable"
+        # The rows the norms stand for with one loss at the end and no clipping: there
+        # delta_{t-1} = J_t^T delta_t, so gain_t = ||delta_{t-1}|| / ||delta_t|| (inf past the float range).
+        norms = [None if n is None else float(n) for n in rows]
+        rows = [StepRow(t, norm, norms[t - 1] / norm if t >= 1 and norm and norms[t - 1] is not None else None,
+                        None, None, None, False) for t, norm in enumerate(norms)]
+    # A NaN or inf anywhere (a gain, a norm, what a step gave the weights) is an overflow on the way back.
+    numbers = [x for r in rows for x in (r.grad_norm, r.gain, r.contribution) if x is not None]
+    if any(not math.isfinite(x) for x in numbers):
+        return "exploding"
+    factor, first, last = gradient_factor(rows)
+    if all(r.grad_norm is None for r in rows):
+        return "no gradient"
+    # An earlier state that got exactly nothing, with no cut on the way, means the gradient
+    # vanished to zero (a saturated or dead unit) before it got there.
+    for row in rows[:first]:
+        if row.grad_norm == 0.0 and not any(r.cut for r in rows[row.t + 1:last + 1]):
+            return "vanishing"
+    if factor is None:
+        return "stable"
     if factor < vanishing:
         return "vanishing"
     if factor > exploding:
         return "exploding"
-    if rows and isinstance(rows[0], StepRow):
-        share = weight_share(rows)
-        if share is not None and share < FROZEN:
-            return "frozen"
+    share = weight_share(rows)
+    if share is not None and share < FROZEN:
+        return "frozen"
     return "stable"
 
 

@@ -21,6 +21,8 @@ variance and tanh saturates from the start.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tinygrad_rnn.nn.cells import RNNCellBase
@@ -51,6 +53,9 @@ class BNRNNCell(RNNCellBase):
                  eps: float = 1e-5, momentum: float = 0.1, rng=None, dtype=np.float64):
         if not (isinstance(max_steps, (int, np.integer)) and max_steps >= 1):
             raise ValueError(f"BNRNNCell: max_steps must be a positive whole number, got {max_steps!r}")
+        if any(math.isnan(x) for x in (gamma, eps, momentum)):
+            raise ValueError(f"BNRNNCell: gamma, eps and momentum must be numbers, got gamma={gamma}, eps={eps}, "
+                             f"momentum={momentum}")
         super().__init__(input_size, hidden_size, True, rng, dtype)
         self.max_steps, self.eps, self.momentum = int(max_steps), eps, momentum
         self.gamma_ih = Value(np.full(hidden_size, gamma, dtype))

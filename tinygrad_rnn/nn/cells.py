@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from tinygrad_rnn.autograd import scope
-from tinygrad_rnn.nn.init import generator
+from tinygrad_rnn.nn.init import generator, size
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value, as_value
@@ -36,9 +36,10 @@ def _rows_times(x, weight_t: Value, bias) -> Value:
     """x weight_t + bias over the last axis of x, with any leading axes flattened into one."""
     x = as_value(x)
     lead = x.shape[:-1]
-    product = (x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x) @ weight_t
+    # Every size written out: with an empty batch, -1 could stand for any size, and numpy refuses it.
+    product = (x.reshape(math.prod(lead), x.shape[-1]) if len(lead) > 1 else x) @ weight_t
     product = product if bias is None else product + bias
-    return product.reshape(*lead, -1) if len(lead) > 1 else product
+    return product.reshape(*lead, product.shape[-1]) if len(lead) > 1 else product
 
 
 def hidden_of(state):
@@ -53,6 +54,8 @@ class RNNCellBase(Module):
     gates = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, rng=None, dtype=np.float64):
+        where = type(self).__name__
+        input_size, hidden_size = size(input_size, "input_size", where), size(hidden_size, "hidden_size", where, 1)
         self.input_size, self.hidden_size = input_size, hidden_size
         rng, bound = generator(rng), 1.0 / math.sqrt(hidden_size)
         rows = self.gates * hidden_size

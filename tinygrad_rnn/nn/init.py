@@ -18,7 +18,7 @@ import numpy as np
 from tinygrad_rnn.value import Value
 
 __all__ = [
-    "generator", "calculate_gain", "zeros_", "ones_", "constant_", "uniform_", "normal_",
+    "generator", "size", "calculate_gain", "zeros_", "ones_", "constant_", "uniform_", "normal_",
     "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
     "eye_", "scale_spectral_radius_", "spectral_radius",
 ]
@@ -27,6 +27,15 @@ __all__ = [
 def generator(rng=None) -> np.random.Generator:
     """A numpy Generator from a Generator (returned as is), an integer seed, or None."""
     return np.random.default_rng(rng)
+
+
+def size(value, name: str, where: str, least: int = 0) -> int:
+    """``value`` as a size (a whole number >= ``least``), or an error naming the module and the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: {name} must be a whole number, got {value!r}")
+    if value < least:
+        raise ValueError(f"{where}: {name} must be at least {least}, got {value}")
+    return int(value)
 
 
 def _shape_and_dtype(tensor) -> tuple[tuple, np.dtype]:
@@ -84,12 +93,17 @@ def constant_(tensor, value: float):
 
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, rng=None):
     """Fill with U(a, b)."""
+    if not (math.isfinite(a) and math.isfinite(b)):  # numpy's own word for it: "range exceeds valid bounds"
+        raise ValueError(f"uniform_: the bounds must be finite numbers, got a={a}, b={b}")
     shape, _ = _shape_and_dtype(tensor)
     return _set(tensor, generator(rng).uniform(a, b, shape))
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, rng=None):
     """Fill with N(mean, std^2)."""
+    if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):  # a NaN would fill the weight with NaN
+        raise ValueError(f"normal_: mean must be a finite number and std a finite number >= 0, got mean={mean}, "
+                         f"std={std}")
     shape, _ = _shape_and_dtype(tensor)
     return _set(tensor, generator(rng).normal(mean, std, shape))
 
@@ -136,6 +150,8 @@ def orthogonal_(tensor, gain: float = 1.0, rng=None):
     shape, _ = _shape_and_dtype(tensor)
     if len(shape) < 2:
         raise ValueError(f"orthogonal_: needs at least 2 dimensions, got shape {shape}")
+    if not math.isfinite(gain):
+        raise ValueError(f"orthogonal_: gain must be a finite number, got {gain}")
     rows, cols = shape[0], math.prod(shape[1:])
     flat = generator(rng).normal(0.0, 1.0, (rows, cols))
     if rows < cols:
@@ -168,6 +184,8 @@ def scale_spectral_radius_(tensor, radius: float):
     shape, _ = _shape_and_dtype(tensor)
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"scale_spectral_radius_: needs a square matrix, got shape {shape}")
+    if not radius >= 0:  # written so that NaN fails it too; a spectral radius is never negative
+        raise ValueError(f"scale_spectral_radius_: radius must be a number >= 0, got {radius}")
     current = spectral_radius(tensor)
     if current == 0.0:
         raise ValueError("scale_spectral_radius_: the matrix has spectral radius 0 (nilpotent); it cannot be rescaled")

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.nn.init import generator
+from tinygrad_rnn.nn.init import generator, size
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.value import Value, as_value
@@ -25,19 +25,21 @@ def linear(x, weight: Value, bias: Value | None = None) -> Value:
     one matmul per operand) serves every leading position."""
     x = as_value(x)
     if x.ndim > 2:
-        lead = x.shape[:-1]
-        return linear(x.reshape(-1, x.shape[-1]), weight, bias).reshape(*lead, shape_of(weight.data)[0])
+        lead = x.shape[:-1]  # sizes written out: with an empty axis, numpy cannot tell what -1 stands for
+        return linear(x.reshape(math.prod(lead), x.shape[-1]), weight, bias).reshape(*lead, shape_of(weight.data)[0])
     y = x @ weight.T
     return y if bias is None else y + bias
 
 
 class Linear(Module):
     """y = x W^T + b with ``weight`` (out_features, in_features) and ``bias`` (out_features,);
-    PyTorch's default init: both U(-1/sqrt(in), 1/sqrt(in))."""
+    PyTorch's default init: both U(-1/sqrt(in), 1/sqrt(in)) (zeros for in_features = 0, as PyTorch)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, dtype=np.float64):
+        in_features, out_features = size(in_features, "in_features", "Linear"), size(out_features, "out_features",
+                                                                                         "Linear")
         self.in_features, self.out_features = in_features, out_features
-        rng, bound = generator(rng), 1.0 / math.sqrt(in_features)
+        rng, bound = generator(rng), 1.0 / math.sqrt(in_features) if in_features else 0.0
         self.weight = Value(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
         self.bias = Value(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
 
@@ -59,6 +61,8 @@ class Embedding(Module):
     each used row is the sum of the gradients at the positions that picked it. Init N(0, 1)."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rng=None, dtype=np.float64):
+        num_embeddings = size(num_embeddings, "num_embeddings", "Embedding")
+        embedding_dim = size(embedding_dim, "embedding_dim", "Embedding")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Value(generator(rng).normal(0.0, 1.0, (num_embeddings, embedding_dim)).astype(dtype))
 
@@ -80,7 +84,9 @@ class LayerNorm(Module):
     2016); var is the biased variance. Per example, so it behaves the same in train and eval."""
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True, dtype=np.float64):
-        self.normalized_shape, self.eps = normalized_shape, eps
+        self.normalized_shape, self.eps = size(normalized_shape, "normalized_shape", "LayerNorm"), eps
+        if math.isnan(eps):  # PyTorch takes it, and every output is NaN
+            raise ValueError("LayerNorm: eps must be a number, got nan")
         self.weight = Value(np.ones(normalized_shape, dtype)) if elementwise_affine else None
         self.bias = Value(np.zeros(normalized_shape, dtype)) if elementwise_affine else None
 
@@ -107,6 +113,9 @@ class BatchNorm1d(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  dtype=np.float64):
+        num_features = size(num_features, "num_features", "BatchNorm1d")
+        if math.isnan(eps) or math.isnan(momentum):  # PyTorch takes them: NaN outputs, or NaN running statistics
+            raise ValueError(f"BatchNorm1d: eps and momentum must be numbers, got eps={eps}, momentum={momentum}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = Value(np.ones(num_features, dtype)) if affine else None
         self.bias = Value(np.zeros(num_features, dtype)) if affine else None
