@@ -1,5 +1,6 @@
-"""One table of every primitive op: how to call it, what numpy says it computes, where its inputs
-may live. Every op test in tests/test_ops.py is driven from here, so adding an op means adding a row."""
+"""One table of every primitive op, and of the composites a cell author reaches for (softplus,
+minimum, split): how to call it, what numpy says it computes, where its inputs may live. Every op test
+in tests/test_ops.py is driven from here, so adding an op means adding a row."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
-from tinygrad_rnn import concat, maximum, stack, where
+from tinygrad_rnn import concat, maximum, minimum, split, stack, where
 
 # ---- shapes ----------------------------------------------------------------------------------------
 
@@ -49,6 +50,10 @@ def _any(rng, shape):
 
 def _positive(rng, shape):
     return rng.uniform(0.2, 3.0, shape)
+
+
+def _above_minus_one(rng, shape):
+    return rng.uniform(-0.8, 2.0, shape)
 
 
 def _away_from(*kinks: float):
@@ -94,6 +99,7 @@ class Case:
     elementwise: bool = True
     inputs: Callable | None = None  # rng, shapes -> list of arrays; default: each from `domain`
     domain: Callable = _any
+    primitive: bool = True  # one op over its inputs; False: a composite of several (its inside shows in a graph)
 
     def make_inputs(self, rng, shapes) -> list:
         arrays = self.inputs(rng, shapes) if self.inputs else [self.domain(rng, shape) for shape in shapes]
@@ -158,4 +164,15 @@ OPS = [
     Case("stack_axis_0", lambda a, b, c: stack([a, b, c]), lambda a, b, c: np.stack([a, b, c]),
          one_shape().map(lambda s: s * 3), elementwise=False),
     Case("matmul", lambda a, b: a @ b, np.matmul, matmul_shapes(), elementwise=False),
+    Case("sqrt", lambda x: x.sqrt(), np.sqrt, domain=_positive),
+    Case("log1p", lambda x: x.log1p(), np.log1p, domain=_above_minus_one),
+    # Composites: checked as wholes (forward, gradient, float32, recorded gradient), not per op.
+    Case("softplus", lambda x: x.softplus(), lambda x: np.logaddexp(0.0, x), primitive=False),
+    Case("minimum", minimum, np.minimum, PAIR, inputs=_distinct_pair, primitive=False),
+    # The pieces joined again in reverse order, so each piece's gradient must find its own place.
+    Case("split_at_indices", lambda x: concat(split(x, [1, 2], axis=-1)[::-1], axis=-1),
+         lambda x: np.concatenate(np.split(x, [1, 2], axis=-1)[::-1], axis=-1), AXIS, elementwise=False,
+         primitive=False),
+    Case("split_in_sections", lambda x: stack(split(x, x.shape[0])[::-1]), lambda x: np.stack(np.split(x, x.shape[0])[::-1]),
+         AXIS, elementwise=False, primitive=False),
 ]

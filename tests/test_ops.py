@@ -1,6 +1,7 @@
 """Every primitive, from one table (tests/op_table.py): forward against numpy, the elementwise
 derivative and every vector-Jacobian product against central differences in float64, edge norms against the SVD of the
-numerical Jacobian; over hypothesis-drawn shapes, broadcasting included."""
+numerical Jacobian; over hypothesis-drawn shapes, broadcasting included. The table's composites
+(softplus, minimum, split) are checked as wholes: forward, gradient, float32, recorded gradient."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tinygrad_rnn import Value, grad
 
 EPS = 1e-6
 SETTINGS = settings(max_examples=30, deadline=None)
-ELEMENTWISE = [case for case in OPS if case.elementwise]
+PRIMITIVES = [case for case in OPS if case.primitive]
+ELEMENTWISE = [case for case in PRIMITIVES if case.elementwise]
 
 
 def draw_inputs(data, case, shapes=None):
@@ -80,7 +82,21 @@ def test_elementwise_derivative_matches_central_differences(case, data):
         np.testing.assert_allclose(derivative, (plus - minus) / (2 * EPS), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", OPS, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [case for case in OPS if not case.primitive], ids=lambda c: c.name)
+@given(data=st.data())
+@SETTINGS
+def test_composite_gradient_matches_central_differences(case, data):
+    arrays = draw_inputs(data, case)
+    values = [Value(a) for a in arrays]
+    out = case.call(*values)
+    g = np.random.default_rng(1).standard_normal(np.shape(out.data))
+    out.backward(g if out.shape else float(g))
+    for k, value in enumerate(values):
+        assert np.shape(value.grad) == value.shape, "a gradient has its input's shape"
+        np.testing.assert_allclose(value.grad, numerical_vjp(case.reference, arrays, k, g), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", PRIMITIVES, ids=lambda c: c.name)
 @given(data=st.data())
 @SETTINGS
 def test_vjp_matches_central_differences_and_backward(case, data):
@@ -95,7 +111,7 @@ def test_vjp_matches_central_differences_and_backward(case, data):
         np.testing.assert_allclose(value.grad, analytic, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("case", OPS, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", PRIMITIVES, ids=lambda c: c.name)
 @given(data=st.data())
 @settings(max_examples=10, deadline=None)
 def test_jacobian_norm_is_the_spectral_norm(case, data):

@@ -1,7 +1,20 @@
 """tinygrad_rnn: an autograd engine small enough to read, for seeing backpropagation through time."""
 
 from tinygrad_rnn.autograd import enable_grad, no_grad, scope
-from tinygrad_rnn.functional import concat, grad, log_softmax, logsumexp, maximum, softmax, stack, where, zero_grad
+from tinygrad_rnn.functional import (
+    concat,
+    grad,
+    log_softmax,
+    logsumexp,
+    maximum,
+    minimum,
+    softmax,
+    softplus,
+    split,
+    stack,
+    where,
+    zero_grad,
+)
 from tinygrad_rnn.gradcheck import GradcheckError, gradcheck
 from tinygrad_rnn.replay import replay
 from tinygrad_rnn.value import HookHandle, Value
@@ -11,6 +24,7 @@ from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, optim  # noqa:
 
 __all__ = [
     "Value", "HookHandle", "grad", "no_grad", "enable_grad", "scope", "gradcheck", "GradcheckError",
-    "concat", "stack", "where", "maximum", "logsumexp", "softmax", "log_softmax", "zero_grad", "replay",
+    "concat", "stack", "split", "where", "maximum", "minimum", "softplus", "logsumexp", "softmax", "log_softmax",
+    "zero_grad", "replay",
     "nn", "optim", "clip", "diagnostics", "data", "checkpoint",
 ]

@@ -1,5 +1,6 @@
 """Functions of several Values, and composites built from primitives so their insides show in
-the graph: concat, stack, where, maximum, logsumexp, softmax, log_softmax, grad."""
+the graph: concat, stack, split, where, maximum, minimum, softplus, logsumexp, softmax, log_softmax,
+grad."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 from tinygrad_rnn import autograd, ops
 from tinygrad_rnn.value import Value, _seed, apply, as_value
 
-__all__ = ["concat", "stack", "where", "maximum", "logsumexp", "softmax", "log_softmax", "grad", "subgraph",
-           "zero_grad"]
+__all__ = ["concat", "stack", "split", "where", "maximum", "minimum", "softplus", "logsumexp", "softmax",
+           "log_softmax", "grad", "subgraph", "zero_grad"]
 
 
 def concat(values: Sequence, axis: int = 0) -> Value:
@@ -40,6 +41,30 @@ def stack(values: Sequence, axis: int = 0) -> Value:
     return apply(ops.Stack(axis), *values)
 
 
+def split(x, sections, axis: int = 0) -> list:
+    """``x`` cut along ``axis`` into pieces, as numpy's ``np.split``: ``sections`` is a number n (n
+    pieces of one length; an error if the axis does not divide by n) or a list of the indices where
+    the cuts fall (``[2, 5]`` gives x[:2], x[2:5], x[5:]; an index past the end gives empty pieces).
+
+    Each piece is a getitem of x (a slice), so the gradients of the pieces add up into x's.
+    """
+    x = as_value(x)
+    if x.ndim == 0:
+        raise ValueError("split: a zero-dimensional Value has no axis to split")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"split: axis {axis} is out of range for shape {x.shape}")
+    axis, length = axis % x.ndim, x.shape[axis]
+    if isinstance(sections, (int, np.integer)) and not isinstance(sections, bool):
+        if sections < 1 or length % sections:
+            raise ValueError(f"split: axis {axis} of shape {x.shape} (length {length}) does not divide into "
+                             f"{sections} equal sections")
+        cuts = [i * (length // sections) for i in range(1, sections)]
+    else:
+        cuts = [int(i) for i in sections]
+    bounds, before = [0, *cuts, length], (slice(None),) * axis
+    return [x[(*before, slice(start, stop))] for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
 def where(condition, a, b) -> Value:
     """``a`` where ``condition`` holds, else ``b``; the condition is data, not differentiated."""
     return apply(ops.Where(ops.raw(condition)), a, b)
@@ -48,6 +73,28 @@ def where(condition, a, b) -> Value:
 def maximum(a, b) -> Value:
     """Elementwise maximum; at ties the gradient is split evenly."""
     return apply(ops.Maximum(), a, b)
+
+
+def minimum(a, b) -> Value:
+    """Elementwise minimum, as -maximum(-a, -b) (negation is exact): at ties the gradient is split
+    evenly, and where a or b is nan the result is nan and both get the whole gradient, as maximum's
+    and PyTorch's."""
+    return -maximum(-a, -b)
+
+
+def softplus(x) -> Value:
+    """softplus(x) = ln(1 + e^x), computed as max(x, 0) + log1p(e^-|x|);  d/dx = sigmoid(x).
+
+    e^-|x| is at most 1, so nothing overflows however large |x| is (ln(1 + e^x) overflows at x > 709),
+    and log1p keeps the digits of a tiny e^-|x|. At x = 0 the derivative comes out as 1/2: maximum's
+    tie gives 1/2 and |x|'s derivative there is 0. (PyTorch returns x itself above x = 20, which
+    differs from this by e^-x at most: 2e-9.)
+    """
+    x = as_value(x)
+    return maximum(x, 0.0) + (-x.abs()).exp().log1p()
+
+
+Value.softplus = softplus  # x.softplus(): a method too, set here because value.py cannot import what is built on it
 
 
 def logsumexp(x: Value, axis: int = -1, keepdims: bool = False) -> Value:

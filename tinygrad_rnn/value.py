@@ -358,6 +358,7 @@ class Value:
 
     exp, log, tanh = _function(_EXP), _function(_LOG), _function(_TANH)
     sigmoid, relu, abs = _function(_SIGMOID), _function(_RELU), _function(_ABS)
+    sqrt, log1p = _function(ops.Pow(0.5)), _function(ops.Log1p())  # sqrt: x^0.5 (numpy computes it by sqrt)
 
     def leaky_relu(self, slope: float = 0.01):
         return apply(ops.LeakyRelu(slope), self)

@@ -32,6 +32,7 @@ from tinygrad_rnn.ops.elementwise import (
     Exp,
     LeakyRelu,
     Log,
+    Log1p,
     Masked,
     Maximum,
     Mul,
@@ -59,7 +60,7 @@ from tinygrad_rnn.ops.reduce import MatMul, Max, Products, Sum
 
 __all__ = [
     "shape_label",
-    "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Tanh", "Sigmoid", "Relu",
+    "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Log1p", "Tanh", "Sigmoid", "Relu",
     "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Cast", "Masked", "select", "Sum", "Max", "MatMul", "Reshape",
     "Transpose",
     "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",

@@ -248,6 +248,22 @@ class Log(Elementwise):
         return divide(grad, inputs[0])
 
 
+class Log1p(Elementwise):
+    """log1p: y = ln(1 + x);  dy/dx = 1/(1 + x). Its own op for precision: for a tiny x, 1 + x rounds
+    x's digits away before a log could see them (log(1 + 1e-20) is 0, log1p(1e-20) is 1e-20)."""
+
+    name = "log1p"
+
+    def forward(self, x):
+        return float(np.log1p(x)) if type(x) is float else np.log1p(x)  # numpy's rules: log1p(-1) is -inf
+
+    def derivative(self, k, out, x):
+        return reciprocal(1.0 + x)
+
+    def vjp(self, k, grad, out, inputs):
+        return divide(grad, 1.0 + inputs[0])  # as Log's: grad / (1 + x), PyTorch's formula
+
+
 class Tanh(Elementwise):
     """tanh: y = tanh(x);  dy/dx = 1 - y^2"""
 
