@@ -3,6 +3,7 @@ BPTT, central differences in numpy), what its legend says, and its structure (cu
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import shutil
@@ -28,8 +29,8 @@ def _edges(source: str, prefix: str = "s") -> dict[int, str]:
 
 
 def _label_numbers(attrs: str) -> tuple[float, float]:
-    """(gain, bound) from an edge label ``<B>gain</B><FONT ...> ≤bound</FONT>...``."""
-    match = re.search(r"label=<<B>([-\d.e+]+)</B><FONT[^>]*> ≤([-\d.e+]+)</FONT>", attrs)
+    """(gain, bound) from an edge label ``<B>gain</B><BR/><FONT ...>≤bound</FONT>...``."""
+    match = re.search(r"label=<<B>([-\d.e+]+)</B><BR/><FONT[^>]*>≤([-\d.e+]+)</FONT>", attrs)
     return float(match.group(1)), float(match.group(2))
 
 
@@ -42,6 +43,13 @@ def _node_numbers(source: str, prefix: str = "s") -> dict[int, float]:
     found = re.findall(rf'^\s*{prefix}n(\d+) \[label=<<B>.*?</B><BR/><FONT POINT-SIZE="9">([-\d.e+]+)</FONT>',
                        source, flags=re.M)
     return {int(t): float(x) for t, x in found}
+
+
+def _headline(source: str) -> str:
+    """The line under the step view's title: its parts (L, length, state, end gradients, factor, verdict)."""
+    caption = re.search(r'<FONT POINT-SIZE="14"><B>.*?</B></FONT><BR ALIGN="LEFT"/><FONT POINT-SIZE="10">(.*?)</FONT>',
+                        source).group(1)
+    return html.unescape(" · ".join(caption.split('<BR ALIGN="LEFT"/>')))
 
 
 def _elman(T=15, H=5, seed=0, inputs=False):
@@ -58,7 +66,7 @@ def _elman(T=15, H=5, seed=0, inputs=False):
     return (W, target, loss, states, xs) if inputs else (W, target, loss, states)
 
 
-def test_edges_show_the_gain_first_and_the_bound_beside_it_as_hand_derived_bptt_gives_them():
+def test_edges_show_the_gain_first_and_the_bound_under_it_as_hand_derived_bptt_gives_them():
     W, target, loss, states, xs = _elman(inputs=True)
     source = draw_steps(loss, states, digits=17).source
     h = [s.data[0] for s in states]
@@ -90,7 +98,8 @@ def test_with_one_loss_at_the_end_the_edge_labels_multiply_to_the_ratio_of_the_e
     nodes = _node_numbers(source)
     assert product == pytest.approx(nodes[0] / nodes[20], rel=1e-12)
     assert f"gains multiply to {style.number(product, 2)}" in source
-    assert "with one loss at the end, the gradient at step t−1 is the gradient at step t times the edge's label" in source
+    assert ("with one loss at the end, the gradient at time step t−1 is the gradient at time step t times the "
+            "edge's label") in " ".join(re.split(r'<BR ALIGN="LEFT"/>', source))
 
 
 def test_edges_are_coloured_by_the_gain_and_nodes_shaded_by_the_absolute_gradient_norm():
@@ -150,8 +159,9 @@ def test_a_run_clipped_at_every_step_is_marked_and_not_called_exploding():
     assert marked == [r.t for r in rows if r.clip is not None and r.clip.fired] and len(marked) > 15
     record = rows[marked[0]].clip
     assert f"{style.number(record.norm_before, 2)}→{style.number(record.norm_after, 2)}" in source
-    summary = re.search(r"— (.*?)</B>", source).group(1)
-    assert summary.endswith("stable") and "✂ at" in summary and "exploding" not in summary
+    summary = _headline(source)
+    assert re.search(r"· stable \(10⁻³ ≤ [\d.]+ ≤ 10³\)$", summary), summary
+    assert "✂ at" in summary and "exploding" not in summary
 
 
 def test_truncated_boundaries_are_dotted_and_nothing_else():
@@ -256,7 +266,7 @@ def test_a_loss_at_every_step_is_said_and_the_caption_follows_the_last_read_alon
     source = draw_steps(total, states).source
     assert "The loss reads 30 states" in source and "gains multiply to" not in source
     assert "the read at h₃₀ alone reaches h₀ × 1" in source and "see the lag view (draw_lags)" in source
-    assert "· stable" in source and "vanishing" not in source.split("verdict:")[0]
+    assert "· stable" in source and "vanishing" not in source.split("verdict (diagnostics.verdict)")[0]
     assert "with one loss at the end" not in source and "draw_lags(losses, states) shows every read" in source
     # ... and it does not claim the product rule, which fails here: each read adds its own gradient.
     rows = diagnostics.steps(total, states)
@@ -273,8 +283,8 @@ def test_a_frozen_gru_is_called_frozen_with_what_its_steps_gave_the_weights():
     rows = diagnostics.steps(loss, states)
     source = draw_steps(loss, states).source
     share = style.number(max(r.contribution / r.grad_norm for r in rows[1:]), 2)
-    assert f"frozen: its steps gave the weights at most {share} × the gradient they carried (threshold 1e-06)" in source
-    assert "stable" not in source.split("verdict:")[0]
+    assert f"frozen: its time steps gave the weights at most {share} × the gradient they carried (&lt; 10⁻⁶)" in source
+    assert "stable" not in source.split("verdict (diagnostics.verdict)")[0]
 
 
 def test_a_gain_is_coloured_by_what_it_compounds_to_over_the_drawn_length():
@@ -293,7 +303,8 @@ def test_a_gain_is_coloured_by_what_it_compounds_to_over_the_drawn_length():
 def test_the_verdicts_thresholds_are_printed_on_the_picture():
     _, _, loss, states = _elman()
     source = draw_steps(loss, states).source
-    assert "less than 0.001" in source and "more than 1e+03" in source and "1e-06 × ‖δ" in source
+    legend = " ".join(re.split(r'<BR ALIGN="LEFT"/>', source))
+    assert "less than 10⁻³" in legend and "more than 10³" in legend and "10⁻⁶ × ‖δ" in legend
 
 
 def test_a_run_longer_than_the_contribution_limit_says_it_leaves_w_and_frozen_out(monkeypatch):
@@ -305,4 +316,37 @@ def test_a_run_longer_than_the_contribution_limit_says_it_leaves_w_and_frozen_ou
     rows = diagnostics.steps(loss, states)
     assert all(r.contribution is None for r in rows)
     source = draw_steps(loss, states).source
-    assert "(w and frozen are left out beyond 10 steps)" in source and ">w " not in source
+    assert "(w and frozen are left out beyond 10 time steps)" in " ".join(source.split('<BR ALIGN="LEFT"/>'))
+    assert ">w " not in source
+
+
+def _one_step(weight: float):
+    """h_1 = weight * h_0, L = h_1: one time step whose gain is |weight| (the verdict's factor)."""
+    cell = nn.RNNCell(1, 1, bias=False, nonlinearity="identity")
+    cell.weight_hh.data, cell.weight_ih.data = np.array([[weight]]), np.zeros((1, 1))
+    outputs, states = nn.RNN(cell)(np.zeros((1, 1, 1)), h0=Value(np.ones((1, 1))), return_states=True)
+    loss = outputs[-1].sum()
+    loss.backward()
+    return loss, states
+
+
+@pytest.mark.parametrize("weight, said", [
+    (0.00096, "gains multiply to 0.00096 · vanishing (0.00096 < 10⁻³)"),
+    (0.000996, "vanishing (0.000996 < 10⁻³)"),  # not "0.001 < 10⁻³", which would read as false
+    (0.0023, "gains multiply to 0.0023 · stable (10⁻³ ≤ 0.0023 ≤ 10³)"),
+    (1003.0, "exploding (1003 > 10³)"),  # not "1e+03 > 10³"
+    (2500.0, "exploding (2.5e+03 > 10³)"),
+])
+def test_the_headline_gives_the_verdict_with_the_rule_that_gave_it(weight, said):
+    loss, states = _one_step(weight)
+    assert diagnostics.verdict(diagnostics.steps(loss, states)) == said.split(" (")[0].split("· ")[-1]
+    assert said in _headline(draw_steps(loss, states).source)
+
+
+def test_the_time_axis_says_time_step_for_t_never_plain_step():
+    _, _, loss, states = _elman()
+    for source in (draw_steps(loss, states).source, compare_steps({"a": (loss, states)}).source):
+        shown = re.sub(r"<[^>]*>", " ", source)  # the visible text and the tooltips
+        shown = shown.replace("time step", "").replace("step_view", "").replace("step_compare", "")
+        assert re.findall(r"\bsteps?\b", shown.replace("step view", "")) == []
+    assert "15 time steps" in _headline(draw_steps(loss, states).source)

@@ -36,12 +36,19 @@ __all__ = ["draw_steps", "compare_steps", "AXES"]
 # full blue at the vanishing threshold (10^-3), full red at the exploding one (10^3). So 0.94 a step
 # over 100 steps (0.002) is nearly full blue, not the grey of a factor near 1.
 GAIN_DECADES = math.log10(diagnostics.EXPLODING)
+# "time step" for t, never plain "step": a training step is an iteration (the command says so).
 AXES = {
-    "time": {"unit": "step", "units": "steps", "index": "t", "letter": "h",
+    "time": {"unit": "time step", "units": "time steps", "index": "t", "letter": "h",
              "runs": "time runs left to right"},
     "layer": {"unit": "layer", "units": "layers", "index": "l", "letter": "a",
               "runs": "the network runs left to right"},
 }
+
+
+# Sized for where pictures are read: a row of PER_ROW time steps and a legend wrapped at LINE
+# characters stay about 1,000 px wide, so a notebook or a README column (about 830 px) shows the
+# smallest text, SMALL points, at 9 px or more.
+PER_ROW, LINE, SMALL, RANKSEP = 6, 100, 8, "0.05"
 
 
 @dataclass
@@ -138,13 +145,14 @@ def _edge_attrs(run: _Run, row: StepRow, digits: int, axis: str) -> dict:
     weights = ""
     if row.contribution is not None:
         tip += f"; ‖C_{row.t}‖ = {row.contribution!r}, what {unit} {row.t} gave the weights"
-        weights = f'<BR/><FONT POINT-SIZE="7" COLOR="{style.MUTED}">w {style.number(row.contribution, digits)}</FONT>'
+        weights = (f'<BR/><FONT POINT-SIZE="{SMALL}" COLOR="{style.MUTED}">'
+                   f'w {style.number(row.contribution, digits)}</FONT>')
 
     if row.cut:
         return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">cut</FONT>'), "style": "dotted",
                 "color": "#9a9a9a", "penwidth": "1.4", "arrowhead": "none",
                 "tooltip": style.tooltip(f"{unit} {row.t}: detached state (truncated BPTT), no gradient crosses")}
-    bound = f'<FONT POINT-SIZE="7" COLOR="{style.MUTED}"> ≤{style.number(row.bound, digits)}</FONT>'
+    bound = f'<BR/><FONT POINT-SIZE="{SMALL}" COLOR="{style.MUTED}">≤{style.number(row.bound, digits)}</FONT>'
     if row.gain is None:
         return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">–</FONT>{bound}{weights}'),
                 "color": "#b0b0b0", "tooltip": style.tooltip(tip + " (no gradient crossed)"),
@@ -184,12 +192,13 @@ def _draw_block(dot: Digraph, prefix: str, run: _Run, scale: tuple, per_row: int
                 band.edge(tail, f"{prefix}n{t}", **_edge_attrs(run, rows[t], digits, axis))
 
 
-def _summary(run: _Run, axis: str) -> tuple[str, str]:
-    """Plain text (escape before use): (the headline: length, state, the end gradients, what they were
-    scaled by, verdict; and, for a loss that reads several states, a sentence saying what that means)."""
+def _summary(run: _Run, axis: str) -> tuple[list[str], str]:
+    """Plain text (escape before use): (the headline's parts: length, state, the end gradients, what
+    they were scaled by and the verdict; and, for a loss that reads several states, a sentence saying
+    what that means)."""
     rows, words = run.rows, AXES[axis]
     letter = style.clean(run.letter, 12)
-    parts = [f"{run.length} {words['units']}", f"state {run.state}"]
+    parts = [f"{run.length} {words['unit' if run.length == 1 else 'units']}", f"state {run.state}"]
     factor, first, last = diagnostics.gradient_factor(rows)
     story = ""
     if run.multi_read:
@@ -210,15 +219,87 @@ def _summary(run: _Run, axis: str) -> tuple[str, str]:
     cuts = sum(r.cut for r in rows)
     if cuts:
         parts.append(f"cut at {cuts}")
+    verdict = _verdict(rows, factor, words)
+    if len(parts) > 2:  # the factor and the verdict it gives stay on one line
+        parts[-1] += f" · {verdict}"
+    else:
+        parts.append(verdict)
+    return parts, story
+
+
+def power_of_ten(x: float) -> str:
+    """A threshold as the reader says it: 10⁻³ for 0.001, 10³ for 1000."""
+    return "10" + str(round(math.log10(x))).translate(str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
+
+
+def _beside(x: float, thresholds: tuple) -> str:
+    """``x`` to 2 significant digits, or more where 2 would round it onto a threshold (0.000996 is not
+    shown as 0.001, which would read as not below 10⁻³)."""
+    for digits in range(2, 18):
+        shown = style.number(x, digits)
+        if all((float(shown) < t) == (x < t) and (float(shown) > t) == (x > t) for t in thresholds):
+            return shown
+    return repr(x)
+
+
+def _verdict(rows: list, factor: float | None, words: dict) -> str:
+    """diagnostics.verdict's word with the rule that gave it, in numbers: "vanishing (2.9e-10 < 10⁻³)"."""
     verdict = diagnostics.verdict(rows)
+    low, high = power_of_ten(diagnostics.VANISHING), power_of_ten(diagnostics.EXPLODING)
+    finite = factor is not None and math.isfinite(factor)
+    shown = _beside(factor, (diagnostics.VANISHING, diagnostics.EXPLODING)) if finite else None
+    if verdict == "vanishing":
+        if finite and factor < diagnostics.VANISHING:
+            return f"vanishing ({shown} < {low})"
+        return "vanishing (a state on the way back got exactly 0)"
+    if verdict == "exploding":
+        if finite and factor > diagnostics.EXPLODING:
+            return f"exploding ({shown} > {high})"
+        return "exploding (a number on the way back is inf or nan)"
     if verdict == "frozen":
-        verdict += (f": its {words['units']} gave the weights at most {style.number(diagnostics.weight_share(rows), 2)}"
-                    f" × the gradient they carried (threshold {style.number(diagnostics.FROZEN)})")
-    parts.append(verdict)
-    return " · ".join(parts), story
+        share = style.number(diagnostics.weight_share(rows), 2)
+        return (f"frozen: its {words['units']} gave the weights at most {share} × the gradient they carried "
+                f"(< {power_of_ten(diagnostics.FROZEN)})")
+    if verdict == "stable" and finite:
+        return f"stable ({low} ≤ {shown} ≤ {high})"
+    return verdict
 
 
-def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story: str = "") -> str:
+def _wrap(pieces: list[str], width: int, joiner: str = " ") -> str:
+    """Escaped markup pieces joined by ``joiner``, broken onto left-aligned lines of about ``width``
+    visible characters (tags and entities do not count)."""
+    lines: list[list[str]] = [[]]
+    used = 0
+    for piece in pieces:
+        size = len(re.sub(r"<[^>]*>", "", re.sub(r"&#?\w+;", "x", piece)))
+        if lines[-1] and used + len(joiner) + size > width:
+            lines.append([])
+            used = 0
+        used += size + (len(joiner) if lines[-1] else 0)
+        lines[-1].append(piece)
+    return '<BR ALIGN="LEFT"/>'.join(joiner.join(line) for line in lines)
+
+
+def _words(markup: str, width: int) -> str:
+    """Markup wrapped at its spaces (never one inside a tag)."""
+    return _wrap(re.split(r" (?![^<]*>)", markup), width)
+
+
+def _caption(title: str, parts: list[str], story: str, size: int) -> str:
+    """A bold title, then the headline's parts and the story under it, wrapped (escaped here)."""
+    lines = []
+    if title:
+        lines.append(f'<FONT POINT-SIZE="{size}"><B>{_words(style.text(title, 240), LINE * 9 // size)}</B></FONT>')
+    if parts:
+        headline = _wrap([style.text(p, 240) for p in parts], LINE, " · ")
+        lines.append(f'<FONT POINT-SIZE="10">{headline}</FONT>')
+    if story:
+        lines.append(f'<FONT POINT-SIZE="10">{_words(style.text(story, 300), LINE)}</FONT>')
+    return '<BR ALIGN="LEFT"/>'.join(lines) + '<BR ALIGN="LEFT"/>'
+
+
+def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story: str = "",
+            headline: list[str] | None = None) -> str:
     words = AXES[axis]
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
@@ -251,10 +332,10 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story:
                      f"used inside it, as one vector; the C{sub} add up to their gradients)")
     limit = diagnostics.CONTRIBUTION_LIMIT
     long_runs = any(r.length > limit for r in runs)
-    notes.append(f"verdict: the gradient scaled by less than {style.number(diagnostics.VANISHING)} from the last "
-                 f"state read back to the first: vanishing; by more than {style.number(diagnostics.EXPLODING)}: "
-                 f"exploding (clips included); else stable, or frozen where no {unit} gave the weights more than "
-                 f"{style.number(diagnostics.FROZEN)} × ‖δ{sub}‖"
+    low, high, frozen = (power_of_ten(x) for x in (diagnostics.VANISHING, diagnostics.EXPLODING, diagnostics.FROZEN))
+    notes.append(f"verdict (diagnostics.verdict): the gradient scaled by less than {low} from the last state read "
+                 f"back to the first: vanishing; by more than {high}: exploding (clips included); else stable, or "
+                 f"frozen where no {unit} gave the weights more than {frozen} × ‖δ{sub}‖"
                  + (f" (w and frozen are left out beyond {limit:,} {words['units']})" if long_runs else ""))
     states = sorted({style.text(r.state, 60) for r in runs})
     batches = sorted({r.batch for r in runs if r.batch})
@@ -275,9 +356,14 @@ def _legend(title: str | None, runs: list[_Run], scale: tuple, axis: str, story:
     if any(r.any_clip for r in runs):
         keys.append("✂ red border: a clipping hook fired on that state, the clipped part's gradient norm "
                     "before → after (the node shows the whole state's, after)")
-    if keys:
-        notes.append(" · ".join(keys))
-    return style.legend(title, rows, notes, subtitle=story)
+    notes.extend(keys)
+    if title or headline or story:
+        rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">'
+                       f'{_caption(title or "", headline or [], story, 14)}</TD></TR>')
+    # The notes as rows of our own: BALIGN keeps every wrapped line left-aligned, not only the first.
+    rows.extend(f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="{style.MUTED}">'
+                f'{_words(note, LINE + 20)}</FONT></TD></TR>' for note in notes)
+    return style.legend(None, rows, [])
 
 
 def _check(axis: str, per_row: int, caller: str) -> None:
@@ -287,31 +373,30 @@ def _check(axis: str, per_row: int, caller: str) -> None:
         raise ValueError(f"{caller}: per_row must be a positive number of steps, got {per_row!r}")
 
 
-def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "time", per_row: int = 25,
+def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "time", per_row: int = PER_ROW,
                digits: int = 2, title: str | None = None) -> Digraph:
     """The step view of states [s_0, ..., s_T] after ``loss.backward()`` (module doc).
 
     ``states``: what ``rnn(inputs, return_states=True)`` returns (Values, or tuples such as (h, c)),
     or the activations [a_0, ..., a_L] of a deep net with ``axis="layer"``. ``name``: the letter on
-    the nodes (default h, s for a state of several parts, a for layers). ``per_row`` steps go in one
-    row before wrapping; ``digits`` significant digits on the edges; ``title`` heads the legend.
+    the nodes (default h, s for a state of several parts, a for layers). ``per_row`` time steps go in
+    one row before wrapping; ``digits`` significant digits on the edges; ``title`` heads the legend.
     """
     _check(axis, per_row, "draw_steps")
     run = _run(loss, states, name, axis, "draw_steps")
     scale = style.magnitude_range(r.grad_norm for r in run.rows)
-    dot = style.base_digraph(f"{AXES[axis]['unit']}_view")
-    dot.attr("graph", nodesep="0.25", ranksep="0.35")
+    dot = style.base_digraph("step_view" if axis == "time" else "layer_view")
+    dot.attr("graph", nodesep="0.25", ranksep=RANKSEP)
     _draw_block(dot, "s", run, scale, per_row, digits, axis)
-    loss_text = ""
-    if loss is not None and getattr(loss, "size", 0) == 1:
-        loss_text = f"L = {style.number(loss.item(), 4)} · "
-    heading = style.clean(title, 200) if title is not None else f"{AXES[axis]['unit']} view"
     headline, story = _summary(run, axis)
-    dot.attr("graph", label=_legend(f"{heading} — {loss_text}{headline}", [run], scale, axis, story))
+    if loss is not None and getattr(loss, "size", 0) == 1:
+        headline.insert(0, f"L = {style.number(loss.item(), 4)}")
+    heading = style.clean(title, 200) if title is not None else ("step view" if axis == "time" else "layer view")
+    dot.attr("graph", label=_legend(heading, [run], scale, axis, story, headline))
     return dot
 
 
-def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digits: int = 2,
+def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = PER_ROW, digits: int = 2,
                   title: str | None = None) -> Digraph:
     """Several step views on one colour scale, one band each, top to bottom:
     ``runs = {"tanh RNN": (loss, states), "LSTM": (loss, states, "s")}`` (the optional third entry is
@@ -323,18 +408,13 @@ def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = 40, digit
         prepared.append((label, _run(loss, states, rest[0] if rest else None, axis, "compare_steps")))
     scale = style.magnitude_range(r.grad_norm for _, run in prepared for r in run.rows)
     dot = style.base_digraph("step_compare")
-    dot.attr("graph", nodesep="0.25", ranksep="0.35")
+    dot.attr("graph", nodesep="0.25", ranksep=RANKSEP)
     # Written last first, so that they appear top to bottom in the order given (see _draw_block).
     for index, (label, run) in reversed(list(enumerate(prepared))):
         with dot.subgraph(name=f"cluster_run{index}") as band:
             headline, story = _summary(run, axis)
-            name = style.text(label, 100)  # <B></B> is a syntax error to Graphviz: no empty element
-            caption = (f"<B>{name}</B> · " if name else "") + style.text(headline, 240)
-            if story:
-                caption += f'<BR/><FONT POINT-SIZE="10">{style.text(story, 240)}</FONT>'
-
-            band.attr(label=style.html_label(caption), labeljust="l", labelloc="t", style="rounded,filled",
-                      fillcolor="#f7f8fa", color="#d3d9e2", fontsize="12",
+            band.attr(label=style.html_label(_caption(str(label), headline, story, 12)), labeljust="l",
+                      labelloc="t", style="rounded,filled", fillcolor="#f7f8fa", color="#d3d9e2", fontsize="12",
                       tooltip=style.tooltip(label))
             _draw_block(band, f"r{index}", run, scale, per_row, digits, axis, in_band=True)
     dot.attr("graph", label=_legend(title, [run for _, run in prepared], scale, axis))
