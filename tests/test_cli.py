@@ -135,6 +135,7 @@ def test_resume_restores_the_saved_configuration_and_counts_on(tmp_path, text_fi
     ("--seq", "7", "--seq 6"),
     ("--lr", "0.1", "--lr 0.003"),
     ("--clip-value", "1", "--clip-value (none)"),
+    ("--forget-bias", "2", "--forget-bias (none)"),
 ])
 def test_resume_refuses_a_flag_that_contradicts_the_checkpoint(tmp_path, text_file, capsys, flag, value, saved):
     assert run_main(small_run(tmp_path, text_file, "--steps", 1), capsys)[0] == 0
@@ -265,6 +266,9 @@ BAD_TRAIN = [
     (["--cell", "rnn2"], "--cell"),
     (["--checkpoint", "run.pt"], ".pt"),
     (["--text", "no-such-file.txt"], "--text"),
+    (["--forget-bias", "nan"], "--forget-bias"),
+    (["--forget-bias", "2"], "only an LSTM has a forget gate"),
+    (["--forget-bias", "2", "--cell", "gru"], "add --cell lstm"),
 ]
 
 
@@ -522,3 +526,32 @@ def test_the_headline_says_above_or_below_the_line_by_the_number_it_quotes():
     faded = np.array([[0.0, 0.0, 0.0], [0.5, 1.0, 0.0], [1e-4, 0.1, 1.0]])
     text = " ".join(train.what_to_look_at([faded, faded], "vanishing", 3).split())
     assert "× 0.0001" in text and "below 0.001" in text and "passed no gradient" not in text
+
+
+# ---- --forget-bias ------------------------------------------------------------------------------
+
+def test_forget_bias_sets_the_bias_the_forget_gate_sees_and_nothing_else():
+    from tinygrad_rnn.charrnn import CharRNN
+
+    plain, opened = CharRNN(10, 6, "lstm", seed=3), CharRNN(10, 6, "lstm", seed=3, forget_bias=2.0)
+    cell, before = opened.rnn.cell, plain.rnn.cell
+    H = 6
+    effective = cell.bias_ih.data + cell.bias_hh.data  # b_if + b_hf, what sigmoid's input holds
+    np.testing.assert_array_equal(effective[H : 2 * H], np.full(H, 2.0, np.float32))
+    for name in ("bias_ih", "bias_hh"):  # the input, candidate and output gates keep PyTorch's init
+        for block in (slice(0, H), slice(2 * H, 4 * H)):
+            np.testing.assert_array_equal(getattr(cell, name).data[block], getattr(before, name).data[block])
+    np.testing.assert_array_equal(cell.weight_hh.data, before.weight_hh.data)
+    with pytest.raises(ValueError, match="only an LSTM has a forget gate"):
+        CharRNN(10, 6, "gru", forget_bias=1.0)
+
+
+def test_forget_bias_is_saved_with_the_run_and_resumed(tmp_path, text_file, capsys):
+    code, out, err = run_main(small_run(tmp_path, text_file, "--cell", "lstm", "--forget-bias", 1.5, "--steps", 1),
+                              capsys)
+    assert code == 0, err
+    assert "lstm with hidden 8 and forget-gate bias 1.5" in out
+    assert json.loads(str(checkpoint.load(tmp_path / "run.npz")["meta.config"]))["forget_bias"] == 1.5
+    code, out, err = run_main(small_run(tmp_path, text_file, "--resume", "--steps", 1), capsys)
+    assert code == 0, err
+    assert "forget-gate bias 1.5" in out and "resumed from" in out

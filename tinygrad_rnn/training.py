@@ -52,6 +52,7 @@ class TrainConfig:
     clip_value: float | None = None  # each gradient entry clamped to [-c, c] (clip_grad_value_)
     seed: int = 0
     text: str | None = None  # a text file's absolute path; None: Python's standard library source
+    forget_bias: float | None = None  # LSTM only: the forget gates' bias at the start (charrnn.set_forget_bias)
 
 
 def flag(field: str) -> str:
@@ -106,14 +107,18 @@ def invalid_fields(config: TrainConfig) -> list[str]:
     def whole(value, least):
         return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
+    def finite(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
     def positive(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        return finite(value) and value > 0
 
     checks = {
         "cell": config.cell in CELLS, "hidden": whole(config.hidden, 1), "seq": whole(config.seq, 1),
         "batch": whole(config.batch, 1), "lr": positive(config.lr), "clip_norm": positive(config.clip_norm),
         "clip_value": config.clip_value is None or positive(config.clip_value), "seed": whole(config.seed, 0),
         "text": config.text is None or isinstance(config.text, str),
+        "forget_bias": config.forget_bias is None or (finite(config.forget_bias) and config.cell == "lstm"),
     }
     return [f"{flag(field)} {getattr(config, field)!r}" for field, valid in checks.items() if not valid]
 

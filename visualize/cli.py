@@ -36,9 +36,18 @@ from tinygrad_rnn.training import RunError
 from visualize import preflight, train
 from visualize.op_view import MAX_NODES, GraphTooLarge, draw_graph
 from visualize.path_view import draw_path
-from visualize.preflight import CELLS, UsageError, nonnegative_int, positive_float, positive_int, thread_count
+from visualize.preflight import (
+    CELLS,
+    UsageError,
+    finite_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    thread_count,
+)
 from visualize.render import FORMATS, SOURCE_SUFFIXES, render
 from visualize.step_view import draw_steps
+from visualize.textbook import EQUATIONS, TextbookCell
 
 __all__ = ["main", "build_model", "INITS", "estimate_render_memory", "MAX_STEP_VIEW", "MAX_JACOBIAN_WIDTH"]
 
@@ -79,23 +88,29 @@ def _scale_blocks(weight_hh, hidden: int, radius: float) -> None:
 
 def build_model(cell: str = "rnn", steps: int = 4, hidden: int = 4, input_size: int = 2, batch: int = 1,
                 init_name: str = "default", radius: float | None = None, clip: float | None = None,
-                truncate: int | None = None, seed: int = 0):
-    """A cell unrolled over random inputs, with a squared-error loss read at the last step, after
-    backward. Returns (loss, states [s_0, ..., s_T] (tuples (h, c) for an LSTM), cell)."""
+                truncate: int | None = None, seed: int = 0, textbook: bool = False):
+    """A cell unrolled over random inputs, with a squared-error loss read at the last time step, after
+    backward. Returns (loss, states [s_0, ..., s_T] (tuples (h, c) for an LSTM), cell).
+
+    ``textbook=True`` unrolls the same numbers written as the textbook's step (visualize/textbook.py:
+    W_ih x_t + W_hh h_{t-1} + b on column states h_t, c_t), for the ops and path views; else the
+    fast cell (one projection of every input, transposes made once)."""
     rng = np.random.default_rng(seed)
     model = CELLS[cell](input_size, hidden, rng=rng)
     if INITS[init_name] is not None:
         INITS[init_name](model.weight_hh, rng=rng)
     if radius is not None:
         _scale_blocks(model.weight_hh, hidden, radius)
+    if textbook:
+        model = TextbookCell(model)
     inputs = rng.normal(size=(steps, batch, input_size))
     outputs, states = nn.RNN(model, truncate=truncate)(inputs, return_states=True)
     for t, h in enumerate(outputs, 1):
         h.name = f"h_{t}"
         if clip is not None:
             h.register_hook(clip_norm(clip))
-    target = rng.normal(size=outputs[-1].shape)
-    loss = ((outputs[-1] - target) ** 2).mean()
+    target = rng.normal(size=(batch, hidden))
+    loss = ((outputs[-1] - (target.T if textbook else target)) ** 2).mean()
     loss.name = "loss"
     loss.backward()
     return loss, states, model
@@ -146,6 +161,9 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
                          help="clamp every gradient entry to [-C, C] (clip_grad_value_; default off)")
     command.add_argument("--seed", type=nonnegative_int, help=f"seed of the initial weights (default {d.seed})")
     command.add_argument("--text", metavar="FILE", help="a text file to learn (default: Python's own library source)")
+    command.add_argument("--forget-bias", type=finite_float, metavar="BIAS",
+                         help="LSTM only: start the forget gates' bias at BIAS (1 to 2 opens them, so gradients "
+                              "reach further back; default: PyTorch's uniform init, gates near 0.5)")
     length = command.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, metavar="N",
                         help="train N iterations (optimiser steps) in this run")
@@ -203,7 +221,8 @@ def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, 
     ops and path views the SVD's copies of the largest weight each matmul edge's ‖J‖ comes from."""
     gates = CELLS[cell].gates
     parameters = gates * hidden * (input_size + hidden + 2)
-    graph = steps * preflight.nodes_per_step(cell) * (preflight.NODE_OVERHEAD + 2 * batch * gates * hidden * 8)
+    nodes = steps * preflight.nodes_per_step(cell, textbook=view != "steps")  # the ops and path views' cell
+    graph = nodes * (preflight.NODE_OVERHEAD + 2 * batch * gates * hidden * 8)
     state = 2 * hidden if cell == "lstm" else hidden
     jacobian = 2 * batch * state * state * 8 if view == "steps" else 0
     gram = 3 * gates * hidden * max(input_size, hidden) * 8 if view != "steps" else 0
@@ -236,7 +255,7 @@ def _check_render(args) -> Path:
                          f"an SVD of a weight with {width:,} rows and columns or more, minutes at that size (the "
                          f"time grows as its cube); use {flag} {MAX_JACOBIAN_WIDTH} or less, or --view steps")
     if args.view != "steps":
-        nodes = args.steps * preflight.nodes_per_step(args.cell)
+        nodes = args.steps * preflight.nodes_per_step(args.cell, textbook=True)
         if nodes > args.max_nodes:
             raise UsageError(f"--steps {args.steps}: the {args.view} view would draw at least {nodes:,} nodes, more "
                              f"than --max-nodes {args.max_nodes}; use fewer --steps, or --view steps")
@@ -253,10 +272,13 @@ def _render(args) -> int:
 
 
 def _build_and_draw(args, output: Path) -> int:
+    # The ops and path views draw the textbook's step; the step view reads only states, and keeps the fast cell.
+    textbook = args.view != "steps"
     loss, states, model = build_model(args.cell, args.steps, args.hidden, args.input, args.batch, args.init,
-                                      args.radius, args.clip, args.truncate, args.seed)
-    title = (f"{args.cell.upper()} · {args.steps} steps · hidden {args.hidden} · init {args.init}"
-             + (f" · radius {args.radius:g}" if args.radius is not None else ""))
+                                      args.radius, args.clip, args.truncate, args.seed, textbook=textbook)
+    title = (f"{args.cell.upper()} · {args.steps} time steps · hidden {args.hidden} · init {args.init}"
+             + (f" · radius {args.radius:g}" if args.radius is not None else "")
+             + (f" · {EQUATIONS[args.cell]}" if textbook else ""))
     try:
         if args.view == "ops":
             picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact or None)
@@ -299,7 +321,8 @@ def launched_as(command: str) -> str:
 
 def _train(args) -> int:
     given = train.TrainConfig(cell=args.cell, hidden=args.hidden, seq=args.seq, batch=args.batch, lr=args.lr,
-                              clip_norm=args.clip_norm, clip_value=args.clip_value, seed=args.seed, text=args.text)
+                              clip_norm=args.clip_norm, clip_value=args.clip_value, seed=args.seed, text=args.text,
+                              forget_bias=args.forget_bias)
     if args.steps is None and args.seconds is None:
         args.seconds = 60.0
     args.launched = launched_as("train")

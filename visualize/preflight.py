@@ -4,7 +4,7 @@ A bad value on the command line should cost the user one line of reading, not a 
 never an hour of training or a machine out of memory. So before anything is built:
 
 - every number is parsed by a type that says what it must be (``positive_int``, ``positive_float``,
-  ``thread_count``: NaN, infinities, zero, negatives and sizes no library takes are refused where they
+  ``finite_float``, ``thread_count``: NaN, infinities, zero, negatives and sizes no library takes are refused where they
   make no sense);
 - every output path is checked: names the file system can hold (at most NAME_MAX bytes a name,
   PATH_MAX the whole path), a known suffix, not under a file, in a place where a file can really
@@ -29,10 +29,12 @@ import numpy as np
 from tinygrad_rnn import graph, nn
 from tinygrad_rnn.charrnn import CELLS
 from tinygrad_rnn.training import RunError
+from visualize.textbook import TextbookCell
 
 __all__ = [
-    "UsageError", "positive_int", "nonnegative_int", "positive_float", "thread_count", "check_output_file",
-    "check_directory", "check_name", "available_memory", "check_memory", "nodes_per_step", "human_bytes", "CELLS",
+    "UsageError", "positive_int", "nonnegative_int", "positive_float", "finite_float", "thread_count",
+    "check_output_file", "check_directory", "check_name", "available_memory", "check_memory", "nodes_per_step",
+    "human_bytes", "CELLS",
 ]
 
 
@@ -78,6 +80,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0.0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number, of either sign (NaN and infinities are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
@@ -238,10 +251,12 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def nodes_per_step(cell: str) -> int:
+def nodes_per_step(cell: str, textbook: bool = False) -> int:
     """How many nodes one time step of ``cell`` adds to a recorded graph, counted on a 1-step and a
-    2-step unroll of a tiny cell (so the count follows the engine, whatever it records per step)."""
+    2-step unroll of a tiny cell (so the count follows the engine, whatever it records per step);
+    ``textbook``: of the cell as the ops and path views draw it (visualize/textbook.py)."""
     model = CELLS[cell](1, 2, rng=0)
+    model = TextbookCell(model) if textbook else model
     counts = []
     for steps in (1, 2):
         outputs, _ = nn.RNN(model)(np.zeros((steps, 1, 1)))

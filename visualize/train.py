@@ -81,6 +81,9 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
         config = dataclasses.replace(defaults, **{k: v for k, v in dataclasses.asdict(given).items() if v is not None})
         if config.text is not None:
             config = dataclasses.replace(config, text=str(Path(config.text).resolve()))
+        if config.forget_bias is not None and config.cell != "lstm":
+            raise UsageError(f"--forget-bias {training.shown(config.forget_bias)}: only an LSTM has a forget gate, "
+                             f"and this run's cell is {config.cell}; add --cell lstm")
     else:
         config = training.restored_config(saved[0], given, path)
     corpus = training.corpus_of(config, saved[1] if saved else None)
@@ -94,13 +97,14 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     preflight.check_memory(estimate_memory(config, V, len(corpus)), f"--hidden {config.hidden} --batch {config.batch} "
                            f"--seq {T} ({config.cell})", "use a smaller --hidden, --batch or --seq")
 
-    model = CharRNN(V, config.hidden, config.cell, config.seed)
+    model = CharRNN(V, config.hidden, config.cell, config.seed, forget_bias=config.forget_bias)
     optimizer = Adam(model.parameters(), lr=config.lr)
     step, state = 0, None
     if saved is not None:
         step, state = training.load_weights(path, model, optimizer, config.batch)
     windows = list(sequential_windows(train_ids, T, config.batch))
-    print(f"{corpus!r}; {config.cell} with hidden {config.hidden}, T={T}, B={config.batch}, "
+    forget = "" if config.forget_bias is None else f" and forget-gate bias {training.shown(config.forget_bias)}"
+    print(f"{corpus!r}; {config.cell} with hidden {config.hidden}{forget}, T={T}, B={config.batch}, "
           f"{len(windows)} windows a pass" + (f"; resumed from {path} at iteration {step}" if saved else ""))
     print(f"a model that guesses uniformly scores ln V = ln {V} = {np.log(V):.3f} per character")
 
