@@ -1,6 +1,7 @@
 """tinygrad_rnn: an autograd engine small enough to read, for seeing backpropagation through time."""
 
 from tinygrad_rnn.autograd import enable_grad, no_grad, scope
+from tinygrad_rnn.export_torch import ExportError, to_torch
 from tinygrad_rnn.functional import (
     concat,
     grad,
@@ -25,6 +26,6 @@ from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, optim  # noqa:
 __all__ = [
     "Value", "HookHandle", "grad", "no_grad", "enable_grad", "scope", "gradcheck", "GradcheckError",
     "concat", "stack", "split", "where", "maximum", "minimum", "softplus", "logsumexp", "softmax", "log_softmax",
-    "zero_grad", "replay",
+    "zero_grad", "replay", "to_torch", "ExportError",
     "nn", "optim", "clip", "diagnostics", "data", "checkpoint",
 ]
