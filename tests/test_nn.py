@@ -136,6 +136,85 @@ def test_repr_lists_submodules_and_parameter_shapes():
         assert line in text, line
 
 
+class Containers(nn.Module):
+    """Values and Modules in a list, a tuple and a dict, and a Value that requires no gradient."""
+
+    def __init__(self):
+        self.ws = [tg.Value(np.ones(2)), tg.Value(np.zeros(3))]
+        self.layers = (nn.Linear(2, 3, rng=0), nn.Linear(3, 1, rng=1))
+        self.gates = {"forget": tg.Value(np.full(2, 0.5)), "inner": {"scale": tg.Value(2.0)}}
+        self.mask = tg.Value(np.array([1.0, 0.0]), requires_grad=False)
+        self.sizes = [2, 3]  # numbers in a list are not state
+
+
+def test_values_and_modules_in_lists_tuples_and_dicts_are_registered_by_position_and_key():
+    model = Containers()
+    assert [name for name, _ in model.named_parameters()] == [
+        "ws.0", "ws.1", "gates.forget", "gates.inner.scale",
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+    ]
+    assert [name for name, _ in model.named_children()] == ["layers.0", "layers.1"]
+    assert model.ws[1].name == "ws.1" and model.gates["forget"].name == "gates.forget"  # labels for pictures
+
+
+def test_a_value_without_gradient_is_a_buffer_not_a_parameter():
+    model = Containers()
+    assert all(p is not model.mask for p in model.parameters())
+    assert [(name, b) for name, b in model.named_buffers()] == [("mask", model.mask)]
+    state = model.state_dict()
+    assert np.array_equal(state["mask"], [1.0, 0.0]) and state["mask"] is not model.mask.data
+    state["mask"] = np.array([0.0, 1.0])
+    model.load_state_dict(state)
+    assert list(model.mask.data) == [0.0, 1.0]
+    assert "mask: (2,) float64 (buffer)" in repr(model)
+    model.to(np.float32)
+    assert model.mask.dtype == np.float32 and model.ws[0].dtype == np.float32
+
+
+def test_an_optimiser_and_zero_grad_reach_values_in_containers():
+    model = Containers()
+    loss = (model.layers[1](model.layers[0](model.ws[0] * model.gates["forget"] * model.mask)) * 1.0).sum()
+    loss = loss + model.ws[1].sum() * model.gates["inner"]["scale"]
+    loss.backward()
+    before = np.array(model.ws[1].data)
+    tg.optim.SGD(model.parameters(), lr=0.1).step()
+    assert np.array_equal(model.ws[1].data, before - 0.1 * 2.0)
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_container_names_are_pytorchs():
+    torch = pytest.importorskip("torch")
+
+    class Theirs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ws = torch.nn.ParameterList([torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.zeros(3))])
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)])
+            self.blocks = torch.nn.ModuleDict({"a": torch.nn.Linear(1, 1)})
+            self.register_buffer("mask", torch.tensor([1.0, 0.0]))
+
+    class Ours(nn.Module):
+        def __init__(self):
+            self.ws = [tg.Value(np.ones(2)), tg.Value(np.zeros(3))]
+            self.layers = [nn.Linear(2, 3), nn.Linear(3, 1)]
+            self.blocks = {"a": nn.Linear(1, 1)}
+            self.mask = tg.Value(np.array([1.0, 0.0]), requires_grad=False)
+
+    assert sorted(Ours().state_dict()) == sorted(Theirs().state_dict())
+    assert [n for n, _ in Ours().named_parameters()] == [n for n, _ in Theirs().named_parameters()]
+
+
+def test_a_checkpoint_without_the_newly_registered_entries_is_refused_with_the_reason():
+    model = Containers()
+    old = {name: array for name, array in model.state_dict().items() if not name.startswith(("ws.", "layers."))}
+    with pytest.raises(ValueError, match=r"missing 'ws.0' \(a Value in a list, tuple or dict: registered, as in "
+                                         r"PyTorch, by this version; a checkpoint saved by an older one did not hold it\)"):
+        model.load_state_dict(old)
+    with pytest.raises(ValueError, match=r"missing 'layers.1.bias' \(a Value in a list"):
+        model.load_state_dict(old)
+
+
 def test_sequential_applies_modules_in_order_and_names_them_by_position():
     model = nn.Sequential(nn.Linear(2, 3, rng=0), nn.Tanh(), nn.Linear(3, 1, rng=1))
     x = _random(4, 2)
