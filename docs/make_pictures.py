@@ -1,12 +1,12 @@
 """Make the pictures in docs/ (SVG, and PNG beside each): ``python docs/make_pictures.py``.
 
-1. op_view_scalar_rnn: a 4-step scalar tanh RNN, every edge labelled with its local derivative, in
-   two rows of two steps. op_view_scalar_rnn_compact: the same, each op at the head of its output's box.
+1. op_view_scalar_rnn: a 4-step scalar tanh RNN, every edge labelled with its local derivative, one
+   time step a row. op_view_scalar_rnn_compact: the same, each op at the head of its output's box.
 2. path_view_scalar_rnn: the same graph, the paths from h_0 to the loss with d(node)/d(h_0) on each node.
 3. op_view_lstm: a 3-step LSTM with hidden size 3, one step per row, its gates named.
-4. steps_vanishing_rnn_vs_lstm: 30 steps of a tanh RNN (PyTorch's default init) beside an LSTM's
+4. steps_vanishing_rnn_vs_lstm: 30 time steps of a tanh RNN (PyTorch's default init) beside an LSTM's
    whole state (h, c), with the forget-gate bias at 0 (the default) and at 2.
-5. steps_exploding_clipped: 30 steps of a tanh RNN whose W_hh has all singular values 1.4, without
+5. steps_exploding_clipped: 30 time steps of a tanh RNN whose W_hh has all singular values 1.4, without
    and with clip_norm(1.0) on every h_t (the clipped steps are marked with the norms before and after).
 6. lags_loss_every_step: the lag view of a 30-step tanh RNN with a squared error at every step: how
    far each step's loss reaches back, which the step view of their sum cannot say.
@@ -14,11 +14,16 @@
 The step views' edges carry each step's gain, what it did to the gradient that crossed it; with the
 one loss at the last step they multiply to ||delta_0|| / ||delta_T||, which ``main`` prints.
 
+Every PNG is drawn at up to twice Graphviz's 96 dpi, for sharp text on high-density screens, and at
+most 2,000 px wide (WIDEST); GitHub shows a README picture at most about 830 px wide (its column), so
+a picture meant to be read there is laid out to about 1,000 px (tests/test_readable_pictures.py).
+
 Runs in a few seconds; the numbers are deterministic (fixed seeds).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -33,14 +38,21 @@ from tinygrad_rnn.nn import init  # noqa: E402
 from visualize import compare_steps, draw_graph, draw_lags, draw_path, render  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+WIDEST = 2000  # px: the widest PNG written here
 
 
 def save(picture, name: str) -> None:
-    for suffix in (".svg", ".png"):
-        written = render(picture, HERE / f"{name}{suffix}")
-        if written.suffix == ".png":
-            shrink_png(written)
-        print(f"wrote {written.relative_to(HERE.parent)} ({written.stat().st_size // 1024} KB)")
+    """``name``.svg, then ``name``.png at the highest resolution up to 2x that keeps it WIDEST px wide."""
+    svg = render(picture, HERE / f"{name}.svg")
+    written = [svg]
+    if svg.suffix == ".svg":  # else Graphviz is missing: render wrote the .dot source and said so
+        width_pt = float(re.search(r'<svg width="([\d.]+)pt"', svg.read_text(encoding="utf-8")).group(1))
+        sharp = picture.copy()
+        sharp.attr("graph", dpi=str(min(192, int(72 * (WIDEST - 2) / width_pt))))
+        written.append(render(sharp, HERE / f"{name}.png"))
+        shrink_png(written[-1])
+    for path in written:
+        print(f"wrote {path.relative_to(HERE.parent)} ({path.stat().st_size // 1024} KB)")
 
 
 def shrink_png(path: Path) -> None:
@@ -143,10 +155,10 @@ def report(runs: dict) -> None:
 
 def main() -> None:
     loss, _ = scalar_rnn()
-    save(draw_graph(loss, compact=False, per_row=2,
+    save(draw_graph(loss, compact=False, per_row=1,
                     title="A 4-step scalar tanh RNN: h_t = tanh(w_hh h_{t-1} + w_ih x_t + b), loss = (h_4 - 0.5)^2"),
          "op_view_scalar_rnn")
-    save(draw_graph(loss, compact=True, per_row=2,
+    save(draw_graph(loss, compact=True, per_row=1,
                     title="The same graph, compact: each op heads the box of its output"),
          "op_view_scalar_rnn_compact")
     loss, h0 = scalar_rnn(h0=0.3)
@@ -155,14 +167,13 @@ def main() -> None:
     save(draw_graph(lstm_op_view(), title="A 3-step LSTM, hidden size 3: one step per row, the gates named; "
                                           "the forget gate f multiplies the cell state c"), "op_view_lstm")
     runs = vanishing_rnn_vs_lstm()
-    save(compare_steps(runs, per_row=30,
-                       title="30 steps back in time: the tanh RNN's gradient vanishes, the LSTM keeps it when its "
-                             "forget gate stays open"),
+    save(compare_steps(runs, title="30 time steps back: the tanh RNN's gradient vanishes, the LSTM keeps it "
+                                   "when its forget gate stays open"),
          "steps_vanishing_rnn_vs_lstm")
     report(runs)
     runs = exploding_with_and_without_clipping()
-    save(compare_steps(runs, per_row=30,
-                       title="An exploding tanh RNN, and the same RNN with its gradient clipped at every step"),
+    save(compare_steps(runs, title="An exploding tanh RNN, and the same RNN with its gradient clipped at every "
+                                   "time step"),
          "steps_exploding_clipped")
     report(runs)
     losses, states = loss_at_every_step()
