@@ -446,3 +446,40 @@ def test_rnn_state_dict_names_its_cell():
     assert list(nn.RNN(nn.GRUCell(2, 3)).state_dict()) == [
         "cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh"
     ]
+
+
+class WideCell(nn.Module):
+    """h' = tanh(x W)[:, :3] + h: a custom cell whose matmul needs inputs of width 4."""
+
+    def __init__(self):
+        self.w = tg.Value(np.ones((4, 12)))
+
+    def forward(self, x, h):
+        return (x @ self.w)[:, :3].tanh() + h
+
+    def initial_state(self, batch_size):
+        return tg.Value(np.zeros((batch_size, 3)), requires_grad=False)
+
+
+def test_a_shape_error_inside_the_unroll_names_the_cell_and_the_time_step():
+    steps = [np.ones((1, 4)), np.ones((1, 4)), np.ones((1, 5))]
+    with pytest.raises(ValueError, match=r"^WideCell at time step 3: matmul: shapes \(1, 5\) and \(4, 12\)") as caught:
+        nn.RNN(WideCell())(steps)
+    # The traceback still reaches the line of the cell that failed.
+    frames = [frame.name for frame in caught.traceback]
+    assert "forward" in frames and caught.value.__cause__ is None
+
+
+def test_an_unroll_error_keeps_its_type_and_names_a_plain_function_cell():
+    def tiny_cell(x, h):
+        return h[x.shape[0] + 5]  # an index out of range at every step
+
+    with pytest.raises(IndexError, match=r"^tiny_cell at time step 1: "):
+        nn.RNN(tiny_cell)([np.ones(2)], h0=tg.Value(np.zeros(3)))
+
+
+def test_a_built_in_cell_given_a_wrong_step_names_the_step():
+    cell = nn.LSTMCell(4, 3, rng=0)
+    with pytest.raises(ValueError, match=r"^LSTMCell at time step 2: LSTMCell\(input_size=4, hidden_size=3\): "
+                                         r"x_t has shape \(2, 5\)"):
+        nn.RNN(cell)([np.ones((2, 4)), np.ones((2, 5))])

@@ -29,6 +29,21 @@ def detach_state(state):
     return mark_cut(state.detach() if isinstance(state, Value) else Value(state, requires_grad=False))
 
 
+def _cell_name(cell) -> str:
+    return type(cell).__name__ if isinstance(cell, Module) else getattr(cell, "__name__", type(cell).__name__)
+
+
+def _located(error: Exception, where: str) -> Exception:
+    """``error`` of the same type, its message prefixed with where it happened ("LSTMCell at time step
+    3: matmul: shapes ..."), keeping the traceback down to the line that failed; the error itself where
+    its type takes no message alone."""
+    try:
+        located = type(error)(f"{where}: {error}")
+    except Exception:
+        return error
+    return located.with_traceback(error.__traceback__)
+
+
 class RNN(Module):
     """``outputs, state = rnn(inputs, h0=None)``: apply ``cell`` at t = 1..T,
     state_t = cell(x_t, state_{t-1}), and return the hidden outputs [h_1, ..., h_T] and state_T.
@@ -75,7 +90,10 @@ class RNN(Module):
         outputs, states = [], [state]
         for t in range(1, length + 1):
             with scope(step_scope(t)):
-                state = step(steps[t - 1], state)
+                try:
+                    state = step(steps[t - 1], state)
+                except (ValueError, IndexError, TypeError) as error:
+                    raise _located(error, f"{_cell_name(self.cell)} at time step {t}") from None
                 hidden = hidden_of(state)
                 if self.hidden_hook is not None:
                     hidden.register_hook(self.hidden_hook)
