@@ -1,4 +1,5 @@
-"""Small problems whose answers are known, for experiments with gradients.
+"""Small problems whose answers are known, for experiments with gradients: the cliff of one recurrent
+unit, and three tasks of memory over long time lags that every paper on recurrent cells reports.
 
 **The cliff** (Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural
 networks", arXiv:1211.5063): one recurrent unit with no input,
@@ -22,6 +23,11 @@ Every function here takes numbers, numpy arrays or Values for w and b. Arrays ar
 elementwise, so a whole grid of (w, b) goes through the recurrence at once; with Values that need
 gradients, one backward pass over ``loss.sum()`` gives dL/dw and dL/db at every grid point, since
 the points do not interact.
+
+**Long time lags** (``AddingProblem``, ``CopyMemory``, ``TemporalOrder``, below the cliff): each task
+makes batches ``(inputs, targets)``, says which outputs its loss reads (the last step, or every
+step: ``every_step``), computes the loss from a readout's predictions, and knows the loss of the
+trivial answer that remembers nothing (``baseline_loss``): a model below it has learned to remember.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ import math
 
 import numpy as np
 
+from tinygrad_rnn import nn
 from tinygrad_rnn.autograd import no_grad, scope
+from tinygrad_rnn.data import adding_problem, as_rng, one_hot, temporal_order
+from tinygrad_rnn.functional import stack
 from tinygrad_rnn.value import Value, as_value
 
 __all__ = ["cliff_states", "cliff_loss", "cliff_loss_grid", "cliff_loss_and_grad", "cliff_loss_slice",
-           "cliff_wall"]
+           "cliff_wall", "Task", "AddingProblem", "CopyMemory", "TemporalOrder", "copy_memory"]
 
 STEPS, X0, TARGET = 50, 0.5, 0.7
 
@@ -163,3 +172,163 @@ def cliff_wall(w: float, steps: int = STEPS, x0: float = X0, levels=(0.1, 0.9)) 
         crossings.append(_bisect(lambda b: _last_state(w, b, steps, x0), level, lo_b, hi_b))
     return {"b": crossings, "width": crossings[-1] - crossings[0], "b_inf": b_inf, "lambda_": slope,
             "attractors": (low, high)}
+
+
+# ---- long time lags -----------------------------------------------------------------------------
+
+class Task:
+    """A sequence task: ``inputs, targets = task.batch(batch_size, rng)``, inputs (T, B, input_size)
+    floats; a readout of ``output_size`` maps hidden states to predictions; ``task.loss(predictions,
+    targets)``. ``predictions(hiddens, readout)`` applies the readout to what the loss reads: the
+    last hidden state, (B, output_size), or every one (``every_step``), (T, B, output_size).
+    ``baseline_loss`` is the expected loss of the best answer that ignores what is to be remembered."""
+
+    seq_len: int
+    input_size: int
+    output_size: int
+    every_step = False
+
+    def batch(self, batch_size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def loss(self, predictions, targets) -> Value:
+        raise NotImplementedError
+
+    def baseline_loss(self) -> float:
+        raise NotImplementedError
+
+    def baseline_predictions(self, batch_size: int) -> np.ndarray:
+        """The trivial answer as predictions (its loss is ``baseline_loss``, exactly or on average)."""
+        raise NotImplementedError
+
+    def predictions(self, hiddens: list, readout) -> Value:
+        return readout(stack(hiddens)) if self.every_step else readout(hiddens[-1])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class AddingProblem(Task):
+    """The adding problem (Hochreiter & Schmidhuber 1997, "Long short-term memory", Neural
+    Computation 9(8), experiment 4; the ``"le2015"`` form of Le, Jaitly & Hinton 2015, "A simple way
+    to initialize recurrent networks of rectified linear units", arXiv:1504.00941): each step is a
+    pair (value, marker); two steps are marked, and the target at the end is the sum of their values
+    (``tinygrad_rnn.data.adding_problem`` draws them). Loss: the mean squared error of the last
+    step's prediction (output_size 1).
+
+    Baseline: predicting the mean sum whatever the input. For ``"le2015"`` values are U(0, 1): the
+    mean is 1 and the loss Var(X1 + X2) = 2/12 = 0.167, the line of the IRNN paper. For
+    ``"hochreiter"`` values are U(-1, 1), mean 0, each of mean square 1/3, but a marked first step
+    carries 0: X1 sits there with probability 1/10, X2 with 0.9 / (T/2 - 1) (X1 is elsewhere and X2
+    drew the first of its T/2 - 1 places), so E[(X1 + X2)^2] = (0.9 + 1 - 0.9 / (T/2 - 1)) / 3, about
+    0.63.
+    """
+
+    input_size, output_size = 2, 1
+
+    def __init__(self, seq_len: int, variant: str = "le2015"):
+        self.seq_len, self.variant = int(seq_len), variant
+        adding_problem(1, self.seq_len, 0, variant)  # refuses a bad length or variant now, not at the first batch
+
+    def batch(self, batch_size: int, rng):
+        return adding_problem(batch_size, self.seq_len, rng, self.variant)
+
+    def loss(self, predictions, targets) -> Value:
+        predictions = as_value(predictions)
+        return nn.mse_loss(predictions.reshape(predictions.shape[0]), targets)
+
+    def baseline_loss(self) -> float:
+        if self.variant == "le2015":
+            return 2 / 12
+        return (0.9 + 1 - 0.9 / (self.seq_len // 2 - 1)) / 3
+
+    def baseline_predictions(self, batch_size: int) -> np.ndarray:
+        return np.full((batch_size, 1), 1.0 if self.variant == "le2015" else 0.0)
+
+
+def copy_memory(batch_size: int, delay: int, rng, length: int = 10, symbols: int = 8):
+    """Sequences of the copy memory task (see ``CopyMemory``): ``inputs`` and ``targets``, integer ids
+    of shape (delay + 2 length, B). Id 0 is the blank, 1..symbols the symbols to copy, symbols + 1 the
+    delimiter."""
+    if delay < 1 or length < 1 or symbols < 1 or batch_size < 1:
+        raise ValueError(f"copy_memory: delay, length, symbols and batch_size must be positive, got {delay}, "
+                         f"{length}, {symbols}, {batch_size}")
+    rng = as_rng(rng)
+    total = delay + 2 * length
+    message = rng.integers(1, symbols + 1, size=(length, batch_size))
+    inputs = np.zeros((total, batch_size), dtype=np.int64)
+    targets = np.zeros((total, batch_size), dtype=np.int64)
+    inputs[:length] = message
+    inputs[length + delay - 1] = symbols + 1  # the delimiter: "now repeat it"
+    targets[-length:] = message
+    return inputs, targets
+
+
+class CopyMemory(Task):
+    """The copy memory task (Arjovsky, Shah & Bengio 2016, "Unitary evolution recurrent neural
+    networks", ICML, section 4.1; after Hochreiter & Schmidhuber 1997): read ``length`` (10) symbols
+    drawn from ``symbols`` (8), wait ``delay`` steps of blanks, and after the delimiter (at step
+    length + delay) write the symbols out again, in order, over the last ``length`` steps. Inputs are
+    one-hot over blank, symbols and delimiter (symbols + 2 = 10 classes); the targets are blanks
+    until the last ``length`` steps. Loss: the cross entropy of every step's prediction, averaged over
+    the delay + 2 length steps and the batch.
+
+    Baseline (the paper's): blanks wherever they are certain, then a uniform guess among the
+    symbols: length ln(symbols) / (delay + 2 length), 10 ln 8 / (T + 20).
+    """
+
+    every_step = True
+
+    def __init__(self, delay: int, length: int = 10, symbols: int = 8):
+        self.delay, self.length, self.symbols = int(delay), int(length), int(symbols)
+        self.seq_len = self.delay + 2 * self.length
+        self.input_size = self.output_size = self.symbols + 2
+
+    def batch(self, batch_size: int, rng):
+        ids, targets = copy_memory(batch_size, self.delay, rng, self.length, self.symbols)
+        return one_hot(ids, self.input_size), targets
+
+    def loss(self, predictions, targets) -> Value:
+        return nn.cross_entropy(as_value(predictions), targets)
+
+    def baseline_loss(self) -> float:
+        return self.length * math.log(self.symbols) / self.seq_len
+
+    def baseline_predictions(self, batch_size: int) -> np.ndarray:
+        certain = -1e9  # a logit whose class has probability 0 to the last bit
+        logits = np.full((self.seq_len, batch_size, self.output_size), certain)
+        logits[: -self.length, :, 0] = 0.0  # blank, surely
+        logits[-self.length :, :, 1 : self.symbols + 1] = 0.0  # one of the symbols, uniformly
+        return logits
+
+
+class TemporalOrder(Task):
+    """The temporal order problem (Hochreiter & Schmidhuber 1997, experiment 6a and, with
+    ``relevant=3``, 6b): X or Y at ``relevant`` far-apart positions among random distractors; the
+    class is the order they came in (XX, XY, YX, YY), to be told at the last step
+    (``tinygrad_rnn.data.temporal_order`` draws them). Inputs one-hot over 8 symbols; loss: the cross
+    entropy of the last step's prediction over 2^relevant classes.
+
+    Baseline: the uniform guess, ln(2^relevant) = ln 4 = 1.386 (the classes are equally likely).
+    """
+
+    input_size = 8
+
+    def __init__(self, seq_len: int, relevant: int = 2):
+        self.seq_len, self.relevant = int(seq_len), int(relevant)
+        self.output_size = 2**self.relevant
+        temporal_order(1, self.seq_len, 0, self.relevant)  # refuses a bad length now
+
+    def batch(self, batch_size: int, rng):
+        symbols, labels = temporal_order(batch_size, self.seq_len, rng, self.relevant)
+        return one_hot(symbols, self.input_size), labels
+
+    def loss(self, predictions, targets) -> Value:
+        return nn.cross_entropy(as_value(predictions), targets)
+
+    def baseline_loss(self) -> float:
+        return math.log(self.output_size)
+
+    def baseline_predictions(self, batch_size: int) -> np.ndarray:
+        return np.zeros((batch_size, self.output_size))
