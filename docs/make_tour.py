@@ -1,0 +1,49 @@
+"""Run docs/tour.ipynb top to bottom in a fresh kernel and save it with its outputs, so that a reader on
+GitHub sees its pictures: ``python docs/make_tour.py``. tests/test_notebook.py runs it again the same
+way and checks that the saved outputs are what the current code gives.
+
+The kernel is the notebook's own Python 3 kernel as this Python sees it (run it with .venv/bin/python),
+started in docs/, as Jupyter does when the notebook is opened there. No timings are recorded, so a run
+that changes nothing changes no byte.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+TOUR = Path(__file__).resolve().parent / "tour.ipynb"
+
+
+def execute(path: Path = TOUR, **kernel) -> nbformat.NotebookNode:
+    """The notebook at ``path`` run top to bottom (raises on the first failing cell). ``kernel``: passed
+    to the kernel's start, such as ``env`` for its environment variables."""
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute(**kernel)
+    return steady(notebook)
+
+
+def steady(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Without what changes from run to run: the address in an object's text form (``<graphviz.graphs.
+    Digraph at 0x7f...>``, shown only where the picture cannot be)."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if "text/plain" in output.get("data", {}):
+                output.data["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", output.data["text/plain"])
+    return notebook
+
+
+def main() -> None:
+    notebook = execute()
+    nbformat.write(notebook, TOUR)
+    size = TOUR.stat().st_size // 1024
+    print(f"wrote {TOUR.relative_to(TOUR.parents[1])} with its outputs ({size} KB)")
+
+
+if __name__ == "__main__":
+    main()
