@@ -3,6 +3,7 @@ independently, in numpy; gradients through unrolled steps against central differ
 initialisation against its formula."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,15 @@ def test_chrono_refuses_a_cell_without_a_forget_gate():
         chrono_init(IndRNNCell(2, 3), t_max=10)
     with pytest.raises(ValueError, match="t_max"):
         chrono_init(JANETCell(2, 3), t_max=2)
+
+
+@pytest.mark.parametrize("make", [c for c, _ in REFERENCES], ids=IDS)
+def test_a_cell_moved_to_float32_starts_from_float32_zeros(make):
+    # A float64 state would promote every op of the step to float64 (and warn).
+    cell = make(2, 3, rng=0).to(np.float32)
+    state = cell.initial_state(4)
+    assert all(part.dtype == np.float32 for part in (state if isinstance(state, tuple) else (state,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outputs, _ = nn.RNN(cell)(np.ones((3, 4, 2), np.float32))
+    assert outputs[-1].dtype == np.float32

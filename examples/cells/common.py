@@ -20,13 +20,19 @@ class ZooCell(nn.Module):
     state_parts = 1
 
     def __init__(self, input_size: int, hidden_size: int, dtype=np.float64):
-        self.input_size, self.hidden_size, self.dtype = int(input_size), int(hidden_size), np.dtype(dtype)
+        self.input_size, self.hidden_size, self._dtype = int(input_size), int(hidden_size), np.dtype(dtype)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype (after ``to(np.float32)`` too: a float64 state would promote the cell)."""
+        parameters = self.parameters()
+        return parameters[0].dtype if parameters else self._dtype
 
     def uniform(self, rng: np.random.Generator, *shape, low: float | None = None, high: float | None = None):
         """A parameter drawn from U(low, high), by default PyTorch's U(-1/sqrt(H), 1/sqrt(H))."""
         bound = self.hidden_size**-0.5
         low, high = -bound if low is None else low, bound if high is None else high
-        return tg.Value(rng.uniform(low, high, shape).astype(self.dtype))
+        return tg.Value(rng.uniform(low, high, shape).astype(self._dtype))
 
     def initial_state(self, batch_size: int | None = None):
         shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)

@@ -25,7 +25,7 @@ class IndRNNCell(ZooCell):
         rng = np.random.default_rng(rng)
         self.weight_ih = self.uniform(rng, hidden_size, input_size)
         self.weight_hh = self.uniform(rng, hidden_size, low=0.0, high=recurrent_max)
-        self.bias_ih = tg.Value(np.zeros(hidden_size, self.dtype))
+        self.bias_ih = tg.Value(np.zeros(hidden_size, self._dtype))
 
     def forward(self, x, h):
         return (x @ self.weight_ih.T + self.weight_hh * h + self.bias_ih).relu()
