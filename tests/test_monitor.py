@@ -271,3 +271,40 @@ def test_step_grad_norms_are_the_grad_norms_of_diagnostics_steps(make_cell):
     monitor.after_backward(loss, states)
     expected = [row.grad_norm for row in diagnostics.steps(loss, states)]
     np.testing.assert_allclose(monitor.step_grad_norms[0], expected, rtol=1e-12)
+
+
+def test_the_monitor_says_once_when_gradients_turn_subnormal_with_the_fraction():
+    from tinygrad_rnn.numerics import SubnormalWarning
+
+    tiny = float(np.finfo(np.float32).tiny)
+    w = tg.Value(np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32), name="w")
+    monitor = Monitor({"w": w})
+    scales = [1.0, tiny / 8, tiny / 8, 1.0]  # iterations 1 and 2: one entry in four is subnormal
+    with pytest.warns(SubnormalWarning) as caught:
+        for scale in scales:
+            loss = (w * np.array([scale, 1.0, 1.0, 1.0], dtype=np.float32)).sum()
+            w.grad = None
+            loss.backward()
+            monitor.after_backward(loss)
+    assert monitor.subnormal_fractions == [0.0, 0.25, 0.25, 0.0] and monitor.first_subnormal == 1
+    subnormal = [w for w in caught if issubclass(w.category, SubnormalWarning)]
+    assert len(subnormal) == 1 and "at iteration 1, 25.0% of the gradient entries are subnormal" in str(
+        subnormal[0].message)
+    assert "subnormal gradients from iteration 1, at most 25.0% of the entries" in monitor.summary()
+
+
+def test_the_monitor_counts_subnormal_gradients_of_the_states_too():
+    cell = nn.RNNCell(2, 3, rng=0, dtype=np.float32)
+    cell.weight_hh.data = np.eye(3, dtype=np.float32) * np.float32(1e-3)
+    monitor = Monitor(cell)
+    _, states = nn.RNN(cell)(np.full((30, 1, 2), 0.1, dtype=np.float32), return_states=True)
+    loss = states[-1].sum()
+    loss.backward()
+    from tinygrad_rnn.numerics import SubnormalWarning, subnormal_fraction
+
+    with pytest.warns(SubnormalWarning):
+        monitor.after_backward(loss, states)
+    state_grads = [s.grad for s in states[1:]]
+    assert subnormal_fraction(state_grads) > 0
+    expected = subnormal_fraction([p.grad for p in cell.parameters()] + state_grads)
+    assert monitor.subnormal_fractions == [pytest.approx(expected)]

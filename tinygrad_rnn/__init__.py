@@ -21,11 +21,12 @@ from tinygrad_rnn.replay import replay
 from tinygrad_rnn.value import HookHandle, Value
 
 # Submodules, imported after the engine they are built on.
-from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, optim  # noqa: E402  isort: skip
+from tinygrad_rnn import checkpoint, clip, data, diagnostics, nn, numerics, optim  # noqa: E402  isort: skip
+from tinygrad_rnn.numerics import set_flush_denormal  # noqa: E402  isort: skip
 
 __all__ = [
     "Value", "HookHandle", "grad", "no_grad", "enable_grad", "scope", "gradcheck", "GradcheckError",
     "concat", "stack", "split", "where", "maximum", "minimum", "softplus", "logsumexp", "softmax", "log_softmax",
     "zero_grad", "replay", "to_torch", "ExportError",
-    "nn", "optim", "clip", "diagnostics", "data", "checkpoint",
+    "set_flush_denormal", "nn", "optim", "clip", "diagnostics", "data", "checkpoint", "numerics",
 ]

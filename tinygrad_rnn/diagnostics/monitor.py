@@ -21,11 +21,14 @@ What each problem looks like in these numbers:
 - **exploding**: gradient norms and update ratios jump from iteration to iteration, ratios near or
   above 1 (one step rewrites the weights), and finally the loss or the gradients turn NaN or Inf:
   ``first_nonfinite`` says at which iteration, ``nonfinite_report`` which op made the first one.
+- **vanished into subnormal numbers**: ``subnormal_fractions`` grows; arithmetic on subnormal numbers
+  is many times slower on most CPUs, so iterations slow down too (``tinygrad_rnn.numerics``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +37,7 @@ from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteReport, all_finite, trace_nonfinite
 from tinygrad_rnn.diagnostics.plots import plot_monitor
 from tinygrad_rnn.diagnostics.steps import delta_norms
+from tinygrad_rnn.numerics import SubnormalWarning, subnormal_fraction
 from tinygrad_rnn.value import Value
 
 __all__ = ["Monitor"]
@@ -84,7 +88,10 @@ class Monitor:
       (None while there is none), ``nonfinite_report`` the ``trace_nonfinite`` report of that
       iteration's graph (``nonfinite_op`` the name of the op it blames, ``nonfinite_text`` the
       report as text, written when it was found: an optimiser updating weights in place afterwards
-      would change the numbers the live report prints).
+      would change the numbers the live report prints);
+    - ``subnormal_fractions``: the fraction of the parameters' and states' gradient entries that are
+      subnormal (0 < |g| < the smallest normal number of their type); the first iteration with any
+      raises a ``SubnormalWarning`` saying the fraction, once (``first_subnormal``).
 
     ``state_axis`` names what the states are steps of, for the plot: "time step" (an unrolled RNN's
     [s_0, ..., s_T]) or "layer" (a deep net's layer outputs [a_0, ..., a_L]).
@@ -102,6 +109,8 @@ class Monitor:
         self.first_nonfinite: int | None = None
         self.nonfinite_report: NonfiniteReport | None = None
         self.nonfinite_text: str | None = None
+        self.subnormal_fractions: list[float] = []
+        self.first_subnormal: int | None = None
         self._before: dict[str, np.ndarray] | None = None
 
     @property
@@ -135,6 +144,7 @@ class Monitor:
             finite = finite and (p.grad is None or all_finite(p.grad))
         with np.errstate(all="ignore"):  # a run that has blown up still gets its (non-finite) row
             self.step_grad_norms.append(None if states is None else delta_norms(states))
+        self._count_subnormal(iteration, states)
         if not finite and self.first_nonfinite is None:
             self.first_nonfinite = iteration
             self.nonfinite_report = trace_nonfinite(loss)
@@ -142,6 +152,20 @@ class Monitor:
                 self.nonfinite_text = str(self.nonfinite_report)
         # A copy: optimisers update parameters in place, and the ratio needs the weights before.
         self._before = {name: np.array(p.data, dtype=np.float64) for name, p in self.parameters.items()}
+
+    def _count_subnormal(self, iteration: int, states: Sequence | None) -> None:
+        grads = [p.grad for p in self.parameters.values() if p.grad is not None]
+        for state in states or ():
+            grads += [s.grad for s in (state if isinstance(state, (tuple, list)) else (state,))
+                      if isinstance(s, Value) and s.grad is not None]
+        fraction = subnormal_fraction(grads)
+        self.subnormal_fractions.append(fraction)
+        if fraction and self.first_subnormal is None:
+            self.first_subnormal = iteration
+            warnings.warn(f"Monitor: at iteration {iteration}, {fraction:.1%} of the gradient entries are subnormal "
+                          "numbers (the gradient is vanishing through them), on which most CPUs compute many times "
+                          "slower. tinygrad_rnn.numerics.set_flush_denormal(True) flushes them to zero where the "
+                          "platform allows, flush_subnormal as a hook anywhere", SubnormalWarning, stacklevel=3)
 
     def after_step(self) -> None:
         """Record each parameter's update ratio for the iteration of the last ``after_backward``."""
@@ -170,6 +194,9 @@ class Monitor:
             known = [r for r in ratios if r is not None and math.isfinite(r)]
             median = f"{float(np.median(known)):.2e}" if known else "n/a"
             lines.append(f"  {name:<{width}}  median ||update||/||parameter|| {median}")
+        if self.first_subnormal is not None:
+            lines.append(f"subnormal gradients from iteration {self.first_subnormal}, "
+                         f"at most {max(self.subnormal_fractions):.1%} of the entries")
         if self.first_nonfinite is None:
             lines.append("loss and gradients stayed finite")
         else:
