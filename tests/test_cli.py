@@ -555,3 +555,13 @@ def test_forget_bias_is_saved_with_the_run_and_resumed(tmp_path, text_file, caps
     code, out, err = run_main(small_run(tmp_path, text_file, "--resume", "--steps", 1), capsys)
     assert code == 0, err
     assert "forget-gate bias 1.5" in out and "resumed from" in out
+
+
+@pytest.mark.parametrize("command", ["render", "train"])
+def test_every_flag_in_help_gives_its_default(command):
+    subcommands = next(a for a in cli._parser()._actions if a.dest == "command")
+    parser = subcommands.choices[command]
+    for action in parser._actions:
+        if action.dest != "help":
+            assert "default" in (action.help or ""), f"{command} {'/'.join(action.option_strings)}"
+    assert parser.description

@@ -6,9 +6,9 @@
 
 ``train`` teaches a character-level RNN to write and draws how far its gradients reach back in time
 (``visualize/train.py``). ``render`` builds a small recurrent model on random data, reads a loss at
-the last step, runs backward, and renders the chosen view: ``ops`` (every op, edges labelled by local
-gradients), ``path`` (the paths from h_0 or weight_hh to the loss, with running products), ``steps``
-(one node per time step).
+the last time step, runs backward, and renders the chosen view: ``ops`` (every op of the textbook's
+step, W_ih x_t + W_hh h_{t-1} + b (visualize/textbook.py), edges labelled by local gradients), ``path``
+(the paths from h_0 or W_hh to the loss, with running products), ``steps`` (one node per time step).
 
 Every mistake on the command line (an unknown flag, NaN, zero or a negative where a size or a rate is
 wanted, an output path that cannot be written or whose name is too long, sizes that would not fit in
@@ -139,8 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     _render_parser(commands.add_parser(
         "render", help="build a small RNN on random data, backpropagate, draw it",
         description="Build a small RNN on random data, backpropagate through it, and draw one view of its graph: "
-                    "ops (every op, each edge labelled with its local gradient), path (every path from --source "
-                    "to the loss) or steps (one node per state, each edge the gain of one step)."))
+                    "ops (every op of the textbook's step, W_ih x_t + W_hh h_(t-1) + b with states h_t and c_t, "
+                    "each edge labelled with its local gradient), path (every path from --source to the loss) or "
+                    "steps (one node per state, each edge the gain of one time step). A flag for one view only is "
+                    "refused with the others.",
+        epilog="The ops and path views draw the cell as its equation; the numbers are those of the fast cell the "
+               "library trains with (one projection of all inputs, transposes made once)."))
     return parser
 
 
@@ -166,12 +170,13 @@ def _train_parser(command: argparse.ArgumentParser) -> None:
                               "reach further back; default: PyTorch's uniform init, gates near 0.5)")
     length = command.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, metavar="N",
-                        help="train N iterations (optimiser steps) in this run")
+                        help="train N iterations (optimiser steps) in this run (default: --seconds 60)")
     length.add_argument("--seconds", type=positive_float, metavar="S", help="train for S seconds (default 60)")
     start = command.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
-                       help="continue the run saved in --checkpoint, with its configuration")
-    start.add_argument("--force", action="store_true", help="start afresh, replacing the --checkpoint file")
+                       help="continue the run saved in --checkpoint, with its configuration (default off)")
+    start.add_argument("--force", action="store_true",
+                       help="start afresh, replacing the --checkpoint file (default off: refuse to)")
     command.add_argument("--checkpoint", type=Path, default=train.DEFAULT_CHECKPOINT, metavar="PATH",
                          help=f"where the run is saved, .npz (default {train.DEFAULT_CHECKPOINT})")
     command.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
@@ -188,7 +193,7 @@ def _threads_flag(command: argparse.ArgumentParser) -> None:
 def _render_parser(command: argparse.ArgumentParser) -> None:
     _threads_flag(command)
     command.add_argument("--cell", choices=sorted(CELLS), default="rnn", help="recurrent cell (default rnn)")
-    command.add_argument("--steps", type=positive_int, default=4, metavar="T", help="time steps (default 4)")
+    command.add_argument("--steps", type=positive_int, default=4, metavar="T", help="time steps T (default 4)")
     command.add_argument("--hidden", type=positive_int, default=4, metavar="H", help="hidden units (default 4)")
     command.add_argument("--input", type=positive_int, default=2, metavar="I", help="input features (default 2)")
     command.add_argument("--batch", type=positive_int, default=1, metavar="B",
@@ -196,21 +201,24 @@ def _render_parser(command: argparse.ArgumentParser) -> None:
     command.add_argument("--init", choices=sorted(INITS), default="default",
                          help="initialiser for weight_hh (default: PyTorch's uniform)")
     command.add_argument("--radius", type=positive_float, default=None, metavar="R",
-                         help="rescale each gate block of weight_hh to spectral radius R (<1 vanishes, >1 explodes)")
+                         help="rescale each gate block of weight_hh to spectral radius R (<1 vanishes, >1 explodes; "
+                              "default: as --init leaves it)")
     command.add_argument("--clip", type=positive_float, default=None, metavar="NORM",
-                         help="clip dL/dh_t to this norm at every step (marked in the picture)")
+                         help="clip dL/dh_t to this norm at every time step, marked in the picture (default off)")
     command.add_argument("--truncate", type=positive_int, default=None, metavar="K",
-                         help="truncated BPTT every K steps")
+                         help="truncated BPTT: cut the graph after every K time steps (default off: back to h_0)")
     command.add_argument("--view", choices=("ops", "path", "steps"), default="ops", help="what to draw (default ops)")
     # View-specific flags default to None, so that one given with another view is an error, not ignored.
     command.add_argument("--compact", action="store_true", default=None,
-                         help="ops view only: each op at the head of its output's box")
+                         help="ops view only: each op at the head of its output's box (default: only when the "
+                              "unroll wraps into rows)")
     command.add_argument("--source", choices=("h0", "weight_hh"), default=None,
                          help="path view only: draw the paths from this value (default h0)")
-    command.add_argument("--max-nodes", type=positive_int, default=None,
+    command.add_argument("--max-nodes", type=positive_int, default=None, metavar="N",
                          help=f"ops and path views only: refuse larger graphs (default {MAX_NODES})")
-    command.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the weights and data (default 0)")
-    command.add_argument("-o", "--output", default="out.svg",
+    command.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                         help="seed of the weights and data (default 0)")
+    command.add_argument("-o", "--output", default="out.svg", metavar="FILE",
                          help="the picture: .svg, .png, .pdf, or .dot for the source (default out.svg)")
 
 

@@ -122,7 +122,54 @@ def run(args, given: TrainConfig, defaults: TrainConfig) -> int:
     print(f"checkpoint: {path} (iteration {step}); continue with: {launched} --resume"
           + ("" if path == DEFAULT_CHECKPOINT else f" --checkpoint {shlex.quote(str(path))}"))
     _pictures(model, starting_weights, windows[0], config, first_step, step, out_dir, path)
+    for advice in suggestions(args, config, path):
+        print(advice)
     return 0
+
+
+# The forget-gate bias the demo suggests: sigmoid(2) = 0.88 of c_{t-1} kept at each time step, 0.88^25 = 0.04
+# over the demo's window, where PyTorch's init (f near 0.5) keeps 0.5^25 = 3e-8.
+SUGGESTED_FORGET_BIAS = 2.0
+
+
+def suggestions(args, config: TrainConfig, path: Path) -> list[str]:
+    """What to try next, each a command that runs as this one was launched (tests/test_advice.py tries each
+    and checks what it claims)."""
+    if config.cell == "lstm" and config.forget_bias is not None and config.forget_bias >= SUGGESTED_FORGET_BIAS:
+        return []
+    bias = training.shown(SUGGESTED_FORGET_BIAS)
+    command = suggested_command(args, config, path, cell="lstm", forget_bias=SUGGESTED_FORGET_BIAS)
+    return [textwrap.fill(f"to try next: an LSTM whose forget gates start open (--forget-bias {bias}: each keeps "
+                          f"sigmoid({bias}) = 0.88 of c_(t-1) at every time step) passes the gradient back over the "
+                          f"whole window of {config.seq} time steps; its step view's verdict, before training and "
+                          f"after, is not vanishing (below {style.number(diagnostics.VANISHING)}):", width=110,
+                          subsequent_indent="  "),
+            f"  {command}"]
+
+
+def suggested_command(args, config: TrainConfig, path: Path, **changes) -> str:
+    """This run's command as it was launched, with ``changes`` to its configuration, its own length
+    (--steps or --seconds) and --out, and a new checkpoint beside this one (one that does not exist yet,
+    so the command is not refused)."""
+    changed, defaults = dataclasses.replace(config, **changes), TrainConfig()
+    words = []
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(changed, field.name)
+        if value is not None and value != getattr(defaults, field.name):
+            words += [training.flag(field.name), training.shown(value)]
+    if getattr(args, "steps", None) is not None:
+        words += ["--steps", str(args.steps)]
+    elif getattr(args, "seconds", None) not in (None, 60.0):
+        words += ["--seconds", training.shown(args.seconds)]
+    name = "_".join([path.stem, *(str(v) for v in changes.values() if isinstance(v, str))]) or "run"
+    checkpoint_path, count = path.with_name(f"{name}.npz"), 2
+    while checkpoint_path.exists() or checkpoint_path == path:
+        checkpoint_path, count = path.with_name(f"{name}_{count}.npz"), count + 1
+    words += ["--checkpoint", str(checkpoint_path)]
+    if getattr(args, "out", Path("out")) != Path("out"):
+        words += ["--out", str(args.out)]
+    launched = getattr(args, "launched", "tinygrad-rnn train")
+    return " ".join([launched, *(shlex.quote(word) for word in words)])
 
 
 def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, elapsed, losses) -> None:
@@ -191,22 +238,25 @@ def what_to_look_at(matrices, verdict: str, step: int, before: str = "before tra
     T = len(after) - 1
     near, far = min(5, T - 1), headline_lag(after, diagnostics.reach_counts(matrices[1]))
     start = matrices[1][-1, 0] / matrices[1][-1, -1]
-    vanishing = style.number(diagnostics.VANISHING)
+    vanishing, exploding = style.number(diagnostics.VANISHING), f"{diagnostics.EXPLODING:g}"
     # The verdict also calls a gradient vanishing where a state on the way got none at all (a dead unit):
     # the words follow the number the sentence quotes.
     side = "below" if start < diagnostics.VANISHING else "above"
     conclusion = {
         "vanishing": f"{side} {vanishing}, the line the verdict calls vanishing"
-                     + ("" if side == "below" else ", but a step on the way passed no gradient at all")
+                     + ("" if side == "below" else ", but a time step on the way passed no gradient at all")
                      + f": the model can hardly learn from what it saw {T} characters earlier",
-        "exploding": "it grew on the way back (exploding); --clip-norm keeps the updates in check",
-        "frozen": "yet the steps gave their weights almost nothing (frozen): the cell passes the gradient on "
-                  "without learning from it",
-    }.get(verdict, f"above {vanishing}, the line the verdict calls vanishing: the gradient still reaches the "
-                   f"characters {T} steps back")
+        "exploding": f"above {exploding}, the line the verdict calls exploding: the gradient grew on the way back; "
+                     "training clips the global gradient norm to --clip-norm, so no one iteration's update is "
+                     "thrown by it",
+        "frozen": f"above {vanishing}, yet no time step gave its weights more than "
+                  f"{style.number(diagnostics.FROZEN)} of the gradient it carried, the line the verdict calls "
+                  "frozen: the cell passes the gradient on without learning from it",
+    }.get(verdict, f"between {vanishing} and {exploding}, the lines the verdict calls vanishing and exploding: "
+                   f"the gradient still reaches the characters {T} time steps back")
     return (f"what to look at: in {picture}, each row is one prediction of the window and each cell the share "
-            f"of its error's gradient that reached an earlier step (1 where the prediction was made). The reach "
-            f"row gives the median share that arrives lag steps back: {style.number(after[near], 2)} at lag "
+            f"of its error's gradient that reached an earlier time step (1 where the prediction was made). The "
+            f"reach row gives the median share that arrives lag time steps back: {style.number(after[near], 2)} at lag "
             f"{near} and {style.number(after[far], 2)} at lag {far} after iteration {step} ({before}: "
             f"{style.number(first[near], 2)} and {style.number(first[far], 2)}). The last prediction alone "
             f"reaches the window's start × {style.number(start, 2)} (the step view's caption), {conclusion}.")
