@@ -5,7 +5,8 @@
 #   scripts/dev.sh run ARGS...    run the tinygrad-rnn command from .venv, e.g. scripts/dev.sh run render --help
 #   scripts/dev.sh setup          only set up
 # Setting up: the Graphviz `dot` program (Debian's graphviz via apt-get where it is missing; on macOS
-# Homebrew's), then a virtual environment in .venv holding the package (editable) with its test, plot
+# Homebrew's), Chromium for the interactive page's tests (Debian's chromium via apt-get where it is
+# missing), then a virtual environment in .venv holding the package (editable) with its test, plot
 # and dev extras. The install runs only when pyproject.toml changed since the last one (a hash of it
 # is kept in .venv/.installed), and quietly: its output goes to .venv/install.log, shown on failure.
 set -euo pipefail
@@ -34,6 +35,25 @@ ensure_dot() {
   else
     echo "warning: Graphviz's dot program is missing; install your system's graphviz package." \
          "Until then pictures are written as .dot source." >&2
+  fi
+}
+
+ensure_chromium() {
+  # The interactive page's tests drive a real browser: Debian's chromium through playwright (whose own
+  # browser download does not work everywhere). Only for the tests; a missing browser skips them.
+  command -v chromium >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Chromium (for the interactive page's tests) with apt-get..."
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "warning: apt-get could not install chromium; the interactive page's tests will be skipped" >&2
+  elif [ "$(uname -s)" = "Darwin" ]; then
+    echo "warning: Chromium is missing, so the interactive page's tests will be skipped. On macOS run" \
+         "'brew install --cask chromium' and set TINYGRAD_RNN_CHROMIUM to its binary" \
+         "(/Applications/Chromium.app/Contents/MacOS/Chromium)." >&2
+  else
+    echo "warning: Chromium is missing, so the interactive page's tests will be skipped; install your" \
+         "system's chromium package." >&2
   fi
 }
 
@@ -79,8 +99,8 @@ job="${1:-}"
 case "$job" in
   # The command prints how to go on (train --resume): through this script, as it was launched.
   demo) ensure_dot; ensure_venv; exec env TINYGRAD_RNN_LAUNCHER="$0 run {command}" .venv/bin/tinygrad-rnn train "$@" ;;
-  test) ensure_dot; ensure_venv; exec .venv/bin/python -m pytest "$@" ;;
+  test) ensure_dot; ensure_chromium; ensure_venv; exec .venv/bin/python -m pytest "$@" ;;
   run) ensure_dot; ensure_venv; exec env TINYGRAD_RNN_LAUNCHER="$0 run {command}" .venv/bin/tinygrad-rnn "$@" ;;
-  setup) ensure_dot; ensure_venv; echo "Ready: run 'source .venv/bin/activate' to have tinygrad-rnn on your PATH." ;;
+  setup) ensure_dot; ensure_chromium; ensure_venv; echo "Ready: run 'source .venv/bin/activate' to have tinygrad-rnn on your PATH." ;;
   *) echo "usage: scripts/dev.sh demo|test|run|setup [args...]" >&2; exit 2 ;;
 esac

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygrad_rnn import diagnostics
 from tinygrad_rnn.graph import walk
 from tinygrad_rnn.recurrence import clip_record, is_cut, time_step
 from tinygrad_rnn.value import Value
 from visualize.labels import measure
 
-__all__ = ["to_json", "graph_dict", "FORMAT"]
+__all__ = ["to_json", "graph_dict", "FORMAT", "steps_list", "lags_dict", "monitor_dict"]
 
 FORMAT = "tinygrad_rnn.graph/2"  # 2: "notes" became the typed "cut" and "clip"
 
@@ -107,3 +108,25 @@ def to_json(root, path=None, indent: int | None = None, data_limit: int = 64) ->
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text
+
+
+def steps_list(rows) -> list[dict]:
+    """The step view's numbers (``diagnostics.steps`` rows) as dicts: t, grad_norm (||delta_t||), gain,
+    bound (||J_t||_2), bound_method, clip, cut, direct, last_read, contribution (||C_t||)."""
+    return [_clean(dataclasses.asdict(row)) for row in rows]
+
+
+def lags_dict(matrix) -> dict:
+    """The lag view's numbers: the ``diagnostics.lags`` matrix ([loss i, state k] = ||delta_k^(i)||),
+    the reach curve over the lag and how many losses each lag rests on (``diagnostics.reach``,
+    ``reach_counts``)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return {"matrix": _clean(matrix.tolist()), "reach": _clean(diagnostics.reach(matrix).tolist()),
+            "reach_counts": _clean(diagnostics.reach_counts(matrix).tolist())}
+
+
+def monitor_dict(monitor) -> dict:
+    """A Monitor's history: per iteration the loss, each parameter's gradient norm and update ratio,
+    and ||delta_t|| per state (``step_grad_norms``, None for an iteration recorded without states)."""
+    return {"losses": _clean(monitor.losses), "grad_norms": _clean(monitor.grad_norms),
+            "update_ratios": _clean(monitor.update_ratios), "step_grad_norms": _clean(monitor.step_grad_norms)}

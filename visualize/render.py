@@ -1,4 +1,5 @@
-"""Writing a picture to a file: svg, png or pdf by the file's suffix, with Graphviz's ``dot``.
+"""Writing a picture to a file: svg, png or pdf by the file's suffix, with Graphviz's ``dot``; html
+for the interactive page (visualize/page.py).
 
 Where ``dot`` is missing the picture is not lost and the failure is not silent: the DOT source is
 written next to the requested file and one line on stderr says how to install Graphviz and how to
@@ -13,19 +14,27 @@ from pathlib import Path
 
 import graphviz
 
+from visualize.page import Page, picture_page
+
 __all__ = ["render", "FORMATS", "INSTALL_HINT"]
 
-FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".html": "html"}
 SOURCE_SUFFIXES = (".dot", ".gv")
 INSTALL_HINT = "apt-get install graphviz (Debian/Ubuntu) or brew install graphviz (macOS)"
 
 
-def render(graph: graphviz.Digraph, path) -> Path:
+def render(graph: graphviz.Digraph | Page, path) -> Path:
     """Lay ``graph`` out with ``dot`` and write it to ``path`` (.svg, .png or .pdf; .dot or .gv
     writes the source). Returns the path written: ``path``, or the ``.dot`` file beside it when
-    Graphviz is not installed (a one-line note on stderr says so)."""
+    Graphviz is not installed (a one-line note on stderr says so). A ``.html`` path gets one
+    self-contained page: the interactive one for a Page (``visualize.explore``), the picture with pan,
+    zoom and search for a Digraph."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".html":
+        return (graph if isinstance(graph, Page) else picture_page(graph)).write(path)
+    if isinstance(graph, Page):
+        raise ValueError(f"render: an interactive page is written as .html, not {path.name!r}")
     if suffix in SOURCE_SUFFIXES:
         return _write_source(graph, path)
     if suffix not in FORMATS:

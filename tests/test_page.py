@@ -1,0 +1,94 @@
+"""The interactive page as a file: one self-contained HTML document that fetches nothing, whose data
+no name can break out of, written by render(..., "x.html") for a page or any picture. What the page
+does in a browser is tested in test_page_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from picture_helpers import HAS_DOT
+from test_picture_text import HOSTILE
+
+from visualize import draw_steps
+from visualize.cli import build_model
+from visualize.export import graph_dict
+from visualize.page import SCRIPTS, STATIC, explore
+from visualize.render import render
+
+
+def _data(text: str) -> dict:
+    """The JSON the page holds (read back the way the browser does: the script element's text)."""
+    found = re.search(r'<script type="application/json" id="page-data">(.*?)</script>', text, re.S)
+    return json.loads(found.group(1))
+
+
+def test_render_writes_one_self_contained_page_that_fetches_nothing(tmp_path):
+    loss, states, _ = build_model("lstm", 3, 3)
+    written = render(explore(loss, states), tmp_path / "x.html")
+    text = written.read_text(encoding="utf-8")
+    assert written == tmp_path / "x.html" and text.startswith("<!DOCTYPE html>")
+    assert not re.search(r"\b(src|href|action)\s*=\s*[\"']", text, re.I), "nothing is loaded from anywhere"
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(|url\(|WebSocket", text), "nor fetched by the script"
+    assert "default-src 'none'" in text, "and the page's own policy forbids it"
+    assert text.count("<script") == 2 and text.count("</script>") == 2
+    for name in SCRIPTS:  # every script is inlined, whole
+        assert (STATIC / name).read_text(encoding="utf-8") in text
+
+
+@pytest.mark.parametrize("text", [*HOSTILE, "</script><script>alert(1)</script>", "<!--"],
+                         ids=[f"hostile{k}" for k in range(len(HOSTILE) + 2)])
+def test_a_hostile_name_stays_data_inside_the_page(text, tmp_path):
+    loss, states, _ = build_model("rnn", 2, 2)
+    loss.name = text
+    page = render(explore(loss, states, title=text), tmp_path / "x.html").read_text(encoding="utf-8")
+    assert page.count("</script>") == 2 and page.count("<script") == 2, "no name closes or opens a script"
+    data = _data(page)
+    assert data["title"] == text and data["graph"]["nodes"][-1]["name"] == text
+
+
+def test_the_page_holds_to_json_numbers_unchanged(tmp_path):
+    loss, states, _ = build_model("gru", 3, 2)
+    data = _data(explore(loss, states).html())
+    exported = graph_dict(loss, data_limit=16)
+    for ours, theirs in zip(data["graph"]["edges"], exported["edges"]):
+        for key in ("parent", "child", "position", "derivative", "jacobian_norm", "observed_gain"):
+            assert ours[key] == theirs[key]
+    for ours, theirs in zip(data["graph"]["nodes"], exported["nodes"]):
+        assert {k: ours[k] for k in theirs} == theirs
+
+
+def test_explore_refuses_what_it_cannot_show():
+    loss, states, model = build_model("rnn", 2, 2)
+    with pytest.raises(ValueError, match="view must be one of"):
+        explore(loss, states, view="graph")
+    with pytest.raises(ValueError, match="needs the states"):
+        explore(loss, view="steps")
+    other, _, _ = build_model("rnn", 2, 2, seed=1)
+    with pytest.raises(ValueError, match="not among the nodes"):
+        explore(loss, states, source=other)
+
+
+def test_a_page_is_written_only_as_html(tmp_path):
+    loss, states, _ = build_model("rnn", 2, 2)
+    with pytest.raises(ValueError, match="written as .html"):
+        render(explore(loss, states), tmp_path / "x.svg")
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
+def test_any_picture_renders_as_a_page_with_its_own_svg(tmp_path):
+    loss, states, _ = build_model("rnn", 3, 2)
+    text = render(draw_steps(loss, states), tmp_path / "steps.html").read_text(encoding="utf-8")
+    data = _data(text)
+    assert data["svg"].lstrip().startswith("<?xml") or "<svg" in data["svg"]
+
+
+def test_the_scripts_are_package_data():
+    """An installed package (not only this checkout) must carry the page's script and style."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["visualize"]
+    for name in [*SCRIPTS, "page.css"]:
+        assert any(Path("static", name).match(p) for p in patterns), name
