@@ -88,3 +88,19 @@ def test_the_path_view_from_weight_hh_follows_the_textbook_w_hh(tmp_path, capsys
 def test_the_step_view_keeps_the_fast_cell():
     _, states, model = build_model("lstm", steps=3, hidden=2)
     assert isinstance(model, nn.LSTMCell) and states[1][0].shape == (1, 2)
+
+
+@pytest.mark.parametrize("cell", [nn.RNNCell, nn.LSTMCell, nn.GRUCell])
+def test_the_op_view_names_each_time_steps_state_h_t_and_c_t_outside_the_command_too(cell):
+    from visualize import draw_graph
+
+    outputs, _ = nn.RNN(cell(2, 3, rng=0))(np.random.default_rng(0).normal(size=(12, 1, 2)))
+    loss = (outputs[-1] ** 2).sum()
+    loss.backward()
+    source = html.unescape(draw_graph(loss).source)  # 12 time steps: the unroll wraps into rows
+    names = set(re.findall(r"<B>([^<]*)</B>", source))
+    assert {f"h_{t}" for t in range(1, 13)} <= names
+    if cell is nn.LSTMCell:
+        assert {f"c_{t}" for t in range(1, 13)} <= names and "c" not in names and "h" not in names
+    ghosts = re.findall(r"<B>([^<]*)</B> ↩", source)  # a state from an earlier row, where the next row uses it
+    assert ghosts and all(re.fullmatch(r"[hc]_\d+", name) for name in ghosts), ghosts

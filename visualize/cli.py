@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     _render_parser(commands.add_parser(
         "render", help="build a small RNN on random data, backpropagate, draw it",
         description="Build a small RNN on random data, backpropagate through it, and draw one view of its graph: "
-                    "ops (every op of the textbook's step, W_ih x_t + W_hh h_(t-1) + b with states h_t and c_t, "
+                    "ops (every op of the textbook's time step, W_ih x_t + W_hh h_(t-1) + b with states h_t and c_t, "
                     "each edge labelled with its local gradient), path (every path from --source to the loss) or "
                     "steps (one node per state, each edge the gain of one time step). A flag for one view only is "
                     "refused with the others.",
@@ -255,7 +255,7 @@ def _check_render(args) -> Path:
                            f"{sizes} ({args.cell}, {args.view} view)", "use smaller sizes")
     if args.view == "steps" and args.steps > MAX_STEP_VIEW:
         raise UsageError(f"--steps {args.steps}: a step view of more than {MAX_STEP_VIEW:,} steps is too large "
-                         "to lay out or read; draw fewer steps")
+                         "to lay out or read; draw fewer time steps")
     rows = CELLS[args.cell].gates * args.hidden
     flag, width = max(("--hidden", args.hidden), ("--input", min(args.input, rows)), key=lambda pair: pair[1])
     if args.view != "steps" and width > MAX_JACOBIAN_WIDTH:

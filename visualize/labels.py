@@ -15,7 +15,7 @@ from tinygrad_rnn.ops import shape_label
 from tinygrad_rnn.value import Value
 from visualize import style
 
-__all__ = ["summary", "grad_line", "shape_text", "measure", "formula", "display_name", "clip_note",
+__all__ = ["summary", "grad_line", "shape_text", "measure", "formula", "display_name", "state_names", "clip_note",
            "is_truncated", "op_symbol", "op_legend"]
 
 def summary(data, digits: int) -> str:
@@ -89,6 +89,25 @@ def display_name(node) -> str | None:
     return None
 
 
+def state_names(edges, step_of: dict) -> dict:
+    """Names for the states each time step hands on, as the textbook writes them (``step_of``: a
+    node's TimeStep): a value a cell named "h" or "c" in step t is h_t or c_t; an unnamed value that is
+    the only thing step t passes out of itself (an RNNCell's tanh) is h_t."""
+    names, exits = {}, {}
+    for node, step in step_of.items():
+        if step is not None and node.name in ("h", "c"):
+            names[node] = f"{node.name}_{step.t}"
+    for edge in edges:
+        step = step_of.get(edge.parent)
+        if step is not None and step_of.get(edge.child) != step:
+            exits.setdefault(step, {})[edge.parent] = None
+    for step, nodes in exits.items():
+        (node, *others) = nodes
+        if not others and not node.name and node.op is not None:
+            names[node] = f"h_{step.t}"
+    return names
+
+
 def clip_note(node) -> recurrence.ClipRecord | None:
     """The record of a clipping hook on ``node``, when it fired."""
     record = recurrence.clip_record(node)
@@ -131,8 +150,8 @@ def op_legend(title: str | None, kinds: set, steps, extra_notes=()) -> str:
     if "parameter" in kinds:
         keys.append("yellow: a leaf that needs a gradient (a parameter, or an input differentiated)")
     if "shared" in kinds:
-        keys.append("double border: one parameter shared by several steps, drawn once; dashed yellow: its use "
-                    "in one step, with that step's share of the gradient")
+        keys.append("double border: one parameter shared by several time steps, drawn once; dashed yellow: its "
+                    "use in one time step, with that time step's share of the gradient")
     keys.append("dashed: constant (no gradient)")
     if "clip" in kinds:
         keys.append("✂ red border: gradient clipped there")

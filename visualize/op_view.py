@@ -34,6 +34,7 @@ from visualize.labels import (
     op_legend,
     op_symbol,
     shape_text,
+    state_names,
     summary,
 )
 from visualize.layout import SHARED, Placement, Rows, place, step_depth, wrap
@@ -61,7 +62,7 @@ def checked_walk(root, max_nodes: int, caller: str) -> Graph:
         raise GraphTooLarge(
             f"{caller}: the graph has more than {max_nodes:,} nodes (max_nodes={max_nodes:,}); an op "
             "picture that size is unreadable and slow to lay out. For a recurrent net draw one node per "
-            "time step with visualize.draw_steps(loss, states), unroll fewer steps, or raise max_nodes."
+            "time step with visualize.draw_steps(loss, states), unroll fewer time steps, or raise max_nodes."
         )
     return walk(root)
 
@@ -84,6 +85,7 @@ class OpPicture:
         self.root_set = {node for node in graph.nodes if node not in parents}
         self.kinds: set = set()  # what the legend must explain
         self.carried = self._carried_state()
+        self.state_names = state_names(graph.edges, self.placement.step)
         self.compact, self.per_row = self._fit(compact, per_row)
 
     def _fit(self, compact: bool | None, per_row: int | None) -> tuple[bool, int]:
@@ -114,6 +116,10 @@ class OpPicture:
                 if there != here:
                     carried.add(edge.parent)
         return carried
+
+    def name_of(self, node) -> str | None:
+        """What a value's box is titled: its state name (h_t, c_t), or ``display_name``."""
+        return self.state_names.get(node) or display_name(node)
 
     # ---- what each piece says -------------------------------------------------------------------
 
@@ -151,7 +157,7 @@ class OpPicture:
         if part:  # made in a named scope inside its step: a cell's gate ("forget gate")
             self.kinds.add("gates")
             lines.append(f'<FONT POINT-SIZE="8" COLOR="{GATE_INK}">{style.text(part, 30)}</FONT>')
-        name = display_name(node)
+        name = self.name_of(node)
         if name:
             lines.append(f"<B>{style.text(name, 40)}</B>")
         elif node.op is None and node.requires_grad:
@@ -325,7 +331,7 @@ class OpPicture:
 
     def _draw_ghost(self, band: Digraph, node, row: int) -> None:
         """A faint copy of a value drawn in an earlier row (or the shared box), where this row uses it."""
-        name = display_name(node) or (op_symbol(node.op) if node.op is not None else "value")
+        name = self.name_of(node) or (op_symbol(node.op) if node.op is not None else "value")
         step = self.placement.step.get(node)
         where = f"t = {step.t}" if step is not None else "above"
         self.kinds.add("ghost")
@@ -368,8 +374,8 @@ class OpPicture:
                 proxy, label=style.html_label("<BR/>".join(lines)), shape="box", style="rounded,filled,dashed",
                 fillcolor="white" if faded else "#fff1c1", color=FAINT if faded else "#c9a227",
                 fontcolor="#b0b0b0" if faded else style.INK, fontsize="9", margin="0.05,0.02", height="0.25",
-                tooltip=style.tooltip(f"the shared parameter {node.name or ''} as used in step {step.t}; "
-                                      "its gradient here is this step's share of the total"),
+                tooltip=style.tooltip(f"the shared parameter {node.name or ''} as used in time step {step.t}; "
+                                      "its gradient here is this time step's share of the total"),
             )
 
     def step_share(self, node, step):

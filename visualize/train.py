@@ -176,7 +176,7 @@ def _report(model, corpus, valid_ids, config: TrainConfig, first_step, step, ela
     V, T = len(corpus.vocab), config.seq
     first, last = losses
     if first is None:
-        print("trained no steps (no time or steps left)")
+        print("trained no iterations (no time or iterations left)")
     else:
         print(f"trained iterations {first_step + 1}-{step} in {elapsed:.0f} s ({(step - first_step) / elapsed:.1f}/s);"
               f" loss per character {first:.3f} -> {last:.3f} (uniform guessing: {np.log(V):.3f})")
