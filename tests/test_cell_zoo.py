@@ -2,6 +2,7 @@
 independently, in numpy; gradients through unrolled steps against central differences; chrono
 initialisation against its formula."""
 
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -187,3 +188,14 @@ def test_a_cell_moved_to_float32_starts_from_float32_zeros(make):
         warnings.simplefilter("error")
         outputs, _ = nn.RNN(cell)(np.ones((3, 4, 2), np.float32))
     assert outputs[-1].dtype == np.float32
+
+
+def test_the_benchmark_prints_one_row_per_cell(capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_cells", Path(__file__).resolve().parents[1] / "benchmarks" / "cells.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark.main(["--seconds", "0.05", "--seq-len", "12", "--only", "RNN (tanh)", "JANET, chrono"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith(("RNN (tanh)", "JANET, chrono"))]
+    assert len(rows) == 2 and "trivial baseline loss 0.1667" in lines[0]
+    assert all(0 <= int(reach) <= 12 for row in rows for reach in row.split()[-2:])  # steps back, of T = 12
