@@ -201,3 +201,16 @@ def test_dev_sh_tells_the_command_how_it_was_launched():
     for job in ("demo)", "run)"):
         line = next(line for line in script.splitlines() if line.strip().startswith(job))
         assert f'{cli.LAUNCHER}="$0 run {{command}}"' in line
+
+
+def test_the_diverged_run_names_a_learning_rate_that_then_trains(tmp_path, text_file, capsys):
+    argv = ["train", "--hidden", "8", "--seq", "6", "--batch", "2", "--text", str(text_file), "--steps", "3",
+            "--checkpoint", str(tmp_path / "run.npz"), "--out", str(tmp_path)]
+    assert main([*argv, "--lr", "1e308"]) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Use a smaller --lr (this run's: 1e+308; the default: 0.003)" in err
+    assert "--clip-norm" not in err
+    # A smaller --clip-norm would not have helped: Adam's steps are about --lr long whatever the clip.
+    assert main([*argv, "--lr", "1e308", "--clip-norm", "1e-6"]) == 2
+    assert "diverged" in capsys.readouterr().err
+    assert main([*argv, "--lr", "0.003"]) == 0  # the learning rate the message names

@@ -171,8 +171,10 @@ def refuse_diverged(model, step: int, config: TrainConfig) -> None:
     if broken:
         raise RunError(f"iteration {step}: training diverged, {broken[0]}"
                        + (f" and {len(broken) - 1} more weights" if len(broken) > 1 else "")
-                       + f" hold NaN or inf; nothing was saved. Use a smaller --lr (this run's: {shown(config.lr)}) "
-                         "or a smaller --clip-norm")
+                       + f" hold NaN or inf; nothing was saved. Use a smaller --lr (this run's: {shown(config.lr)}; "
+                         f"the default: {shown(TrainConfig.lr)})")
+    # Not "a smaller --clip-norm": Adam divides each gradient by its own running size, so its steps
+    # are about --lr long however the gradient was clipped (tests/test_advice.py checks both).
 
 
 def one_line(error: BaseException) -> str:
