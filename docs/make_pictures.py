@@ -6,6 +6,7 @@
 3. op_view_lstm: a 3-step LSTM with hidden size 3, one step per row, its gates named.
 4. steps_vanishing_rnn_vs_lstm: 30 time steps of a tanh RNN (PyTorch's default init) beside an LSTM's
    whole state (h, c), with the forget-gate bias at 0 (the default) and at 2.
+   steps_rnn_vs_lstm: the tanh RNN and the LSTM with forget-gate bias 2 alone (the README's first picture).
 5. steps_exploding_clipped: 30 time steps of a tanh RNN whose W_hh has all singular values 1.4, without
    and with clip_norm(1.0) on every h_t (the clipped steps are marked with the norms before and after).
 6. lags_loss_every_step: the lag view of a 30-step tanh RNN with a squared error at every step: how
@@ -171,6 +172,10 @@ def main() -> None:
                                    "when its forget gate stays open"),
          "steps_vanishing_rnn_vs_lstm")
     report(runs)
+    save(compare_steps({name: run for name, run in runs.items() if "bias 0" not in name},
+                       title="30 time steps back: the tanh RNN's gradient vanishes, an LSTM with an open forget "
+                             "gate keeps it"),
+         "steps_rnn_vs_lstm")
     runs = exploding_with_and_without_clipping()
     save(compare_steps(runs, title="An exploding tanh RNN, and the same RNN with its gradient clipped at every "
                                    "time step"),
