@@ -12,8 +12,8 @@ import pytest
 from picture_helpers import HAS_DOT
 from test_picture_text import HOSTILE
 
-from visualize import draw_steps
-from visualize.cli import build_model
+from visualize import draw_steps, preflight
+from visualize.cli import build_model, main
 from visualize.export import graph_dict
 from visualize.page import SCRIPTS, STATIC, explore
 from visualize.render import render
@@ -92,3 +92,45 @@ def test_the_scripts_are_package_data():
     patterns = config["tool"]["setuptools"]["package-data"]["visualize"]
     for name in [*SCRIPTS, "page.css"]:
         assert any(Path("static", name).match(p) for p in patterns), name
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def plenty_of_memory(monkeypatch):
+    """The machine's free memory varies; the command's refusals are not what these tests are about."""
+    monkeypatch.setattr(preflight, "available_memory", lambda: 8_000_000_000)
+
+
+def test_render_o_html_writes_a_hundred_step_lstms_page(tmp_path, capsys, plenty_of_memory):
+    path = tmp_path / "lstm.html"
+    assert main(["render", "--cell", "lstm", "--steps", "100", "--hidden", "16", "-o", str(path)]) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    assert path.stat().st_size <= 10_000_000, "a 100-step LSTM's page is at most 10 MB"
+    data = _data(path.read_text(encoding="utf-8"))
+    assert data["view"] == "ops" and len(data["steps"]["rows"]) == 101
+    # past the op view's node limit a picture is refused, but the page opens one time step at a time
+    longer = ["render", "--cell", "lstm", "--steps", "120", "--hidden", "16", "-o"]
+    assert main([*longer, str(tmp_path / "x.svg")]) == 2 and "--max-nodes" in capsys.readouterr().err
+    assert main([*longer, str(tmp_path / "x.html")]) == 0
+
+
+def test_render_o_html_opens_on_the_view_asked_for(tmp_path, plenty_of_memory):
+    path = tmp_path / "x.html"
+    assert main(["render", "--view", "path", "--source", "weight_hh", "--steps", "3", "-o", str(path)]) == 0
+    data = _data(path.read_text(encoding="utf-8"))
+    assert data["graph"]["nodes"][data["select"]]["name"] in ("weight_hh", "W_hh")  # the textbook cell says W_hh
+    assert main(["render", "--view", "steps", "--steps", "3", "-o", str(path)]) == 0
+    assert _data(path.read_text(encoding="utf-8"))["view"] == "steps"
+
+
+def test_train_writes_the_page_beside_its_pictures(tmp_path, capsys, plenty_of_memory):
+    text = tmp_path / "fox.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 80, encoding="utf-8")
+    out = tmp_path / "pictures"
+    assert main(["train", "--hidden", "8", "--seq", "6", "--batch", "2", "--steps", "2", "--text", str(text),
+                 "--checkpoint", str(tmp_path / "run.npz"), "--out", str(out)]) == 0
+    assert f"page: {out / 'run.html'}" in capsys.readouterr().out
+    assert (out / "run_steps.png").exists() or (out / "run_steps.dot").exists()
+    data = _data((out / "run.html").read_text(encoding="utf-8"))
+    assert data["view"] == "steps" and len(data["steps"]["rows"]) == 7 and data["lags"]["rows"]

@@ -262,7 +262,7 @@ def _check_render(args) -> Path:
         raise UsageError(f"{flag} {getattr(args, flag[2:])}: the {args.view} view labels each matmul edge with ‖J‖, "
                          f"an SVD of a weight with {width:,} rows and columns or more, minutes at that size (the "
                          f"time grows as its cube); use {flag} {MAX_JACOBIAN_WIDTH} or less, or --view steps")
-    if args.view != "steps":
+    if args.view != "steps" and output.suffix.lower() != ".html":  # the page draws one time step at a time
         nodes = args.steps * preflight.nodes_per_step(args.cell, textbook=True)
         if nodes > args.max_nodes:
             raise UsageError(f"--steps {args.steps}: the {args.view} view would draw at least {nodes:,} nodes, more "
@@ -288,7 +288,13 @@ def _build_and_draw(args, output: Path) -> int:
              + (f" · radius {args.radius:g}" if args.radius is not None else "")
              + (f" · {EQUATIONS[args.cell]}" if textbook else ""))
     try:
-        if args.view == "ops":
+        if output.suffix.lower() == ".html":  # one page holds every view; it opens on this one
+            from visualize.page import explore
+
+            source = model.weight_hh if args.source == "weight_hh" else nn.hidden_of(states[0])
+            picture = explore(loss, states, view="steps" if args.view == "steps" else "ops", title=title,
+                              source=source if args.view == "path" else None)
+        elif args.view == "ops":
             picture = draw_graph(loss, max_nodes=args.max_nodes, title=title, compact=args.compact or None)
         elif args.view == "path":
             source = nn.hidden_of(states[0]) if args.source == "h0" else model.weight_hh

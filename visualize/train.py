@@ -227,6 +227,13 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after iteration {step}"]))
     print(textwrap.fill(what_to_look_at(matrices, verdict, step, before, f"{stem}_lags"), width=110,
                         subsequent_indent="  "))
+    from visualize.page import explore  # every view of the trained window, to explore in a browser
+
+    page = out_dir / f"{stem}.html"
+    try:
+        print(f"page: {render(explore(*runs[f'after iteration {step}'], view='steps', title=title), page)}")
+    except OSError as error:
+        print(f"page: could not write {page} ({training.one_line(error)})")
 
 
 def what_to_look_at(matrices, verdict: str, step: int, before: str = "before training",
