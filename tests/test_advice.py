@@ -156,6 +156,7 @@ def dev_sh_checkout(tmp_path) -> Path:
 
 ROUTES = {
     "scripts/dev.sh run": (["scripts/dev.sh", "run", "train"], "checkout", {}),
+    "scripts/dev.sh demo": (["scripts/dev.sh", "demo"], "checkout", {}),
     "python -m visualize": ([sys.executable, "-m", "visualize", "train"], None, {}),
     "tinygrad-rnn on the PATH": (["tinygrad-rnn", "train"], None,
                                  {"PATH": str(ROOT / ".venv" / "bin") + os.pathsep + without_venv_on_path()}),
@@ -170,7 +171,7 @@ def test_every_printed_command_runs_as_the_command_was_launched(tmp_path, text_f
     launch, cwd, extra = ROUTES[route]
     if not (ROOT / ".venv" / "bin" / "tinygrad-rnn").is_file():
         pytest.skip("no .venv/bin/tinygrad-rnn (the package is not installed in .venv)")
-    if route == "scripts/dev.sh run":
+    if route.startswith("scripts/dev.sh"):
         if shutil.which("dot") is None:
             pytest.skip("scripts/dev.sh would install Graphviz first")
         cwd = dev_sh_checkout(tmp_path)
@@ -187,7 +188,8 @@ def test_every_printed_command_runs_as_the_command_was_launched(tmp_path, text_f
     out = run([*launch, *flags])
     resume = out.split("continue with: ")[1].splitlines()[0]
     suggested = last_line(out)
-    prefix = " ".join(shlex.quote(word) for word in launch)
+    # scripts/dev.sh demo is train through the script's run job
+    prefix = "scripts/dev.sh run train" if route == "scripts/dev.sh demo" else " ".join(map(shlex.quote, launch))
     assert resume.startswith(f"{prefix} --resume") and suggested.startswith(f"{prefix} --cell lstm")
     again = run([*shlex.split(resume), "--steps", "1"])  # (as printed, it would train the default minute)
     assert "resumed from" in again and "(iteration 2)" in again
