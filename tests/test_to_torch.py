@@ -185,3 +185,29 @@ def test_a_constant_of_the_batchs_shape_holding_one_number_follows_the_batch():
 def test_a_module_without_initial_state_is_refused():
     with pytest.raises(TypeError, match="initial_state"):
         tg.to_torch(nn.Linear(2, 3))
+
+
+def test_every_translated_op_agrees_in_a_cell_that_uses_them_all():
+    mask = np.array([True, False, True])
+
+    def step(self, x, h):
+        a = x @ self.weight + h
+        parts = tg.split(a, 3, axis=-1)
+        b = tg.concat([tg.minimum(parts[0], parts[1]), tg.maximum(parts[1], parts[2]), parts[2].abs()], axis=-1)
+        c = tg.where(mask, b.softplus(), (b * b + 1.0).sqrt().log1p()) + a.clip(-0.5, 0.5)
+        d = tg.stack([c.exp().log(), c.leaky_relu(0.1), c.relu(), c ** 3, (-c).sigmoid()]).sum(axis=0)
+        e = d - d.max(axis=-1, keepdims=True) + d.mean(axis=-1, keepdims=True) / 2.0
+        return e.reshape(e.shape[0], 3, 1).transpose(0, 2, 1).reshape(e.shape[0], 3).tanh()
+
+    cell = Cell(step)
+    cell.hidden_size, cell.input_size = 3, 3
+    cell.weight = tg.Value(np.random.default_rng(0).normal(size=(3, 3)))
+    cell.initial_state = lambda batch_size: tg.Value(np.zeros((batch_size, 3)), requires_grad=False)
+    module = tg.to_torch(cell)
+    rng = np.random.default_rng(1)
+    x, h, w = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    out, grads = engine_step(cell, x, [h], [w])
+    torch_out, torch_grads = torch_step(module, x, [h], [w])
+    np.testing.assert_allclose(torch_out[0], out[0], rtol=0, atol=1e-12)
+    for key, g in grads.items():
+        np.testing.assert_allclose(torch_grads[key], g, rtol=0, atol=1e-12, err_msg=key)

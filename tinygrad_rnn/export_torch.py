@@ -89,6 +89,16 @@ def _shape(entries: list, batch: int) -> tuple:
     return tuple(slope * batch + intercept for slope, intercept in entries)
 
 
+def _shape_text(entries: list) -> str:
+    """A shape that follows the batch as the source prints it: ``B, 3, 1``, ``2*B, 4``."""
+    def entry(slope, intercept):
+        if slope == 0:
+            return str(intercept)
+        text = "B" if slope == 1 else f"{slope}*B"
+        return text if intercept == 0 else f"{text} {'+' if intercept > 0 else '-'} {abs(intercept)}"
+    return ", ".join(entry(*e) for e in entries)
+
+
 def _same_index(a, b) -> bool:
     a, b = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
     if len(a) != len(b):
@@ -133,12 +143,14 @@ def _translations(torch) -> dict:
             if not np.array_equal(op.cond, other.cond):
                 raise ExportError("to_torch: where's condition differs between two calls (computed from the data?)")
             cond = torch.as_tensor(op.cond)
-            return (lambda batch, a, b: torch.where(cond, tensor(a), tensor(b))), "torch.where"
+            return (lambda batch, a, b: torch.where(cond, tensor(a), tensor(b))), f"torch.where(mask{op.cond.shape}, ·)"
         uniform = [c.size and (c.all() or not c.any()) for c in (op.cond, other.cond)]
         if all(uniform) and op.cond.flat[0] == other.cond.flat[0]:
             entries, fill = _follow(op.cond.shape, other.cond.shape, "where's condition"), bool(op.cond.flat[0])
-            return (lambda batch, a, b: torch.where(torch.full(_shape(entries, batch), fill), tensor(a), tensor(b))), \
-                "torch.where"
+            def run(batch, a, b):
+                a, b = tensor(a), tensor(b)
+                return torch.where(torch.full(_shape(entries, batch), fill, device=a.device), a, b)
+            return run, f"torch.where({fill}, ·)"
         raise ExportError("to_torch: where's condition has the batch's shape and differs from row to row "
                           "(computed from the data?); a recording cannot carry it")
 
@@ -157,7 +169,7 @@ def _translations(torch) -> dict:
     def shaped(method, name):
         def make(op, other):
             entries = _follow(op.shape, other.shape, name)
-            return (lambda batch, x: getattr(x, method)(_shape(entries, batch))), f".{method}{op.shape}"
+            return (lambda batch, x: getattr(x, method)(_shape(entries, batch))), f".{method}({_shape_text(entries)})"
         return make
 
     def transpose(op, other):
@@ -173,10 +185,11 @@ def _translations(torch) -> dict:
         return (lambda batch, x: x[index]), op.params()['index']
 
     def concat(op, other):
-        return (lambda batch, *xs: torch.cat([tensor(x) for x in xs], dim=op.axis)), f"torch.cat(dim={op.axis})"
+        return (lambda batch, *xs: torch.cat([tensor(x) for x in xs], dim=op.axis)), f"torch.cat([·], dim={op.axis})"
 
     def stack(op, other):
-        return (lambda batch, *xs: torch.stack([tensor(x) for x in xs], dim=op.axis)), f"torch.stack(dim={op.axis})"
+        return (lambda batch, *xs: torch.stack([tensor(x) for x in xs], dim=op.axis)), \
+            f"torch.stack([·], dim={op.axis})"
 
     def leaky_relu(op, other):
         return (lambda batch, x: F.leaky_relu(tensor(x), op.slope)), f"F.leaky_relu(·, {op.slope:g})"
@@ -227,10 +240,10 @@ class _Program:
     def __init__(self, cell, torch):
         dtype = np.result_type(*[raw(p.data) for p in cell.parameters()]) if cell.parameters() else np.float64
         first, second = (_record(cell, batch, dtype) for batch in RECORDED_BATCHES)
-        self.torch, self.table = torch, _translations(torch)
+        self.table = _translations(torch)
         self.symbols: dict = {}
         self.params = {id(p): name for name, p in cell.named_parameters()}
-        self.param_symbols: dict = {}
+        self.param_symbols: list = []  # the parameters the ops read, by name
         self.constants: dict = {}  # symbol -> ("tensor", array) | ("number", float) | ("full", entries, value, dtype)
         self.steps: list = []
         self.state_is_tuple = isinstance(cell.initial_state(1), (tuple, list))
@@ -281,7 +294,7 @@ class _Program:
             return self.symbols[id(a)]
         if id(a) in self.params:
             symbol = self.params[id(a)]
-            self.param_symbols[symbol] = symbol
+            self.param_symbols.append(symbol)
         else:
             constant = self._constant(raw(a.data), raw(b.data))
             symbol = repr(constant[1]) if constant[0] == "number" else f"constant{len(self.constants)}"
