@@ -1,7 +1,9 @@
 """Diagnostics of backpropagation through time.
 
 - ``steps.py``: one row per state of an unrolled recurrence: the gradient that reached it, what the
-  step before it did to that gradient (gain) and could have done (bound), clips, cuts; the verdict.
+  step before it did to that gradient (gain) and could have done (bound, by an SVD, or estimated from
+  below by power iteration), clips, cuts; the verdict. The per-step parts come from
+  ``tinygrad_rnn.recurrence.bptt``.
 - ``split.py``: the gradient split by loss (``lags``: how far each loss reaches back, ``reach``) and by
   step (``contributions``: what each step gives a weight).
 - ``nonfinite.py``: where a NaN or an infinity was born.
@@ -15,8 +17,10 @@ from tinygrad_rnn.diagnostics.steps import (
     CONTRIBUTION_LIMIT,
     EXPLODING,
     FROZEN,
+    POWER_ITERATIONS,
     VANISHING,
     StepRow,
+    bound_text,
     clip_events,
     gradient_factor,
     gradient_norms,
@@ -30,7 +34,7 @@ from tinygrad_rnn.diagnostics.steps import (
 
 __all__ = [
     "steps", "StepRow", "verdict", "gradient_factor", "reads", "weight_share", "VANISHING", "EXPLODING", "FROZEN",
-    "CONTRIBUTION_LIMIT",
+    "CONTRIBUTION_LIMIT", "POWER_ITERATIONS", "bound_text",
     "lags", "reach", "reach_counts", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms",
     "clip_events",
     "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",

@@ -20,96 +20,55 @@ view's (when no hook changed the gradient on the way: hooks are not run here).
 - ``contributions(loss, states, param)``: C_t, the part of param's gradient that flows through its
   use inside step t, as if every step had its own copy of param. They add up to ``param.grad`` when
   param is used only inside the steps (the rest is what reached it outside them).
+
+The gradients themselves (d_k, the recursion, what each step gives a weight) are computed by
+``tinygrad_rnn.recurrence`` (``read_gradients``, ``carry_back``, ``step_contributions``); this module
+turns them into matrices.
 """
 
 from __future__ import annotations
 
 import math
-import operator
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from tinygrad_rnn import graph, recurrence
-from tinygrad_rnn.functional import grad
-from tinygrad_rnn.ops import raw
-from tinygrad_rnn.recurrence import StepGraph, state_parts
+from tinygrad_rnn import recurrence
+from tinygrad_rnn.recurrence import StepGraph
 from tinygrad_rnn.value import Value
 
 __all__ = ["lags", "reach", "reach_counts", "contributions"]
 
 
-def _norm(parts) -> float:
-    return math.sqrt(sum(float(np.sum(np.square(raw(p), dtype=np.float64))) for p in parts))
-
-
-def _inside(step_list: Sequence[StepGraph]) -> set:
-    """The ids of every node inside a step (the states the steps make included)."""
-    return {id(n) for step in step_list for n in step.nodes}
-
-
-def _outside(roots: Sequence, inside: set, ends: set, reader: str | None = None) -> list:
-    """The nodes behind ``roots`` reached without entering a step (``inside``: their ids), parents
-    first: a walk back that stops at the nodes whose ids are in ``ends`` (kept, not passed) and at
-    every node inside a step. With ``reader`` (who asks), reading a node inside a step that is not a
-    state is an error: its gradient would reach the states by a way no row could show."""
-    found, stack = {id(r): r for r in roots}, list(roots)
-    while stack:
-        child = stack.pop()
-        for parent in child.parents:
-            if id(parent) in found or not parent.requires_grad:
-                continue
-            if id(parent) in ends or id(parent) not in inside:
-                found[id(parent)] = parent
-                if id(parent) not in ends:
-                    stack.append(parent)
-            elif reader is not None:
-                raise ValueError(f"{reader}: {child!r} reads {parent!r}, made inside a step but not a state; "
-                                 "pass states that hold everything the losses read (say, the gate as a part)")
-    return sorted(found.values(), key=operator.attrgetter("_made"))
-
-
 def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepGraph] | None = None) -> list:
-    """For each loss, d_k per state: the gradient it sends to s_k directly, through nodes outside every
-    step (a list of parts per state; zeros where it reads nothing). Hooks are not run."""
-    for i, loss in enumerate(losses):
-        if not isinstance(loss, Value) or not loss.requires_grad:
-            raise TypeError(f"lags: losses[{i}] must be a Value that needs a gradient, got {loss!r}")
-    step_list = recurrence.step_graphs(states) if step_list is None else step_list
-    parts = [p for s in states for p in state_parts(s)]
-    order = _outside(losses, _inside(step_list), {id(p) for p in parts}, reader="lags")
-    result = []
-    for loss in losses:
-        found = grad(loss, parts, np.ones_like(loss.data) if loss.shape else 1.0, order=order, hooks=False)
-        per_state, k = [], 0
-        for s in states:
-            n = len(state_parts(s))
-            per_state.append([raw(g) for g in found[k:k + n]])
-            k += n
-        result.append(per_state)
-    return result
+    """Deprecated: ``tinygrad_rnn.recurrence.read_gradients`` (the same arguments)."""
+    _moved("read_gradients", "read_gradients")
+    return recurrence.read_gradients(losses, states, step_list)
 
 
 def carry_back(read: list, step_list: Sequence[StepGraph], max_lag: int | None) -> list[float]:
-    """||delta_k|| for k = 0..T from the direct gradients ``read`` (one list of parts per state), by
-    delta_k = d_k + J_{k+1}^T delta_{k+1}: one vector-Jacobian product per step crossed. Steps further
-    back than ``max_lag`` from the last state read are not computed (nan)."""
-    T = len(read) - 1
-    norms = [_norm(d) for d in read]
-    last = max((k for k in range(T + 1) if norms[k] > 0.0), default=None)
-    out = [0.0] * (T + 1)
-    if last is None:
-        return out
-    delta = read[last]
-    out[last] = norms[last]
-    for k in range(last - 1, -1, -1):
-        if max_lag is not None and last - k > max_lag:
-            out[: k + 1] = [math.nan] * (k + 1)
-            break
-        sent = step_list[k].vjp(delta)  # step k+1 is step_list[k]: what it sends back to s_k
-        delta = [s + d for s, d in zip(sent, read[k])]
-        out[k] = _norm(delta)
-    return out
+    """Deprecated: ``tinygrad_rnn.recurrence.carry_back`` gives the deltas; ``delta_norm`` of each is
+    what this returned (nan where not computed)."""
+    _moved("carry_back", "carry_back")
+    return _norms(recurrence.carry_back(read, step_list, max_lag))
+
+
+def step_contributions(states: Sequence, params: Sequence | None,
+                       step_list: Sequence[StepGraph] | None = None) -> tuple[list, list]:
+    """Deprecated: ``tinygrad_rnn.recurrence.step_contributions`` (the same arguments)."""
+    _moved("step_contributions", "step_contributions")
+    return recurrence.step_contributions(states, params, step_list)
+
+
+def _moved(name: str, home: str) -> None:
+    warnings.warn(f"diagnostics.split.{name} moved to tinygrad_rnn.recurrence.{home}", DeprecationWarning,
+                  stacklevel=3)
+
+
+def _norms(deltas: list) -> list[float]:
+    """||delta_k|| per state, nan where it was not computed (beyond max_lag)."""
+    return [math.nan if delta is None else recurrence.delta_norm(delta) for delta in deltas]
 
 
 def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
@@ -129,15 +88,15 @@ def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
         raise ValueError(f"lags: max_lag must be a number of steps >= 0 or None, got {max_lag!r}")
     step_list = recurrence.step_graphs(states)
     if isinstance(losses, Value):
-        (read,) = read_gradients([losses], states, step_list)
+        (read,) = recurrence.read_gradients([losses], states, step_list)
         zero = [[np.zeros_like(p) for p in d] for d in read]
         sources = [[read[k] if j == k else zero[j] for j in range(len(read))] for k in range(len(read))]
     else:
         losses = list(losses)
         if not losses:
             raise ValueError("lags: needs at least one loss")
-        sources = read_gradients(losses, states, step_list)
-    return np.array([carry_back(read, step_list, max_lag) for read in sources], dtype=np.float64)
+        sources = recurrence.read_gradients(losses, states, step_list)
+    return np.array([_norms(recurrence.carry_back(read, step_list, max_lag)) for read in sources], dtype=np.float64)
 
 
 def reach(matrix: np.ndarray, least: int = 1) -> np.ndarray:
@@ -170,48 +129,6 @@ def reach_counts(matrix: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _step_inputs(step: StepGraph, inside: set, ends: set) -> dict:
-    """The gradient step ``step`` sends out of itself to nodes outside every step, other than the
-    states (weights, their transposes, projected inputs), from the ``.grad`` the last backward left:
-    id -> (node, gradient)."""
-    sent: dict = {}
-    for child in step.nodes:
-        if child.grad is None or child.op is None:
-            continue
-        for k, parent in enumerate(child.parents):
-            if id(parent) in inside or id(parent) in ends or not parent.requires_grad:
-                continue
-            part = graph.Edge(parent, child, k).contribution()
-            node, total = sent.get(id(parent), (parent, None))
-            sent[id(parent)] = (node, part if total is None else total + part)
-    return sent
-
-
-def step_contributions(states: Sequence, params: Sequence | None,
-                       step_list: Sequence[StepGraph] | None = None) -> tuple[list, list]:
-    """(params, per_step): for t = 1..T, one gradient per param, what flowed to it through its use
-    inside step t (the ``contributions`` of each param at once). ``params`` None: every leaf that
-    needs a gradient and feeds the steps (the weights, whatever the cell calls them)."""
-    step_list = recurrence.step_graphs(states) if step_list is None else step_list
-    inside = _inside(step_list)
-    ends = {id(p) for s in states for p in state_parts(s)}
-    sent = [_step_inputs(step, inside, ends) for step in step_list]
-    if params is None:
-        roots = list({i: node for out in sent for i, (node, _) in out.items()}.values())
-        params = [n for n in _outside(roots, inside, ends) if n.op is None and id(n) not in ends]
-    zeros = [np.zeros(p.shape, p.dtype) if p.shape else 0.0 for p in params]
-    result = []
-    for out in sent:
-        if not out:
-            result.append(list(zeros))
-            continue
-        nodes, seeds = zip(*out.values())
-        # Each step's own walk back to the weights: a few nodes, not the whole outside region again.
-        order = _outside(nodes, inside, ends)
-        result.append([raw(g) for g in grad(list(nodes), list(params), list(seeds), order=order, hooks=False)])
-    return list(params), result
-
-
 def contributions(loss, states: Sequence, param: Value) -> list:
     """[C_1, ..., C_T]: C_t is the part of ``param.grad`` that flowed through param's use inside step t,
     as if every step had its own copy of param (RNNbow's per-step contributions, for tensors).
@@ -228,4 +145,4 @@ def contributions(loss, states: Sequence, param: Value) -> list:
         raise TypeError(f"contributions: param must be a Value, got {type(param).__name__}")
     if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
         raise ValueError("contributions: the loss has no gradient yet; call loss.backward() first")
-    return [per_param[0] for per_param in step_contributions(states, [param])[1]]
+    return [per_param[0] for per_param in recurrence.step_contributions(states, [param])[1]]

@@ -17,7 +17,13 @@ last step and no clipping, that is all of delta_{t-1}, so the gains multiply exa
     gain_1 * gain_2 * ... * gain_T = ||delta_0|| / ||delta_T||.
 
 Every bound is at least its gain; for a non-normal W_hh the bounds can all exceed 1 while the
-gradient vanishes, which is why the pictures show the gains.
+gradient vanishes, which is why the pictures show the gains. ``steps(..., bound="power")`` takes
+||J_t||_2 by a few power iterations instead of an SVD: an estimate between the gain and the norm, from
+below, so never a bound (``bound_text`` says which a row holds).
+
+Every per-step part (the step maps, delta_t, J_t^T delta_t, J_t, what the loss reads, what each step
+gives the weights) comes from one call, ``tinygrad_rnn.recurrence.bptt``; this module turns them into
+numbers.
 
 With a loss that reads several states (a loss at every step), delta_t mixes the gradients of all the
 reads after t, and the gains no longer say how far any one of them reaches: ``direct`` says which states
@@ -38,13 +44,12 @@ import numpy as np
 
 from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
-from tinygrad_rnn.diagnostics import split
-from tinygrad_rnn.ops import raw
 from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
     "StepRow", "steps", "verdict", "gradient_factor", "reads", "weight_share", "step_jacobian", "step_jacobian_norms",
-    "gradient_norms", "clip_events", "VANISHING", "EXPLODING", "FROZEN", "CONTRIBUTION_LIMIT",
+    "gradient_norms", "clip_events", "delta_norms", "power_estimate", "bound_text", "VANISHING", "EXPLODING", "FROZEN",
+    "CONTRIBUTION_LIMIT", "POWER_ITERATIONS",
 ]
 
 # The verdict's thresholds (pictures print them): a gradient scaled by less than VANISHING or more than
@@ -53,6 +58,10 @@ VANISHING, EXPLODING, FROZEN = 1e-3, 1e3, 1e-6
 # ||C_t|| is computed for runs up to this many steps: carrying each step's share back through what all
 # steps share (the input projection a built-in cell makes once for every step) costs O(T) a step.
 CONTRIBUTION_LIMIT = 2000
+# steps(bound="power") takes ||J_t||_2 by this many power iterations (each two products with a step's
+# Jacobian, against an SVD): an estimate from below that stops short where the top two singular values
+# are close, which is why it is never called a bound.
+POWER_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class StepRow:
     ``grad_norm`` with one read and no hook; None without a loss).
     ``contribution``: ||C_t|| for all the parameters used inside step t as one vector (None for t = 0,
     without a loss, when no parameter is used inside the steps, or beyond CONTRIBUTION_LIMIT steps).
+    With ``steps(bound="power")``, ``bound`` is an estimate of ||J_t||_2 from below, not a bound:
+    ``bound_method`` is then ``"power"`` and ``iterations`` says how many power iterations gave it.
     """
 
     t: int
@@ -84,96 +95,24 @@ class StepRow:
     direct: float | None = None
     last_read: float | None = None
     contribution: float | None = None
+    iterations: int | None = None
 
 
 def _norm(parts) -> float:
     return math.sqrt(sum(grad_norm(p) ** 2 for p in parts))
 
 
-def _delta(state, step: StepGraph | None) -> list:
-    """delta_t per part: the part's ``.grad`` less what its own step sent it (None: no gradient)."""
-    delta = []
-    for p in state_parts(state):
-        within = None if step is None or p.grad is None else step.within(p)
-        delta.append(None if p.grad is None else raw(p.grad) if within is None else raw(p.grad) - within)
-    return delta
+def _norm64(parts) -> float:
+    """The lag view's norm of a delta (``recurrence.delta_norm``), so that ``last_read`` is its number."""
+    return math.sqrt(sum(float(np.sum(np.square(p, dtype=np.float64))) for p in parts))
 
 
-def _fill(delta: list, fallback: list | None, parts) -> list | None:
-    """Parts without a gradient take ``fallback`` (what the next step sent), else zeros; a state
-    where no part holds one has no delta at all (None)."""
-    if all(d is None for d in delta) and fallback is None:
-        return None
-    return [d if d is not None else fallback[k] if fallback is not None else np.zeros_like(raw(p.data))
-            for k, (d, p) in enumerate(zip(delta, parts))]
+def _flat(parts, rows: int) -> np.ndarray:
+    """A delta as one row per batch row (the layout of the Jacobian's rows)."""
+    return np.concatenate([np.asarray(p, dtype=np.float64).reshape(rows, -1) for p in parts], axis=1)
 
 
-# ---- the step Jacobian, from the step's own nodes ----------------------------------------------
-
-def _batch_size(parts) -> int | None:
-    """B when every part is (B, ...) with one B: the batch axis; else None (no batch axis)."""
-    sizes = {p.shape[0] for p in parts if p.ndim >= 2}
-    if len(sizes) == 1 and all(p.ndim >= 2 for p in parts):
-        return sizes.pop()
-    return None
-
-
-def _unit_seeds(parts, batch: int | None):
-    """Seeds for the rows of the Jacobian: one per unit of each part, in every batch row at once
-    (``batch``) or one entry of the whole state at a time (None)."""
-    for k, part in enumerate(parts):
-        rows = batch or 1
-        per_row = part.size // rows
-        units = np.zeros((per_row, rows, per_row), dtype=np.result_type(part.data))
-        units[np.arange(per_row), :, np.arange(per_row)] = 1.0  # units[j]: a 1 at unit j of every row
-        for j in range(per_row):
-            seeds = [None] * len(parts)
-            seeds[k] = units[j].reshape(part.shape) if part.shape else float(units[j, 0, 0])
-            yield seeds
-
-
-def _flat(grads, batch: int | None) -> np.ndarray:
-    """The gradients reaching the input parts as one row per batch row (or one row)."""
-    rows = batch or 1
-    if len(grads) == 1:
-        return np.asarray(grads[0], dtype=np.float64).reshape(rows, -1)
-    return np.concatenate([np.asarray(g, dtype=np.float64).reshape(rows, -1) for g in grads], axis=1)
-
-
-def step_jacobian_matrix(step: StepGraph, check_rows: bool = True) -> tuple[np.ndarray, str]:
-    """(J, method): J of shape (B, out, in), the Jacobian of each batch row (``"rows"``), or
-    (1, out, in) for the whole state (``"full"``, also used when the state has no batch axis).
-
-    One vector-Jacobian product per output unit, seeded in every batch row at once; that gives each
-    row's own Jacobian only if the step does not mix rows. ``check_rows`` tests that with one more
-    product, seeded with random numbers R: if rows do not mix, (J^T R)_b = J_b^T R_b for every row b,
-    and any mixing breaks the equality (for random R, almost surely). Then the whole-batch Jacobian
-    is built instead, one product per entry of the state.
-    """
-    batch = _batch_size(step.outputs + step.inputs)
-    if batch is not None:
-        jacobian = _rows(step, batch)
-        if batch == 1 or not check_rows or not step.connected or not _mixes_rows(step, jacobian, batch):
-            return jacobian, "rows"
-    return _rows(step, None), "full"
-
-
-def _rows(step: StepGraph, batch: int | None) -> np.ndarray:
-    width = sum(p.size for p in step.inputs) // (batch or 1)
-    rows = [_flat(step.vjp(seeds), batch) for seeds in _unit_seeds(step.outputs, batch)]
-    return np.stack(rows, axis=1) if rows else np.zeros((batch or 1, 0, width))
-
-
-def _mixes_rows(step: StepGraph, jacobian: np.ndarray, batch: int) -> bool:
-    rng = np.random.default_rng(0)
-    probe = [rng.standard_normal(p.shape).astype(np.result_type(p.data)) for p in step.outputs]
-    actual = _flat(step.vjp(probe), batch)
-    flat_probe = _flat(probe, batch)
-    predicted = np.einsum("bj,bjd->bd", flat_probe, jacobian)
-    eps = max(np.finfo(np.result_type(p.data)).eps for p in (*step.outputs, *step.inputs))
-    scale = np.linalg.norm(actual) + np.linalg.norm(predicted)
-    return bool(np.linalg.norm(actual - predicted) > math.sqrt(eps) * scale)
-
+# ---- the bound --------------------------------------------------------------------------------
 
 def _spectral_norm(jacobian: np.ndarray) -> float:
     if jacobian.size == 0:
@@ -183,99 +122,119 @@ def _spectral_norm(jacobian: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(jacobian, ord=2, axis=(1, 2))))
 
 
+def power_estimate(jacobian: np.ndarray, start: np.ndarray | None, iterations: int = POWER_ITERATIONS) -> float:
+    """||J||_2 estimated by ``iterations`` power iterations on J J^T, for J of shape (B, out, in) (the
+    largest over B), each row started from ``start`` (B, out), the gradient delta_t that crossed the
+    step (a fixed vector where a row got none).
+
+    Power iteration approaches the norm from below: with u_0 = delta_t / ||delta_t|| and u_{k+1} =
+    J J^T u_k / ||J J^T u_k||, the numbers ||J^T u_k|| never decrease (the moments x^T (J J^T)^p x are
+    log-convex in p), start at the gain ||J^T delta_t|| / ||delta_t|| and end at most at ||J||_2. So
+    the result lies between the gain and the true norm (it is never taken below the first, which
+    rounding could otherwise do): an estimate, not a bound. It reaches the norm when delta_t has a part
+    along the top singular vector, at the rate (sigma_2 / sigma_1)^(2k).
+    """
+    if jacobian.size == 0:
+        return 0.0
+    if not np.isfinite(jacobian).all():
+        return math.nan
+    best = 0.0
+    for row, matrix in enumerate(jacobian):
+        u = None if start is None else np.asarray(start[row], dtype=np.float64)
+        if u is None or not np.any(u):
+            u = np.ones(matrix.shape[0])
+        u = u / np.linalg.norm(u)
+        estimate = np.linalg.norm(matrix.T @ u)
+        for _ in range(iterations):
+            back = matrix.T @ u
+            forward = matrix @ back
+            size = np.linalg.norm(forward)
+            if size == 0.0:
+                break
+            u = forward / size
+            estimate = max(estimate, float(np.linalg.norm(matrix.T @ u)))
+        best = max(best, float(estimate))
+    return best
+
+
+def bound_text(rows: Sequence[StepRow]) -> str:
+    """What the ``bound`` numbers of these rows are, in the words a legend should use."""
+    methods = {r.bound_method for r in rows if r.bound_method is not None}
+    if "power" in methods:
+        counts = sorted({r.iterations for r in rows if r.bound_method == "power"})
+        k = " or ".join(str(c) for c in counts)
+        return (f"‖J_t‖₂ ≈ by {k} power iterations from δ_t, ≥ the gain: an estimate from below, between the "
+                "gain and the norm, not a bound")
+    if not methods:
+        return "no ‖J_t‖₂ computed"
+    return "‖J_t‖₂ by an SVD of each step's Jacobian: the bound, the most the step could stretch any gradient"
+
+
 # ---- the rows ----------------------------------------------------------------------------------
-
-def _deltas(states: list, step_list: list, every_step: bool = True) -> tuple[list, list]:
-    """(deltas, sent): delta_t per state (a list of parts, or None), and sent[t] = J_t^T delta_t,
-    what step t sends back to s_{t-1} (for every step, or only step 1 unless ``every_step``)."""
-    deltas: list = [None] * len(states)
-    sent: list = [None] * len(states)
-    for t in range(len(states) - 1, -1, -1):
-        parts = state_parts(states[t])
-        step = step_list[t - 1] if t >= 1 else None
-        # A constant s_0 (zeros) holds no gradient: what step 1 sent it is all it gets.
-        fallback = sent[1] if t == 0 and len(states) > 1 else None
-        deltas[t] = _fill(_delta(states[t], step), fallback, parts)
-        if step is not None and deltas[t] is not None and (every_step or t == 1):
-            sent[t] = step.vjp(deltas[t])
-    return deltas, sent
-
 
 def delta_norms(states: Sequence) -> list[float | None]:
     """||delta_t|| per state, the ``grad_norm`` of ``steps`` without its gains and bounds (one
     vector-Jacobian product instead of one per state unit and step: cheap enough for every
     training iteration, as ``Monitor`` asks)."""
     states = list(states)
-    deltas, _ = _deltas(states, recurrence.step_graphs(states), every_step=False)
-    return [None if delta is None else _norm(delta) for delta in deltas]
+    if not states:
+        return []
+    parts = recurrence.bptt(states, every_step=False, caller="delta_norms")
+    return [None if delta is None else _norm(delta) for delta in parts.deltas]
 
 
-def steps(loss, states: Sequence) -> list[StepRow]:
+def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int = POWER_ITERATIONS) -> list[StepRow]:
     """One StepRow per state of ``states = [s_0, ..., s_T]`` (module doc), from the gradients the
     last ``loss.backward()`` left. ``loss`` may be None (bounds only, or gradients from elsewhere).
 
+    ``bound``: how ``bound`` is taken from each step's Jacobian: ``"svd"``, ||J_t||_2 exactly (a
+    bound); ``"power"``, ``iterations`` power iterations started from delta_t (``power_estimate``: an
+    estimate between the gain and ||J_t||_2, never a bound); None, not at all (the verdict needs no
+    bound, and each step's Jacobian costs one vector-Jacobian product per state unit).
+    ``bound_text(rows)`` says which in words.
+
     Linear in T: each step's nodes are found by one walk that meets every recorded node once, and
-    its numbers come from vector-Jacobian products over those nodes only.
+    its numbers come from vector-Jacobian products over those nodes only (``recurrence.bptt`` computes
+    every per-step part; this function turns them into numbers).
 
     A constant s_0 (the zeros ``RNN`` starts from) holds no gradient; delta_0 is then what step 1
     sends it. Only recorded ops count, and an op whose inputs are all constants records nothing:
     for a cell that computes a part of the next state from the constant s_0 alone (``0.9 * m``),
     pass an s_0 that needs a gradient to see step 1 whole.
     """
+    if bound not in ("svd", "power", None):
+        raise ValueError(f"steps: bound must be 'svd', 'power' or None, got {bound!r}")
+    if bound == "power" and (not isinstance(iterations, int) or iterations < 0):
+        raise ValueError(f"steps: iterations must be a whole number >= 0, got {iterations!r}")
     states = list(states)
-    if not states:
-        raise ValueError("steps: needs the states [s_0, ..., s_T], got an empty list")
-    if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
-        raise ValueError("steps: the loss has no gradient yet; call loss.backward() first")
-    for t, state in enumerate(states):
-        try:
-            state_parts(state)
-        except TypeError as error:
-            raise TypeError(f"steps: states[{t}]: {error} (pass rnn(inputs, return_states=True)[1])") from None
-    widths = {len(state_parts(s)) for s in states}
-    if len(widths) > 1:
-        raise ValueError(f"steps: every state needs the same number of parts, got {sorted(widths)}")
-    step_list = recurrence.step_graphs(states)
-    deltas, sent = _deltas(states, step_list)
-    direct, last_read, given = _reads(loss, states, step_list)
-    rows = []
-    for t, state in enumerate(states):
-        norm = None if deltas[t] is None else _norm(deltas[t])
-        gain = bound = method = None
-        cut = False
-        if t >= 1:
-            step = step_list[t - 1]
-            if norm:
-                gain = _norm(sent[t]) / norm
-            jacobian, method = step_jacobian_matrix(step)
-            bound, cut = _spectral_norm(jacobian), step.cut
-        clip = next((r for r in map(recurrence.clip_record, state_parts(state)) if r is not None), None)
-        rows.append(StepRow(t, norm, gain, bound, method, clip, cut, direct[t], last_read[t], given[t]))
-    return rows
-
-
-def _reads(loss, states: list, step_list: list) -> tuple[list, list, list]:
-    """Per state: ||d_t|| (what the loss reads there directly), ||delta_t|| of the last read alone,
-    and ||C_t|| for every parameter used inside the steps (None where it cannot be said)."""
+    parts = recurrence.bptt(states, loss, jacobians=bound is not None,
+                            weights=len(states) - 1 <= CONTRIBUTION_LIMIT, caller="steps")
     nothing = [None] * len(states)
-    if loss is None or not getattr(loss, "requires_grad", False):
-        return nothing, nothing, nothing
-    given = nothing
-    if len(step_list) <= CONTRIBUTION_LIMIT:
-        params, per_step = split.step_contributions(states, None, step_list)
-        given = [None] + [_norm(c) if params else None for c in per_step]
-    try:
-        (read,) = split.read_gradients([loss], states, step_list)
-    except ValueError:  # the loss reads a node inside a step: which states it reads cannot be said
-        return nothing, nothing, given
-    direct = [_norm(parts) for parts in read]
-    held = [t for t, d in enumerate(direct) if d > 0.0]
-    last_read = [0.0] * len(states)
-    if held:
-        last = held[-1]  # the last read alone: its direct gradient, carried back step by step
-        only = [read[t] if t == last else [np.zeros_like(p) for p in read[t]] for t in range(len(read))]
-        last_read = split.carry_back(only, step_list, None)
-    return direct, last_read, given
+    direct = nothing if parts.reads is None else [_norm(read) for read in parts.reads]
+    last_read = nothing if parts.last_read is None else [_norm64(delta) for delta in parts.last_read]
+    given = nothing if parts.weights is None else [None] + [_norm(c) if parts.params else None for c in parts.weights]
+    rows = []
+    for t, delta in enumerate(parts.deltas):
+        norm = None if delta is None else _norm(delta)
+        gain = estimate = method = None
+        cut, counted = False, None
+        if t >= 1:
+            if norm:
+                gain = _norm(parts.sent[t]) / norm
+            cut = parts.cuts[t]
+            if bound == "svd":
+                jacobian, method = parts.jacobians[t]
+                estimate = _spectral_norm(jacobian)
+            elif bound == "power":
+                jacobian, layout = parts.jacobians[t]
+                start = None if delta is None else _flat(delta, jacobian.shape[0] if layout == "rows" else 1)
+                estimate = power_estimate(jacobian, start, iterations)
+                if gain is not None and math.isfinite(estimate):
+                    estimate = max(estimate, gain)
+                method, counted = "power", iterations
+        rows.append(StepRow(t, norm, gain, estimate, method, parts.clips[t], cut, direct[t], last_read[t], given[t],
+                            counted))
+    return rows
 
 
 def reads(rows: Sequence[StepRow]) -> list[int]:
@@ -390,12 +349,20 @@ def step_jacobian(h_t, h_prev) -> np.ndarray:
     are tuples, the parts are joined along the last axis."""
     step = recurrence.step_graph(h_t, h_prev)
     parts = state_parts(h_t) + state_parts(h_prev)
-    if len({p.ndim for p in parts}) > 1 or (parts[0].ndim == 2 and _batch_size(parts) is None):
+    batch = recurrence.batch_size(parts)
+    if len({p.ndim for p in parts}) > 1 or (parts[0].ndim == 2 and batch is None):
         shapes = " and ".join(str(p.shape) for p in parts)
         raise ValueError(f"step_jacobian: states of shapes {shapes} are neither all (B, H) with one batch "
                          f"size nor all (H,) or scalars")
-    jacobian, method = step_jacobian_matrix(step, check_rows=False)
-    return jacobian if _batch_size(parts) is not None else jacobian[0]
+    jacobian, method = step.jacobian(check_rows=False)
+    return jacobian if batch is not None else jacobian[0]
+
+
+def step_jacobian_matrix(step: StepGraph, check_rows: bool = True) -> tuple[np.ndarray, str]:
+    """Deprecated: ``step.jacobian(check_rows)`` (``tinygrad_rnn.recurrence.StepGraph.jacobian``)."""
+    warnings.warn("diagnostics.steps.step_jacobian_matrix(step) moved: use step.jacobian() "
+                  "(tinygrad_rnn.recurrence.StepGraph.jacobian)", DeprecationWarning, stacklevel=2)
+    return step.jacobian(check_rows)
 
 
 def step_jacobian_norms(states: Sequence) -> list[float]:
