@@ -84,6 +84,13 @@ def test_the_lstm_suggestion_runs_and_its_gradient_does_not_vanish(tmp_path, tex
     assert "between 0.001 and 1000, the lines the verdict calls vanishing and exploding" in " ".join(out.split())
     assert (tmp_path / "run_lstm.npz").is_file() and (tmp_path / "run.npz").is_file()  # the first run is kept
     assert "to try next" not in out  # nothing more to suggest
+    # The forget-gate bias is what does it: the same LSTM at PyTorch's init (gates near 0.5) vanishes.
+    verdicts.clear()
+    plain = from_train(suggested)
+    del plain[plain.index("--forget-bias") : plain.index("--forget-bias") + 2]
+    plain[plain.index("--checkpoint") + 1] = str(tmp_path / "plain_lstm.npz")
+    assert main(plain) == 0
+    assert verdicts[0][1] == "vanishing", verdicts
 
 
 def test_the_suggestion_never_points_at_a_checkpoint_that_would_refuse_it(tmp_path, text_file, capsys):

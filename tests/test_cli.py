@@ -501,6 +501,9 @@ def test_a_wrapper_script_and_a_program_off_the_path_are_printed_as_launched(mon
     (["render", "--view", "steps", "--compact"], "--compact applies to the ops view only, not to --view steps"),
     (["render", "--view", "ops", "--source", "weight_hh"], "--source applies to the path view only"),
     (["render", "--view", "steps", "--max-nodes", "10"], "--max-nodes applies to the ops and path views only"),
+    (["render", "--view", "path", "--compact"], "--compact applies to the ops view only, not to --view path"),
+    (["render", "--compact", "--source", "h0"], "--source applies to the path view only, not to --view ops"),
+    (["render", "--view", "steps", "--source", "h0"], "--source applies to the path view only, not to --view steps"),
 ])
 def test_a_render_flag_that_does_not_apply_to_the_view_is_one_line_not_ignored(tmp_path, capsys, argv, words):
     code, _, err = run_main([*argv, "-o", tmp_path / "x.svg"], capsys)
