@@ -104,3 +104,13 @@ def test_the_op_view_names_each_time_steps_state_h_t_and_c_t_outside_the_command
         assert {f"c_{t}" for t in range(1, 13)} <= names and "c" not in names and "h" not in names
     ghosts = re.findall(r"<B>([^<]*)</B> ↩", source)  # a state from an earlier row, where the next row uses it
     assert ghosts and all(re.fullmatch(r"[hc]_\d+", name) for name in ghosts), ghosts
+
+
+def test_the_textbook_cell_names_its_steps_after_the_unrolls_time_steps_every_time():
+    textbook = TextbookCell(nn.LSTMCell(2, 3, rng=0))
+    inputs = np.random.default_rng(1).normal(size=(3, 1, 2))
+    for _ in range(2):  # a second unroll, from a state of its own, starts again at t = 1
+        outputs, states = nn.RNN(textbook)(inputs, h0=textbook.initial_state(1), return_states=True)
+        assert [h.name for h in outputs] == ["h_1", "h_2", "h_3"] and states[-1][1].name == "c_3"
+    outputs, _ = nn.RNN(textbook)(inputs, h0=tuple(part for part in states[-1]))
+    assert outputs[0].name == "h_1"

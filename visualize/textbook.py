@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygrad_rnn import nn
+from tinygrad_rnn import nn, recurrence
 from tinygrad_rnn.autograd import scope
 from tinygrad_rnn.value import Value
 
@@ -49,7 +49,8 @@ class TextbookCell(nn.Module):
     equation, with new leaves holding the cell's numbers: ``W_ih``, ``W_hh`` and ``b`` (b_ih + b_hh,
     one column), or for a GRU ``b_ih`` and ``b_hh`` (b_hn sits inside r * (...), so they cannot be
     summed). Called by ``nn.RNN`` as ``cell(x_t, state)`` with x_t of shape (B, I); states are columns
-    (H, B), named h_t (and c_t). ``initial_state`` starts the count of steps that names them."""
+    (H, B), named h_t (and c_t) after the time step nn.RNN's scope gives (called outside one, the cell
+    counts its calls from ``initial_state``)."""
 
     def __init__(self, cell: nn.RNNCellBase):
         if cell.bias_ih is None or getattr(cell, "nonlinearity", "tanh") != "tanh":
@@ -80,10 +81,11 @@ class TextbookCell(nn.Module):
         return (zeros("h_0"), zeros("c_0")) if self.kind == "lstm" else zeros("h_0")
 
     def forward(self, x, state):
-        self.t += 1
-        t = self.t
         x = Value(np.asarray(x.data if isinstance(x, Value) else x).reshape(-1, self.W_ih.shape[1]).T,
-                  requires_grad=False, name=f"x_{t}")
+                  requires_grad=False)
+        step = recurrence.time_step(x)  # nn.RNN made the scope of step t; called on its own, count
+        self.t = t = step.t if step is not None else self.t + 1
+        x.name = f"x_{t}"
         h = nn.hidden_of(state)
         from_input = _named(self.W_ih @ x, f"W_ih x_{t}")
         from_hidden = _named(self.W_hh @ h, f"W_hh h_{t - 1}")
