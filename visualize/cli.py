@@ -1,6 +1,7 @@
 """The ``tinygrad-rnn`` command (also ``python -m visualize``).
 
-    tinygrad-rnn train [--cell rnn|lstm|gru] [--hidden H] [--steps N | --seconds S] [--resume | --force]
+    tinygrad-rnn train [--cell rnn|lstm|gru] [--forget-bias B] [--hidden H] [--steps N | --seconds S]
+                       [--resume | --force]
     tinygrad-rnn render --cell rnn|lstm|gru --steps T --hidden H --init orthogonal --radius R \\
                         --view ops|path|steps -o out.svg
 

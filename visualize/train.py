@@ -2,7 +2,7 @@
 
     tinygrad-rnn train                     # about a minute on two cores (scripts/dev.sh demo runs this)
     tinygrad-rnn train --resume --steps 500
-    tinygrad-rnn train --cell lstm --hidden 64 --seconds 20 --checkpoint out/lstm.npz
+    tinygrad-rnn train --cell lstm --forget-bias 2 --hidden 64 --seconds 20 --checkpoint out/lstm.npz
 
 What it shows:
 - The loss per character starts at about ln V: an untrained model spreads its bets evenly over the V
@@ -15,7 +15,8 @@ What it shows:
   trained weights: how far each prediction's error reaches back.
 
 The model and its training are the library's (tinygrad_rnn.charrnn, tinygrad_rnn.training); this
-module is the command around them: checks, messages, the report and the pictures.
+module is the command around them: checks, messages, the report and the pictures, and what to try next
+(``suggestions``: commands that run as this one was launched; tests/test_advice.py tries each one).
 
 A checkpoint is never overwritten silently: a new run refuses an existing one unless given ``--resume``
 (continue it, with the configuration saved in it) or ``--force`` (start afresh and replace it).
