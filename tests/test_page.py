@@ -89,9 +89,10 @@ def test_the_scripts_are_package_data():
     """An installed package (not only this checkout) must carry the page's script and style."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["visualize"]
+    assert "visualize.static" in config["tool"]["setuptools"]["packages"]
+    patterns = config["tool"]["setuptools"]["package-data"]["visualize.static"]
     for name in [*SCRIPTS, "page.css"]:
-        assert any(Path("static", name).match(p) for p in patterns), name
+        assert any(Path(name).match(p) for p in patterns), name
 
 
 # ---- the command ---------------------------------------------------------------------------------

@@ -204,4 +204,5 @@ TG.start = function () {
   TG.show(D.view || "ops");
   if (D.select !== null && D.select !== undefined) TG.views.ops.reveal(D.select);
   document.body.dataset.ready = "1";
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // since navigation began
 };
