@@ -472,7 +472,8 @@ def test_two_runs_never_replace_each_others_pictures(tmp_path, text_file, capsys
         code, _, err = run_main(args, capsys)
         assert code == 0, err
     written = sorted(p.name for p in (tmp_path / "pictures").iterdir())
-    assert written == [f"{n}_{view}.{kind}" for n in "ab" for view in ("lags", "steps") for kind in ("png", "svg")]
+    pictures = [f"{n}_{view}.{kind}" for n in "ab" for view in ("lags", "steps") for kind in ("png", "svg")]
+    assert written == sorted([*pictures, "a.html", "b.html"])  # and each run's page
 
 
 def test_the_printed_command_to_go_on_runs_as_the_command_was_launched(tmp_path, text_file):
