@@ -199,3 +199,14 @@ def test_the_benchmark_prints_one_row_per_cell(capsys):
     rows = [line for line in lines if line.startswith(("RNN (tanh)", "JANET, chrono"))]
     assert len(rows) == 2 and "trivial baseline loss 0.1667" in lines[0]
     assert all(0 <= int(reach) <= 12 for row in rows for reach in row.split()[-2:])  # steps back, of T = 12
+
+
+def test_the_zoo_example_runs_as_a_script_and_shows_every_cell():
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "examples" / "cell_zoo.py")], capture_output=True, text=True,
+                            timeout=120, cwd=root)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + len(ZOO) + 1 and "AntisymmetricRNN" in result.stdout
