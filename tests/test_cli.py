@@ -569,3 +569,16 @@ def test_every_flag_in_help_gives_its_default(command):
         if action.dest != "help":
             assert "default" in (action.help or ""), f"{command} {'/'.join(action.option_strings)}"
     assert parser.description
+
+
+def test_what_train_prints_says_iteration_for_training_and_time_step_for_t(tmp_path, text_file, capsys):
+    import re
+
+    code, out, err = run_main(small_run(tmp_path, text_file, "--steps", 2), capsys)
+    assert code == 0, err
+    sample = out.index("sample:")
+    printed = out[:sample] + out[out.index("checkpoint:") :]  # the sampled text is the model's, not ours
+    printed = " ".join(printed.split())
+    # "step" alone would be ambiguous: only "time step", "--steps N" (the flag) and "the step view" may say it.
+    assert re.findall(r"(?<!time )(?<!-)\bsteps?\b(?! view)", printed) == [], printed
+    assert "iteration 2" in printed and "time step" in printed

@@ -75,6 +75,7 @@ def test_the_commands_op_view_draws_the_textbook_step(tmp_path, capsys, cell):
         assert machinery not in drawn.replace("shared parameters", ""), machinery
     title = html.unescape(output.read_text(encoding="utf-8"))
     assert "W_ih x_t + W_hh h_{t−1}" in title or "W_in x_t + b_in" in title
+    assert f"{cell.upper()} · 3 time steps · hidden 2" in title  # "time step" for t
 
 
 def test_the_path_view_from_weight_hh_follows_the_textbook_w_hh(tmp_path, capsys):
