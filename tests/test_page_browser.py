@@ -183,7 +183,7 @@ def test_a_hundred_step_lstm_opens_collapsed_and_a_step_opens_on_a_click(open_pa
     assert tab.locator("g.node").count() == closed
     # the edge between two closed steps carries the step view's gain
     rows = diagnostics.steps(loss, states)
-    tab.hover("path.hit[data-joined='s49>s50']", force=True)
+    tab.hover("path.hit[data-joined='49>50']", force=True)
     assert _number(tab, "#tip [data-key=gain] .num") == rows[50].gain
     assert _number(tab, "#tip [data-key=bound] .num") == rows[50].bound
 
@@ -333,3 +333,21 @@ def test_a_picture_as_a_page_pans_zooms_and_finds_labels(open_page):
     tab.fill("#search", "loss")
     assert tab.locator("#results button.result").count() >= 1
     _shot(tab, "picture_page")
+
+
+def test_two_unrolls_get_boxes_of_their_own(open_page):
+    """Steps are told apart by their unroll's scope too: an encoder's t = 1 is not a decoder's."""
+    rng = np.random.default_rng(0)
+    encoder, decoder = nn.RNNCell(2, 3, rng=0), nn.RNNCell(3, 3, rng=1)
+    with tg.scope("encoder"):
+        outputs, _ = nn.RNN(encoder)(rng.normal(size=(3, 1, 2)), return_states=True)
+    with tg.scope("decoder"):
+        decoded, _ = nn.RNN(decoder)(np.stack([o.data for o in outputs]), return_states=True)
+    loss = (decoded[-1] * outputs[-1]).sum()
+    loss.backward()
+    tab = open_page(explore(loss))
+    names = tab.eval_on_selector_all("g.step", "els => els.map(e => e.dataset.step)")
+    assert names == [f"encoder/t={t}" for t in (1, 2, 3)] + [f"decoder/t={t}" for t in (1, 2, 3)]
+    assert tab.get_attribute("[data-view='steps']", "disabled") is not None, "no states given: no step view"
+    tab.click("[data-step='decoder/t=2']")
+    assert "decoder · t = 2" in tab.text_content("[data-step='decoder/t=2']")

@@ -29,6 +29,7 @@ from graphviz import Digraph
 
 from tinygrad_rnn import diagnostics
 from tinygrad_rnn.graph import walk
+from tinygrad_rnn.recurrence import time_step
 from tinygrad_rnn.value import Value
 from visualize import export, style
 from visualize.labels import display_name, measure, op_symbol
@@ -90,8 +91,17 @@ def _op_graph(root, data_limit: int) -> dict:
     graph = walk(root)
     data = export.graph_dict(root, data_limit)
     picture = OpPicture(graph)
+    boxes: dict = {}  # time step -> its box; an unroll's steps in order, unrolls as they first appear
+    for node in graph.nodes:
+        step = time_step(node)
+        if step is not None:
+            boxes.setdefault(step.prefix, set()).add(step.t)
+    order = {(prefix, t): i for i, (prefix, t) in enumerate((p, t) for p, ts in boxes.items() for t in sorted(ts))}
     for node, entry in zip(graph.nodes, data["nodes"]):
         entry["label"] = display_name(node) or (op_symbol(node.op) if node.op is not None else None)
+        step = time_step(node)
+        entry["box"] = None if step is None else order[step.prefix, step.t]
+    data["boxes"] = [{"prefix": prefix, "t": t} for prefix, t in order]
     for edge, entry in zip(graph.edges, data["edges"]):
         _label, value, tip = picture.edge_numbers(edge)
         entry.update(colour=style.colour(value), width=float(style.pen_width(value)), tip=tip)

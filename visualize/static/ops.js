@@ -14,7 +14,7 @@
   // Groups: a time step's nodes ("t3"), what comes before the unroll (weights, inputs: "before") and
   // what is computed from the steps (the loss: "after").
   const group = new Array(N.length);
-  for (const node of N) group[node.id] = node.time_step !== null ? "t" + node.time_step : "before";
+  for (const node of N) group[node.id] = node.box !== null ? "b" + node.box : "before";
   const inEdges = N.map(() => []), outEdges = N.map(() => []);
   E.forEach((e, i) => { inEdges[e.child].push(i); outEdges[e.parent].push(i); });
   for (const node of N) {  // ids are topological: parents come first
@@ -22,8 +22,15 @@
       group[node.id] = "after";
     }
   }
-  const steps = [...new Set(N.filter((n) => n.time_step !== null).map((n) => n.time_step))].sort((a, b) => a - b);
-  const stepRow = (t) => (STEPS && STEPS.rows[t] && STEPS.rows[t].t === t ? STEPS.rows[t] : null);
+  // One box per time step (page.py lists them: an unroll's prefix, then t), shown by its index.
+  const BOXES = G.boxes, steps = BOXES.map((_, i) => i);
+  const onePrefix = BOXES.every((b) => b.prefix === (BOXES[0] || {}).prefix);
+  const stepRow = (i) => {  // the step view's row for box i, when the boxes are the states' steps
+    const t = BOXES[i].t, rows = STEPS ? STEPS.rows : [];
+    return onePrefix && rows[t] && rows[t].t === t ? rows[t] : null;
+  };
+  const stepName = (i) => (BOXES[i].prefix ? `${BOXES[i].prefix}/t=${BOXES[i].t}` : String(BOXES[i].t));
+  const boxName = (i) => (BOXES[i].prefix ? `${TG.clip(BOXES[i].prefix, 16)} · ` : "") + `t = ${BOXES[i].t}`;
 
   // Inside a group, a node's column is its longest path from the group's inputs; a column taller than
   // STACK nodes wraps into the next.
@@ -62,7 +69,7 @@
     let x = 0;
     for (const t of steps) {
       if (open.has(t)) {
-        const L = layoutOf("t" + t);
+        const L = layoutOf("b" + t);
         where["s" + t] = { x, y: y0, w: L.w + 2 * PAD, h: L.h + HEAD + PAD };
         for (const [id, [nx, ny]] of Object.entries(L.pos)) where["n" + id] = { x: x + PAD + nx, y: y0 + HEAD + ny, w: NW, h: NH };
       } else {
@@ -73,7 +80,7 @@
     const after = layoutOf("after");
     for (const [id, [nx, ny]] of Object.entries(after.pos)) where["n" + id] = { x: x + nx, y: y0 + HEAD + ny, w: NW, h: NH };
   }
-  const itemOf = (id) => (group[id][0] === "t" && !open.has(N[id].time_step) ? "s" + N[id].time_step : "n" + id);
+  const itemOf = (id) => (N[id].box !== null && !open.has(N[id].box) ? "s" + N[id].box : "n" + id);
 
   function route(a, b) {
     const A = where[a], B = where[b];
@@ -106,16 +113,16 @@
 
   function drawStep(layer, t) {
     const box = where["s" + t], row = stepRow(t), isOpen = open.has(t);
-    const g = TG.svg("g", { class: "step", "data-step": t, transform: `translate(${box.x},${box.y})` }, null, layer);
-    const members = N.filter((n) => n.time_step === t);
+    const g = TG.svg("g", { class: "step", "data-step": stepName(t), transform: `translate(${box.x},${box.y})` }, null, layer);
+    const members = N.filter((n) => n.box === t);
     if (products && members.some((n) => products.values.has(n.id))) g.classList.add("onpath");
     if (members.some((n) => matches.has(n.id))) g.classList.add("match");
     const rect = TG.svg("rect", { class: "box" + (isOpen ? " expanded" : ""), width: box.w, height: box.h, rx: 6 }, null, g);
     if (!isOpen && row && row.fill) rect.style.fill = row.fill;
-    TG.svg("text", { x: 6, y: 15, class: "head" }, `t = ${t}` + (isOpen ? "  ▾ close" : ""), g);
+    TG.svg("text", { x: 6, y: 15, class: "head" }, (isOpen ? boxName(t) + "  ▾ close" : `t = ${BOXES[t].t}`), g);
     if (!isOpen) {
       TG.svg("text", { x: 6, y: 30 }, row ? "‖δ‖ " + TG.short(row.grad_norm, 2) : `${members.length} values`, g);
-      TG.svg("title", {}, `time step ${t}: ${members.length} values; click to open`, g);
+      TG.svg("title", {}, `${boxName(t)}: ${members.length} values; click to open`, g);
     }
     const toggle = (event) => {
       event.stopPropagation();
@@ -146,9 +153,10 @@
         : "‖J‖ " + TG.short(single.jacobian_norm, 3) + (single.observed_gain !== null ? " · " + TG.short(single.observed_gain, 2) : "");
       TG.hoverable(hit, () => describeEdge(ids[0]));
     } else {
-      hit.setAttribute("data-joined", key);
+      const named = (item) => (item[0] === "s" ? stepName(+item.slice(1)) : "v" + item.slice(1));
+      hit.setAttribute("data-joined", named(a) + ">" + named(b));
       const ta = a[0] === "s" ? +a.slice(1) : null, tb = b[0] === "s" ? +b.slice(1) : null;
-      const row = ta !== null && tb !== null && tb === ta + 1 ? stepRow(tb) : null;
+      const row = ta !== null && tb !== null && BOXES[tb].t === BOXES[ta].t + 1 ? stepRow(tb) : null;
       if (row && row.colour) {
         line.setAttribute("stroke", row.colour);
         line.setAttribute("stroke-width", row.width);
@@ -195,7 +203,7 @@
     ]];
   }
   function describeJoined(a, b, ids, row) {
-    const name = (item) => (item[0] === "s" ? "step t = " + item.slice(1) : (N[+item.slice(1)].label || "value"));
+    const name = (item) => (item[0] === "s" ? boxName(+item.slice(1)) : (N[+item.slice(1)].label || "value"));
     const rows = [["edges", "op edges inside", ids.length, true]];
     if (row) {
       rows.push(["gain", "gain (step view)", row.gain, true], ["bound", "bound ‖J_t‖₂", row.bound, true],
@@ -274,7 +282,7 @@
   }
 
   function reveal(id) {
-    if (N[id].time_step !== null) open.add(N[id].time_step);
+    if (N[id].box !== null) open.add(N[id].box);
     if (TG.current !== "ops") TG.show("ops");
     select(id);
     const box = where["n" + id];
