@@ -79,11 +79,24 @@
     }
     const after = layoutOf("after");
     for (const [id, [nx, ny]] of Object.entries(after.pos)) where["n" + id] = { x: x + nx, y: y0 + HEAD + ny, w: NW, h: NH };
+    bus = Math.max(y0 + HEAD + after.h, ...steps.map((t) => where["s" + t].y + where["s" + t].h)) + 18;
   }
+  let bus = 0;  // below the row of steps: where an edge from a step to the loss's ops runs
   const itemOf = (id) => (N[id].box !== null && !open.has(N[id].box) ? "s" + N[id].box : "n" + id);
 
+  // Straight, except from a step to an op of the loss far to its right: that edge would cross every step
+  // in between, so it drops to a line under the row and rises to its op. Returns [path, label x, label y].
   function route(a, b) {
     const A = where[a], B = where[b];
+    const fromStep = a[0] === "s" || N[+a.slice(1)].box !== null;
+    if (fromStep && b[0] === "n" && group[+b.slice(1)] === "after" && B.x > A.x + A.w + 2 * GAP) {
+      const x1 = A.x + A.w / 2, x2 = B.x + B.w / 2;
+      return [`M${x1},${A.y + A.h}V${bus}H${x2}V${B.y + B.h}`, null, null];
+    }
+    const [x1, y1, x2, y2] = line(A, B);
+    return [`M${x1},${y1}L${x2},${y2}`, (x1 + x2) / 2, (y1 + y2) / 2 - 4, Math.hypot(x2 - x1, y2 - y1)];
+  }
+  function line(A, B) {
     if (B.y > A.y + A.h) return [A.x + A.w / 2, A.y + A.h, B.x + B.w / 2, B.y];
     if (A.y > B.y + B.h) return [A.x + A.w / 2, A.y, B.x + B.w / 2, B.y + B.h];
     if (B.x >= A.x + A.w) return [A.x + A.w, A.y + A.h / 2, B.x, B.y + B.h / 2];
@@ -136,8 +149,7 @@
 
   function drawEdge(layer, key, ids) {
     const [a, b] = key.split(">");
-    const [x1, y1, x2, y2] = route(a, b);
-    const d = `M${x1},${y1}L${x2},${y2}`;
+    const [d, labelX, labelY, length] = route(a, b);
     const single = a[0] === "n" && b[0] === "n" && ids.length === 1 ? E[ids[0]] : null;
     const hit = TG.svg("path", { class: "hit", d }, null, layer);
     const line = TG.svg("path", { class: "edge", d }, null, layer);
@@ -168,7 +180,9 @@
       TG.hoverable(hit, () => describeJoined(a, b, ids, row));
     }
     // A label wider than its edge would lie on the boxes: hover the edge instead.
-    if (label !== null && Math.hypot(x2 - x1, y2 - y1) > 6 * label.length) TG.svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", class: "muted" }, label, layer);
+    if (label !== null && labelX !== null && length > 6 * label.length) {
+      TG.svg("text", { x: labelX, y: labelY, "text-anchor": "middle", class: "muted" }, label, layer);
+    }
   }
 
   function drawNode(layer, node) {
