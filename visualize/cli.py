@@ -220,7 +220,8 @@ def _render_parser(command: argparse.ArgumentParser) -> None:
     command.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                          help="seed of the weights and data (default 0)")
     command.add_argument("-o", "--output", default="out.svg", metavar="FILE",
-                         help="the picture: .svg, .png, .pdf, or .dot for the source (default out.svg)")
+                         help="the picture: .svg, .png, .pdf, .dot for the source, or .html for a page to explore "
+                              "every view in a browser (default out.svg)")
 
 
 def estimate_render_memory(cell: str, steps: int, hidden: int, input_size: int, batch: int, view: str) -> float:
