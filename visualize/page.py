@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from visualize.labels import display_name, measure, op_symbol
 from visualize.lag_view import _last, _shares, headline_lag, lag_decades
 from visualize.op_view import OpPicture
 from visualize.path_view import exact_norm
-from visualize.step_view import _edge_attrs, _node_attrs, _run, _summary
+from visualize.step_view import GAIN_DECADES, _edge_attrs, _node_attrs, _run, _summary
 
 __all__ = ["Page", "explore", "picture_page", "VIEWS"]
 
@@ -102,6 +103,7 @@ def _op_graph(root, data_limit: int) -> dict:
         step = time_step(node)
         entry["box"] = None if step is None else order[step.prefix, step.t]
     data["boxes"] = [{"prefix": prefix, "t": t} for prefix, t in order]
+    data["key"] = [_factor(x) for x in style.swatch_values(2.0)]
     for edge, entry in zip(graph.edges, data["edges"]):
         _label, value, tip = picture.edge_numbers(edge)
         entry.update(colour=style.colour(value), width=float(style.pen_width(value)), tip=tip)
@@ -133,7 +135,8 @@ def _steps(loss, states, name: str | None) -> dict:
     if not isinstance(headline, str):  # the headline's parts, one per line of the picture
         headline = " · ".join(headline)
     return {"rows": rows, "letter": run.letter, "state": run.state, "headline": headline, "story": story,
-            "scale": list(scale)}
+            "scale": list(scale), "gain_key": [_factor(x, GAIN_DECADES) for x in style.swatch_values(GAIN_DECADES)],
+            "norm_key": _magnitudes(*scale)}
 
 
 def _lags(losses, states) -> dict:
@@ -151,8 +154,20 @@ def _lags(losses, states) -> dict:
         reach_colours=[style.colour(r, decades, power=1.0) if np.isfinite(r) and r > 0 else None for r in curve],
         scale=[style.scale(r, decades) if np.isfinite(r) and r > 0 else 0.0 for r in curve],
         decades=decades, headline_lag=headline_lag(curve, counts),
+        key=[_factor(10.0**e, decades, 1.0) for e in range(-decades, decades + 1, max(1, math.ceil(decades / 4)))],
     )
     return data
+
+
+# Colour keys as the pictures' legends give them: [label, colour] from shrinking to growing (or small to large).
+def _factor(x: float, decades: float = 2.0, power: float = 0.5) -> list:
+    return [f"×{style.number(x, 2)}", style.colour(x, decades, power)]
+
+
+def _magnitudes(low: int, high: int) -> list:
+    step = max(1, math.ceil((high - low) / 6))  # style.magnitude_row's swatches
+    exponents = range(high, low - 1, -step)[::-1]
+    return [[style.number(10.0**e, 2), style.magnitude_fill(10.0**e, low, high)] for e in exponents]
 
 
 def _monitor(monitor) -> dict:
@@ -162,7 +177,7 @@ def _monitor(monitor) -> dict:
     low, high = style.magnitude_range(norms)
     data["fills"] = [[style.magnitude_fill(n, low, high) for n in frame] if frame else None
                      for frame in monitor.step_grad_norms]
-    data["scale"] = [low, high]
+    data["scale"], data["norm_key"] = [low, high], _magnitudes(low, high)
     return data
 
 

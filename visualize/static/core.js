@@ -70,8 +70,19 @@ side.append(TG.results, TG.info, TG.legend);
 TG.tip = TG.el("div", { id: "tip" });
 document.body.append(bar, caption, main, side, TG.tip);
 TG.setCaption = (text) => { caption.textContent = text; };
-TG.setLegend = function (lines) {
-  TG.legend.replaceChildren(...lines.map((line) => TG.el("p", {}, line)));
+// lines: text; keys: [caption, [[label, colour], ...]], a colour key as the pictures' legends draw it.
+TG.setLegend = function (lines, keys) {
+  TG.legend.replaceChildren(...lines.filter((line) => line).map((line) => TG.el("p", {}, line)));
+  for (const [caption, swatches] of keys || []) {
+    TG.legend.appendChild(TG.el("p", {}, caption));
+    const row = TG.el("div", { class: "key" });
+    for (const [label, colour] of swatches) {
+      const swatch = TG.el("span", {}, label);
+      swatch.style.borderTopColor = colour;
+      row.appendChild(swatch);
+    }
+    TG.legend.appendChild(row);
+  }
 };
 
 // ---- tables: the hover tip and the side panel -----------------------------------------------------

@@ -328,7 +328,8 @@
         "Scalar edge: the exact local derivative d(child)/d(parent). Tensor edge: ‖J‖, the spectral norm of the local Jacobian (the most it can stretch a gradient), and after backward the observed gain ‖gradient to parent‖ / ‖gradient of child‖.",
         "Colour and width on a log scale: blue shrinks a gradient, grey about 1, red amplifies. A closed step's box is shaded by ‖δ_t‖ and the edge between two closed steps carries the step view's gain; the weights' edges into a step are drawn when it opens.",
         "Path numbers (path view): on a scalar graph d node / d source summed over paths; on a tensor graph a bound, the sum over paths of the products of ‖J‖, and on the loss the exact ‖d loss / d source‖ for a weight or input.",
-      ]);
+      ], [["edge colour: the derivative, else the observed gain, else ‖J‖", G.key],
+          ...(STEPS ? [["closed step's shade: ‖δ_t‖", STEPS.norm_key]] : [])]);
     },
   };
 })();

@@ -67,7 +67,14 @@
     }
   }
   function stepCaption(frame) {
-    if (frame !== null && frame < M.step_grad_norms.length) {
+    const film = frame !== null && frame < M.step_grad_norms.length;
+    TG.setLegend([
+      "Edge label: gain_t = ‖J_tᵀ δ_t‖ / ‖δ_t‖, what step t did to the gradient that crossed it; small ≤: the bound ‖J_t‖₂. Colour: gain_t compounded over the drawn length (blue shrinks, red grows).",
+      "Node: ‖δ_t‖, the gradient that reached s_t from outside step t, shaded light (small) to dark (large).",
+      M ? "The slider runs over the Monitor's training iterations: the nodes show each iteration's ‖δ_t‖, all iterations on one shade scale." : "",
+    ], [["edge colour: gain_t compounded over the drawn length", S.gain_key],
+        [film ? "node shade: ‖δ_t‖ over the Monitor's iterations" : "node shade: ‖δ_t‖", film ? M.norm_key : S.norm_key]]);
+    if (film) {
       TG.setCaption(`step view, training iteration ${frame} of ${M.losses.length - 1} · loss ${TG.short(M.losses[frame], 4)} · ` +
         "nodes: ‖δ_t‖ as the Monitor kept it (it keeps no gains, so the edges are grey); the slider's right end is the graph this page was made from");
       TG.frameLabel.textContent = `${frame} · loss ${TG.short(M.losses[frame], 4)}`;
@@ -93,11 +100,6 @@
       }
       drawSteps(frame);
       stepCaption(frame);
-      TG.setLegend([
-        "Edge label: gain_t = ‖J_tᵀ δ_t‖ / ‖δ_t‖, what step t did to the gradient that crossed it; small ≤: the bound ‖J_t‖₂. Colour: gain_t compounded over the drawn length (blue shrinks, red grows).",
-        "Node: ‖δ_t‖, the gradient that reached s_t from outside step t, shaded light (small) to dark (large).",
-        M ? "The slider runs over the Monitor's training iterations: the nodes show each iteration's ‖δ_t‖ on one shade scale." : "",
-      ]);
     },
     search(query) {
       return S.rows.filter((r) => `${S.letter}${r.t}`.toLowerCase().includes(query) || String(r.t) === query)
@@ -150,7 +152,7 @@
       TG.setLegend([
         "Cell [i, k]: the share of loss i's gradient that reaches s_k, ‖δ_k⁽ⁱ⁾‖ / ‖δ_tᵢ⁽ⁱ⁾‖ (1 where the loss reads its last state), on a log colour scale of ±" + L.decades + " decades.",
         "Reach at lag ℓ: the median over losses of the share ℓ steps back; a pale bar rests on fewer than 3 losses.",
-      ]);
+      ], [["cell and bar colour: a share of a loss's gradient", L.key]]);
     },
     search(query) {
       return L.names.map((name, r) => [name, r]).filter(([name]) => name.toLowerCase().includes(query))
