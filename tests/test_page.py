@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import graphviz
 import pytest
 from picture_helpers import HAS_DOT
 from test_picture_text import HOSTILE
@@ -135,3 +136,15 @@ def test_train_writes_the_page_beside_its_pictures(tmp_path, capsys, plenty_of_m
     assert (out / "run_steps.png").exists() or (out / "run_steps.dot").exists()
     data = _data((out / "run.html").read_text(encoding="utf-8"))
     assert data["view"] == "steps" and len(data["steps"]["rows"]) == 7 and data["lags"]["rows"]
+
+
+def test_without_graphviz_a_pictures_page_says_so_and_keeps_the_source(tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    loss, states, _ = build_model("rnn", 2, 2)
+    picture = draw_steps(loss, states)
+    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    data = _data(render(picture, tmp_path / "x.html").read_text(encoding="utf-8"))
+    assert data["svg"] is None and data["source"] == picture.source
+    assert "dot program was not found" in data["error"] and "install Graphviz" in data["error"]

@@ -25,8 +25,8 @@ import json
 import math
 from pathlib import Path
 
+import graphviz
 import numpy as np
-from graphviz import Digraph
 
 from tinygrad_rnn import diagnostics
 from tinygrad_rnn.graph import walk
@@ -210,12 +210,15 @@ def explore(root, states=None, *, losses=None, monitor=None, view: str = "ops", 
     return Page(data)
 
 
-def picture_page(picture: Digraph, title: str | None = None) -> Page:
+def picture_page(picture: graphviz.Digraph, title: str | None = None) -> Page:
     """Any view's picture (a Digraph) as a page: its SVG with pan, zoom and search; its tooltips
     are the picture's own. Without Graphviz, the page says so and holds the DOT source as text."""
     try:
         svg = picture.pipe(format="svg").decode("utf-8")
-    except Exception as error:  # graphviz.ExecutableNotFound, or dot failing on the source
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError) as error:
+        why = "Graphviz's dot program was not found" if isinstance(error, graphviz.ExecutableNotFound) else (
+            "Graphviz's dot program failed on it")
         return Page({"format": FORMAT, "title": title, "svg": None, "source": picture.source,
-                     "error": f"Graphviz could not lay the picture out ({type(error).__name__})"})
+                     "error": f"{why}, so here is the picture's DOT source instead: install Graphviz "
+                              "(apt-get install graphviz, or brew install graphviz) and write the page again"})
     return Page({"format": FORMAT, "title": title, "svg": svg})
