@@ -351,3 +351,15 @@ def test_two_unrolls_get_boxes_of_their_own(open_page):
     assert tab.get_attribute("[data-view='steps']", "disabled") is not None, "no states given: no step view"
     tab.click("[data-step='decoder/t=2']")
     assert "decoder · t = 2" in tab.text_content("[data-step='decoder/t=2']")
+
+
+def test_from_h0_the_loss_shows_the_exact_norm_as_the_path_view_does(open_page):
+    loss, states, _ = build_model("lstm", 4, 3)
+    h0 = nn.hidden_of(states[0])
+    tab = open_page(explore(loss, states, source=h0))
+    assert tab.inner_text("#info [data-key=name]").endswith("h0")
+    assert "‖∂/∂h0‖ =" in tab.inner_text("#info [data-key=at_output]")
+    tab.click("#expand-all")
+    tab.click(f"[data-node='{_node_ids(loss)[id(h0)]}']")
+    shown = dict(tab.eval_on_selector_all("text.product", "els => els.map(e => [+e.parentNode.dataset.node, e.dataset.product])"))
+    assert float(shown[_node_ids(loss)[id(loss)]]) == exact_norm(loss, h0)
