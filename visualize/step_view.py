@@ -1,20 +1,24 @@
 """Step view: one node per state of a recurrence (or per layer of a deep net), for sequences far too
 long for the op view. Every number comes from ``tinygrad_rnn.diagnostics.steps``:
 
-- an edge s_{t-1} -> s_t is labelled with the **gain** of step t, ||J_t^T delta_t|| / ||delta_t||: what
-  the step did to the gradient that crossed it, and is coloured by it (blue shrinks, red grows).
-  Beside it, smaller, the **bound** ||J_t||_2, the most the step could have stretched any gradient.
-  With one loss at the end, the gradient at step t-1 is the gradient at step t times the label, so
-  the labels multiply to ||delta_0|| / ||delta_T||: a label is a factor a reader can multiply.
+- an edge s_{t-1} -> s_t is labelled with the **gain** of time step t, ||J_t^T delta_t|| / ||delta_t||:
+  what the time step did to the gradient that crossed it, and is coloured by it (blue shrinks, red
+  grows). Under it, smaller, the **bound** ||J_t||_2, the most the time step could have stretched any
+  gradient, and w, ||C_t||, what it gave the weights. With one loss at the end, the gradient at time
+  step t-1 is the gradient at time step t times the label, so the labels multiply to
+  ||delta_0|| / ||delta_T||: a label is a factor a reader can multiply.
 - a node s_t is shaded by ||delta_t||, the size of the gradient that reached it (an absolute size,
   light for small, dark for large, the legend giving the values).
+- the line under the title ends with ``diagnostics.verdict``'s word and the rule that gave it, in
+  numbers: "vanishing (0.00096 < 10⁻³)", "stable (10⁻³ ≤ 0.031 ≤ 10³)".
 
 Detached (truncated) boundaries are dotted: no gradient crosses them. Where a clipping hook fired on
 s_t, the node is marked with the clipped part's gradient norm before and after (the node shows the
-whole state's norm after). Long
-sequences wrap into rows of ``per_row`` steps, each row continuing from a faint copy of the last
-node of the row before, so T = 1,000 stays readable. ``axis="layer"`` reads the states as the
-activations of the layers of a feed-forward net, and says "layer" where it would say "step".
+whole state's norm after). Long sequences wrap into rows of ``per_row`` time steps (PER_ROW by
+default), each row continuing from a faint copy of the last node of the row before, so T = 1,000
+stays readable and a picture stays about 1,000 px wide. "Time step" always, never plain "step": to
+the command a training step is an iteration. ``axis="layer"`` reads the states as the activations of
+the layers of a feed-forward net, and says "layer" where it would say "time step".
 """
 
 from __future__ import annotations
