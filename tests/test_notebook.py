@@ -125,3 +125,18 @@ def test_the_readme_first_snippet_runs_and_draws_all_30_steps(tmp_path, monkeypa
     assert len(namespace["inputs"]) == 30 and len(namespace["states"]) == 31  # h_0 .. h_30: 30 steps
     written = list((tmp_path / "out").glob("steps.*"))
     assert written and written[0].stat().st_size > 0
+
+
+def test_the_kernel_command_the_readme_gives_registers_this_python(tmp_path):
+    import json
+    import shlex
+    import subprocess
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    command = re.search(r"`(\.venv/bin/python -m ipykernel install [^`]+)`", readme).group(1)
+    args = shlex.split(command)[1:]
+    assert args[:3] == ["-m", "ipykernel", "install"] and "--user" in args
+    args[args.index("--user")] = f"--prefix={tmp_path}"  # not the user's own kernels
+    subprocess.run([sys.executable, *args], check=True, capture_output=True)
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "tinygrad-rnn" / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable and spec["display_name"] == "Python (tinygrad-rnn)"
