@@ -269,6 +269,11 @@ def test_search_finds_a_value_by_name_and_opens_its_step(open_page):
     assert tab.inner_text("#info [data-key=name]").endswith("h_17")
     assert "match" in tab.get_attribute(f"g.node[data-node='{target}']", "class")
     _shot(tab, "search_h17")
+    assert tab.locator("text.product").count() > 0
+    tab.keyboard.press("Escape")
+    assert tab.locator("text.product").count() == 0, "Escape ends the highlighted paths"
+    tab.fill("#search", "h_1")  # h_1 and h_10 ... h_19 match: the exact name comes first
+    assert tab.inner_text("#results button.result >> nth=0").startswith("h_1 ")
 
 
 def test_a_monitor_history_plays_as_a_filmstrip_of_the_step_view(open_page):

@@ -41,7 +41,7 @@ TG.shapeText = (shape) => (shape.length ? shape.join(" × ") : "scalar");
 // ---- the frame ------------------------------------------------------------------------------------
 const D = TG.DATA;
 const bar = TG.el("div", { id: "bar" });
-bar.appendChild(TG.el("h1", { id: "title" }, D.title || "tinygrad_rnn"));
+bar.appendChild(TG.el("h1", { id: "title", title: D.title || "" }, D.title || "tinygrad_rnn"));
 document.title = D.title || "tinygrad_rnn";
 const tabs = TG.el("div", { id: "tabs" });
 bar.appendChild(tabs);

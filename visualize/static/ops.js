@@ -305,6 +305,8 @@
 
   function search(query) {
     const found = N.filter((n) => [n.name, n.label, n.op, n.scope].some((s) => s && String(s).toLowerCase().includes(query)));
+    const rank = (n) => { const name = String(n.name || n.label || "").toLowerCase(); return name === query ? 0 : name.startsWith(query) ? 1 : 2; };
+    found.sort((a, b) => rank(a) - rank(b));  // a value named exactly so first; otherwise in graph order
     matches = new Set(found.map((n) => n.id));
     draw();
     return found.map((n) => [`${n.label || n.op || "leaf"}${n.time_step !== null ? "  (t = " + n.time_step + ")" : ""}`,
@@ -313,9 +315,9 @@
 
   document.getElementById("expand-all").addEventListener("click", () => { if (TG.current === "ops") { steps.forEach((t) => open.add(t)); draw(); TG.fit(0.3); } });
   document.getElementById("collapse-all").addEventListener("click", () => { if (TG.current === "ops") { open.clear(); draw(); TG.fit(0.7); } });
-  TG.canvas.addEventListener("click", () => {
-    if (TG.current === "ops" && products) { products = null; selected = null; draw(); }
-  });
+  const clear = () => { if (TG.current === "ops" && products) { products = null; selected = null; draw(); } };
+  TG.canvas.addEventListener("click", clear);  // a click on the background, or Escape, ends the highlight
+  window.addEventListener("keydown", (event) => { if (event.key === "Escape") clear(); });
 
   TG.views.ops = {
     available: true, search, reveal,
