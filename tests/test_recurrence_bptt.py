@@ -86,3 +86,43 @@ def test_carry_back_stops_at_max_lag_and_is_zero_after_the_last_read():
     assert [d is None for d in carried] == [True] * 4 + [False] * 3
     nothing = [[np.zeros_like(p) for p in d] for d in parts.reads]
     assert all(recurrence.delta_norm(d) == 0.0 for d in recurrence.carry_back(nothing, parts.steps))
+
+
+# ---- diagnostics.reuse_numbers: the numbers of several views of one run, computed once ------------
+
+def _counting(monkeypatch):
+    calls = []
+    real = recurrence.bptt
+    monkeypatch.setattr(recurrence, "bptt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_inside_reuse_numbers_the_same_question_is_answered_once(monkeypatch):
+    from tinygrad_rnn import diagnostics
+
+    loss, states = _run("lstm", T=4, every_step=True)
+    calls = _counting(monkeypatch)
+    with diagnostics.reuse_numbers():
+        first = diagnostics.steps(loss, states)
+        again = diagnostics.steps(loss, states)
+        power = diagnostics.steps(loss, states, bound="power")  # another question: computed
+        matrix = diagnostics.lags(loss, states)
+        matrix[0, 0] = -1.0  # the caller's copy: what is kept stays as computed
+        assert diagnostics.lags(loss, states)[0, 0] != -1.0
+        assert diagnostics.lags([loss], states).shape == (1, 5)  # one row, not split by read: computed
+    assert again == first and power != first and len(calls) == 2
+    diagnostics.steps(loss, states)  # outside the block nothing is kept
+    assert len(calls) == 3
+
+
+def test_a_backward_pass_in_between_is_noticed(monkeypatch):
+    from tinygrad_rnn import diagnostics
+
+    loss, states = _run("rnn", T=3)
+    calls = _counting(monkeypatch)
+    with diagnostics.reuse_numbers():
+        first = diagnostics.steps(loss, states)
+        loss.backward()  # every gradient doubles: new arrays on the states
+        second = diagnostics.steps(loss, states)
+    assert len(calls) == 2
+    assert second[-1].grad_norm == pytest.approx(2 * first[-1].grad_norm)

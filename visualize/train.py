@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -207,34 +208,53 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
             f"after iteration {step}": window_predictions(model, inputs, targets)}
     T, cell = config.seq, f"{config.cell.upper()}, hidden {config.hidden}"
     title = f"{cell}: the loss of one window of {T} characters (a prediction at every step), back through its steps"
-    matrices = [diagnostics.lags(loss, states) for loss, states in runs.values()]
-    # Named after the checkpoint: a run never replaces another run's pictures.
-    stem = path.stem
-    pictures = {
-        f"{stem}_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
-        f"{stem}_lags": draw_lags(*runs[f"after iteration {step}"], matrix=matrices[1],
-                                  title=f"{cell}, after iteration {step}: how far each prediction's error reaches "
-                                        "back"),
-    }
-    written = []
-    for name, picture in pictures.items():
-        for suffix in (".svg", ".png"):
-            try:
-                written.append(str(render(picture, out_dir / f"{name}{suffix}")))
-            except OSError as error:
-                print(f"pictures: could not write in {out_dir} ({training.one_line(error)})")
-                return
-    print(f"pictures: {', '.join(dict.fromkeys(written))}")
-    verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after iteration {step}"]))
-    print(textwrap.fill(what_to_look_at(matrices, verdict, step, before, f"{stem}_lags"), width=110,
-                        subsequent_indent="  "))
-    from visualize.page import explore  # every view of the trained window, to explore in a browser
+    started = time.perf_counter()
+    # The step view, the verdict, the lag view and the page each ask for these numbers: inside the block
+    # they are computed once, here, a stage at a time (a step view's numbers cost one backward pass per
+    # state unit and time step), and handed back to every view that asks again.
+    with diagnostics.reuse_numbers():
+        for stage, (label, (loss, states)) in enumerate(runs.items(), 1):
+            _progress(f"{stage}/4: the numbers of the window {label}: {T} time steps, the gain of each and "
+                      f"its bound ‖J_t‖₂ by an SVD of the step's Jacobian, and how far each prediction reaches")
+            diagnostics.steps(loss, states)
+            diagnostics.lags(loss, states)
+        matrices = [diagnostics.lags(loss, states) for loss, states in runs.values()]
+        _progress("3/4: drawing the step view and the lag view (SVG and PNG)")
+        # Named after the checkpoint: a run never replaces another run's pictures.
+        stem = path.stem
+        pictures = {
+            f"{stem}_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
+            f"{stem}_lags": draw_lags(*runs[f"after iteration {step}"], matrix=matrices[1],
+                                      title=f"{cell}, after iteration {step}: how far each prediction's error "
+                                            "reaches back"),
+        }
+        written = []
+        for name, picture in pictures.items():
+            for suffix in (".svg", ".png"):
+                try:
+                    written.append(str(render(picture, out_dir / f"{name}{suffix}")))
+                except OSError as error:
+                    print(f"pictures: could not write in {out_dir} ({training.one_line(error)})")
+                    return
+        print(f"pictures: {', '.join(dict.fromkeys(written))}")
+        verdict = diagnostics.verdict(diagnostics.steps(*runs[f"after iteration {step}"]))
+        print(textwrap.fill(what_to_look_at(matrices, verdict, step, before, f"{stem}_lags"), width=110,
+                            subsequent_indent="  "))
+        from visualize.page import explore  # every view of the trained window, to explore in a browser
 
-    page = out_dir / f"{stem}.html"
-    try:
-        print(f"page: {render(explore(*runs[f'after iteration {step}'], view='steps', title=title), page)}")
-    except OSError as error:
-        print(f"page: could not write {page} ({training.one_line(error)})")
+        _progress("4/4: the page, every view of the trained window")
+        page = out_dir / f"{stem}.html"
+        try:
+            print(f"page: {render(explore(*runs[f'after iteration {step}'], view='steps', title=title), page)}")
+        except OSError as error:
+            print(f"page: could not write {page} ({training.one_line(error)})")
+    _progress(f"done in {time.perf_counter() - started:.1f} s")
+
+
+def _progress(stage: str) -> None:
+    """One line per stage of the closing pictures, on stderr beside the progress bar: the numbers of a
+    step view take seconds, and a silent wait reads as a hang."""
+    print(f"pictures {stage}", file=sys.stderr, flush=True)
 
 
 def what_to_look_at(matrices, verdict: str, step: int, before: str = "before training",

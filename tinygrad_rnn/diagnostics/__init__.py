@@ -7,11 +7,14 @@
 - ``split.py``: the gradient split by loss (``lags``: how far each loss reaches back, ``reach``) and by
   step (``contributions``: what each step gives a weight).
 - ``nonfinite.py``: where a NaN or an infinity was born.
+- ``reuse.py``: ``with reuse_numbers():``, the numbers of ``steps`` and ``lags`` computed once for
+  several views of one run.
 - ``plots.py``: plots of the per-step numbers (the ``plot`` extra).
 """
 
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport, trace_nonfinite
 from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
+from tinygrad_rnn.diagnostics.reuse import reuse_numbers
 from tinygrad_rnn.diagnostics.split import contributions, lags, reach, reach_counts
 from tinygrad_rnn.diagnostics.steps import (
     CONTRIBUTION_LIMIT,
@@ -37,7 +40,7 @@ __all__ = [
     "CONTRIBUTION_LIMIT", "POWER_ITERATIONS", "bound_text",
     "lags", "reach", "reach_counts", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms",
     "clip_events",
-    "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms",
+    "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms", "reuse_numbers",
 ]
 
 from tinygrad_rnn.diagnostics.monitor import Monitor  # noqa: E402

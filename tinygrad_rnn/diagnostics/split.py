@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinygrad_rnn import recurrence
+from tinygrad_rnn.diagnostics import reuse
 from tinygrad_rnn.recurrence import StepGraph
 from tinygrad_rnn.value import Value
 
@@ -80,12 +81,16 @@ def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
     the part read at s_t). ``max_lag``: compute at most this many steps back from the last state each
     loss reads (nan beyond): a long run costs one step's vector-Jacobian product per (loss, step) pair,
     so pass ``losses[::k]`` or a ``max_lag`` to thin it. Needs no backward pass first; hooks are not run.
+    Inside ``with diagnostics.reuse_numbers():`` a matrix asked for again is given back, not computed.
     """
     states = list(states)
     if len(states) < 2:
         raise ValueError(f"lags: needs the states [s_0, ..., s_T] with T >= 1, got {len(states)} state(s)")
     if max_lag is not None and (not isinstance(max_lag, int) or max_lag < 0):
         raise ValueError(f"lags: max_lag must be a number of steps >= 0 or None, got {max_lag!r}")
+    kept = reuse.slot("lags", losses, states, max_lag, isinstance(losses, Value))
+    if kept.value is not None:
+        return kept.value.copy()
     step_list = recurrence.step_graphs(states)
     if isinstance(losses, Value):
         (read,) = recurrence.read_gradients([losses], states, step_list)
@@ -96,7 +101,9 @@ def lags(losses, states: Sequence, *, max_lag: int | None = None) -> np.ndarray:
         if not losses:
             raise ValueError("lags: needs at least one loss")
         sources = recurrence.read_gradients(losses, states, step_list)
-    return np.array([_norms(recurrence.carry_back(read, step_list, max_lag)) for read in sources], dtype=np.float64)
+    matrix = np.array([_norms(recurrence.carry_back(read, step_list, max_lag)) for read in sources], dtype=np.float64)
+    kept.value = matrix.copy()
+    return matrix
 
 
 def reach(matrix: np.ndarray, least: int = 1) -> np.ndarray:

@@ -44,6 +44,7 @@ import numpy as np
 
 from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
+from tinygrad_rnn.diagnostics import reuse
 from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
@@ -186,6 +187,7 @@ def delta_norms(states: Sequence) -> list[float | None]:
 def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int = POWER_ITERATIONS) -> list[StepRow]:
     """One StepRow per state of ``states = [s_0, ..., s_T]`` (module doc), from the gradients the
     last ``loss.backward()`` left. ``loss`` may be None (bounds only, or gradients from elsewhere).
+    Inside ``with diagnostics.reuse_numbers():`` the rows asked for again are given back, not computed.
 
     ``bound``: how ``bound`` is taken from each step's Jacobian: ``"svd"``, ||J_t||_2 exactly (a
     bound); ``"power"``, ``iterations`` power iterations started from delta_t (``power_estimate``: an
@@ -207,6 +209,9 @@ def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int 
     if bound == "power" and (not isinstance(iterations, int) or iterations < 0):
         raise ValueError(f"steps: iterations must be a whole number >= 0, got {iterations!r}")
     states = list(states)
+    kept = reuse.slot("steps", loss, states, bound, iterations)
+    if kept.value is not None:
+        return list(kept.value)
     parts = recurrence.bptt(states, loss, jacobians=bound is not None,
                             weights=len(states) - 1 <= CONTRIBUTION_LIMIT, caller="steps")
     nothing = [None] * len(states)
@@ -234,6 +239,7 @@ def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int 
                 method, counted = "power", iterations
         rows.append(StepRow(t, norm, gain, estimate, method, parts.clips[t], cut, direct[t], last_read[t], given[t],
                             counted))
+    kept.value = tuple(rows)
     return rows
 
 
