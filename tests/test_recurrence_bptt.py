@@ -126,3 +126,10 @@ def test_a_backward_pass_in_between_is_noticed(monkeypatch):
         second = diagnostics.steps(loss, states)
     assert len(calls) == 2
     assert second[-1].grad_norm == pytest.approx(2 * first[-1].grad_norm)
+
+
+def test_scopes_and_notes_live_in_notes_and_are_handed_on_from_recurrence():
+    from tinygrad_rnn import notes
+
+    for name in notes.__all__:
+        assert getattr(recurrence, name) is getattr(notes, name) and name in recurrence.__all__
