@@ -244,12 +244,17 @@ def check(contenders: dict) -> list[str]:
             lines.append(f"{name} vs numpy: loss {their_loss - loss:+.1e}, "
                          f"max |grad diff| {largest_difference(their_grads, grads):.1e} (gradients up to {scale:.1e})")
     if "engine replayed" in results:
-        # Replay must give eager's numbers exactly; its first call records (it is eager), so compare
-        # a second call, which replays.
+        # Replay gives eager's numbers to rounding (issue 18: float64 to 1e-12, float32 to 1e-5 of the
+        # largest gradient): its compiled code multiplies by a contiguous copy of W^T, whose sums round
+        # in another order. Its first call records (it is eager), so compare a second call, which replays.
         again = contenders["engine replayed"]()
-        exact = again[0] == results["engine eager"][0] and all(
-            np.array_equal(again[1][k], results["engine eager"][1][k]) for k in grads)
-        lines.append(f"engine replayed vs engine eager: {'identical' if exact else 'DIFFERENT'} loss and gradients")
+        eager = results["engine eager"]
+        exact = again[0] == eager[0] and all(np.array_equal(again[1][k], eager[1][k]) for k in grads)
+        apart = largest_difference(again[1], eager[1]) / scale
+        allowed = 1e-12 if next(iter(grads.values())).dtype == np.float64 else 1e-5
+        verdict = "identical" if exact else f"equal to rounding ({apart:.1e} of the largest gradient)" if (
+            apart <= allowed and abs(again[0] - eager[0]) <= allowed * abs(eager[0])) else f"DIFFERENT ({apart:.1e})"
+        lines.append(f"engine replayed vs engine eager: {verdict}")
     return lines
 
 
