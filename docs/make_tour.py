@@ -22,10 +22,20 @@ def execute(path: Path = TOUR, **kernel) -> nbformat.NotebookNode:
     """The notebook at ``path`` run top to bottom (raises on the first failing cell). ``kernel``: passed
     to the kernel's start, such as ``env`` for its environment variables."""
     notebook = nbformat.read(path, as_version=4)
+    _warm_font_cache()
     client = NotebookClient(notebook, timeout=300, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute(**kernel)
     return steady(notebook)
+
+
+def _warm_font_cache() -> None:
+    """matplotlib's font list built before the kernel starts: on a fresh machine its first import says
+    "Matplotlib is building the font cache" on stderr, an output the saved notebook does not have."""
+    try:
+        import matplotlib.font_manager  # noqa: F401  (builds and saves the cache when it is missing)
+    except ImportError:
+        pass
 
 
 def steady(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
