@@ -207,7 +207,8 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
     runs = {before: window_predictions(start_model, inputs, targets),
             f"after iteration {step}": window_predictions(model, inputs, targets)}
     T, cell = config.seq, f"{config.cell.upper()}, hidden {config.hidden}"
-    title = f"{cell}: the loss of one window of {T} characters (a prediction at every step), back through its steps"
+    title = (f"{cell}: the loss of one window of {T} characters (a prediction at every time step), back through its "
+             "time steps")
     started = time.perf_counter()
     # The step view, the verdict, the lag view and the page each ask for these numbers: inside the block
     # they are computed once, here, a stage at a time (a step view's numbers cost one backward pass per
@@ -223,7 +224,7 @@ def _pictures(model, starting_weights, window, config: TrainConfig, first_step, 
         # Named after the checkpoint: a run never replaces another run's pictures.
         stem = path.stem
         pictures = {
-            f"{stem}_steps": compare_steps(runs, title=title),  # up to 40 steps a row: a window reads left to right
+            f"{stem}_steps": compare_steps(runs, title=title),  # wrapped into rows: a window reads left to right
             f"{stem}_lags": draw_lags(*runs[f"after iteration {step}"], matrix=matrices[1],
                                       title=f"{cell}, after iteration {step}: how far each prediction's error "
                                             "reaches back"),
