@@ -171,12 +171,12 @@ def draw_lags(losses, states: Sequence, *, matrix: np.ndarray | None = None, max
     body = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="6">'
             f'<TR><TD ALIGN="LEFT"><B>share of each loss\'s gradient that reaches s<SUB>k</SUB></B></TD></TR>'
             f'<TR><TD>{_heatmap(shares, names, decades) if kept else "no loss reaches any state"}</TD></TR>'
-            f'<TR><TD ALIGN="LEFT"><B>reach: the median share that arrives lag steps back</B></TD></TR>'
+            f'<TR><TD ALIGN="LEFT"><B>reach: the median share that arrives lag time steps back</B></TD></TR>'
             f'<TR><TD>{_reach_curve(curve, counts, decades)}</TD></TR></TABLE>')
     picture.node("lags", label=style.html_label(body), shape="plaintext")
     far = headline_lag(curve, counts)
-    summary = (f"{len(kept)} loss{'es' if len(kept) != 1 else ''} over {T} steps · median reach "
-               f"{far} steps back (the longest lag half the losses reach): {style.number(curve[far], 2)}")
+    summary = (f"{len(kept)} loss{'es' if len(kept) != 1 else ''} over {T} time steps · median reach "
+               f"{far} time steps back (the longest lag half the losses reach): {style.number(curve[far], 2)}")
     drawn = np.concatenate([shares[shares > 0], curve[np.isfinite(curve) & (curve > 0)]])
     clipped = bool(drawn.size and np.abs(np.log10(drawn)).max() > decades)
     rows = [_swatches(decades, bool(drawn.size and drawn.max() > 1.0), clipped)]
