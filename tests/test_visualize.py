@@ -345,3 +345,17 @@ def test_an_edge_no_gradient_reached_shows_no_gain_rather_than_zero():
     assert edges["mul0"].observed_gain() is None  # after it, nothing flowed: 0/0
     source = draw_graph(y * 2.0).source
     assert "gain – (no gradient)" in source
+
+
+def test_a_picture_shown_inline_without_dot_is_one_line_not_an_error(monkeypatch):
+    import graphviz
+
+    from visualize import style
+
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(("dot",))
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    shown = style.base_digraph("x")._repr_mimebundle_()
+    assert list(shown) == ["text/plain"] and "dot program is missing" in shown["text/plain"]
+    assert "\n" not in shown["text/plain"]

@@ -15,12 +15,12 @@ from pathlib import Path
 import graphviz
 
 from visualize.page import Page, picture_page
+from visualize.style import INSTALL_HINT
 
 __all__ = ["render", "FORMATS", "INSTALL_HINT"]
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".html": "html"}
 SOURCE_SUFFIXES = (".dot", ".gv")
-INSTALL_HINT = "apt-get install graphviz (Debian/Ubuntu) or brew install graphviz (macOS)"
 
 
 def render(graph: graphviz.Digraph | Page, path) -> Path:

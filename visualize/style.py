@@ -224,9 +224,25 @@ def legend(title: str | None, rows: list[str], notes: list[str], subtitle: str =
     return html_label("".join(parts))
 
 
+INSTALL_HINT = "apt-get install graphviz (Debian/Ubuntu) or brew install graphviz (macOS)"
+
+
+class Picture(graphviz.Digraph):
+    """A Digraph that Jupyter shows inline as a picture; where Graphviz's ``dot`` program is missing,
+    as one line saying how to install it (graphviz's own display raises an error there)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except graphviz.ExecutableNotFound:
+            return {"text/plain": f"(no picture: Graphviz's dot program is missing; install it with {INSTALL_HINT}, "
+                                  "or write the .dot source with visualize.render(picture, 'x.dot'))"}
+
+
 def base_digraph(name: str, rankdir: str = "LR") -> graphviz.Digraph:
-    """A Digraph with the house style: left to right, Helvetica, compact spacing."""
-    dot = graphviz.Digraph(name)
+    """A Digraph with the house style: left to right, Helvetica, compact spacing (a ``Picture``:
+    shown inline in Jupyter, or as one line where ``dot`` is missing)."""
+    dot = Picture(name)
     dot.attr(
         "graph", rankdir=rankdir, fontname=FONT, fontcolor=INK, bgcolor="white", newrank="true",
         nodesep="0.16", ranksep="0.2", labelloc="b", labeljust="l", pad="0.25",
