@@ -39,9 +39,20 @@ def _warm_font_cache() -> None:
 
 
 def steady(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Without what changes from run to run: the address in an object's text form (``<graphviz.graphs.
-    Digraph at 0x7f...>``, shown only where the picture cannot be)."""
+    """Without what changes from run to run: how a stream was cut into messages, and the address in
+    an object's text form (``<visualize.style.Picture at 0x7f...>``, shown where the picture cannot be)."""
     for cell in notebook.cells:
+        # One print may reach the notebook as two stream messages (the kernel flushes when it likes):
+        # consecutive pieces of one stream are joined, as Jupyter shows them.
+        joined = []
+        for output in cell.get("outputs", []):
+            if joined and output.output_type == "stream" and joined[-1].output_type == "stream" and (
+                    joined[-1].name == output.name):
+                joined[-1].text += output.text
+            else:
+                joined.append(output)
+        if "outputs" in cell:
+            cell.outputs = joined
         for output in cell.get("outputs", []):
             if "text/plain" in output.get("data", {}):
                 output.data["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", output.data["text/plain"])
