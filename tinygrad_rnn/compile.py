@@ -36,7 +36,8 @@ def _identifier(text: str) -> str:
 
 def compile_tape(tape, examples: dict) -> tuple[str, object]:
     """(source, function) for ``tape``: ``function(arrays)`` runs its forward and backward passes on
-    this call's arrays and returns the loss's data; None when a read of data (a branch) differs from
+    this call's arrays and returns the loss's data (with a list of the extras' data when fn returned
+    other Values too); None when a read of data (a branch) differs from
     the recording's, FAILED when an op's forward raised. ``examples`` maps each slot to its data and
     gradient on the recorded call: what the inliner (inline.py) decides the ops' branches by. The
     caller has checked the leaves (their versions and kinds)."""
@@ -191,7 +192,10 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
                 lines[-1] = f"{g(parent)} = {term}{comment(parent)}"
             body.extend(lines)
         body.append(f"del {g(s)}")
-    body.append(f"return {v(root)}")
+    if tape.extras:  # the other Values fn returned (the caller copies them: buffers are written again)
+        body.append(f"return {v(root)}, [{', '.join(v(s) for s in tape.extras)}]")
+    else:
+        body.append(f"return {v(root)}")
     rows = {v(slot): (bind(buffer, "stacked"), row) for slot, (buffer, row) in stacked.items()}
     body[hoisted_at:] = plan.hoist(body[hoisted_at:], rows)
     body[hoisted_at:] = plan.untranspose(body[hoisted_at:], {v(t): v(w) for t, w in transposed.items()})

@@ -7,6 +7,8 @@ stale (docs/replay.md, "Guards"):
   parameter, which a replay hands this call's array (``Argument`` markers, ``fill_template``);
 - ``refuse_derived``: an op holding an array numpy computed from such an argument inside ``fn``;
 - ``same``: whether a read of data (a branch, a number) gives what the recording read;
+- ``returned``: what ``fn`` returned beside its loss (states, outputs), as Values whose data a replay
+  computes again at every call; anything else it would hand back stale, so it is refused;
 - ``Recorder``: the list the engine appends every op to while a call is recorded.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from tinygrad_rnn.value import Value
 
 __all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same", "Recorder",
-           "FromArgument", "OBSERVED"]
+           "FromArgument", "OBSERVED", "returned", "fill_returned", "owned", "LOSS", "Extra"]
 
 
 class FromArgument(np.ndarray):
@@ -198,3 +200,85 @@ def same(now, seen) -> bool:
         floats = np.asarray(now).dtype.kind == "f"
         return np.shape(now) == np.shape(seen) and bool(np.array_equal(now, seen, equal_nan=floats))
     return now == seen or (now != now and seen != seen)
+
+
+# What fn returned: a structure of Values, the loss among them. A replay hands back the same
+# structure, made of this call's numbers; so every entry must be something it computes again.
+
+LOSS = object()  # in a returned structure's template: where the loss goes
+
+
+class Extra:
+    """Stands for the ``index``-th Value that fn returned beside its loss."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def returned(output, arguments: list) -> tuple:
+    """(loss, template, extras) of what fn returned: a Value (the loss alone: template None), or a
+    tuple or list whose first entry is the loss, or a dict whose ``"loss"`` entry is; its other
+    entries Values or tuples, lists and dicts of them (``extras``, in order, each in the template as
+    an ``Extra``), or an integer or boolean argument itself (an ``Argument``). Anything else (a
+    number, a string, an array computed in fn) a replay would hand back as the recording made it, at
+    every call: it is refused, with its place named."""
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise ValueError(f"replay: fn returned a dict without a 'loss' entry (keys {list(output)}); "
+                             "a replay backpropagates the entry named 'loss'")
+        loss = output["loss"]
+    elif isinstance(output, (tuple, list)) and output:
+        loss = output[0]
+    else:
+        return output, None, []
+    extras = []
+
+    def template(x, where: str):
+        if isinstance(x, Value):
+            extras.append(x)
+            return Extra(len(extras) - 1)
+        if isinstance(x, (tuple, list)):
+            parts = [template(item, f"{where}[{k}]") for k, item in enumerate(x)]
+            return type(x)(*parts) if hasattr(x, "_fields") else type(x)(parts)  # (a namedtuple takes them apart)
+        if isinstance(x, dict):
+            return type(x)((key, template(item, f"{where}[{key!r}]")) for key, item in x.items())
+        for position, argument in enumerate(arguments):
+            if not isinstance(argument, Value) and _is_argument(x, argument):
+                return Argument(position)
+        what = f"a {type(x).__name__} array of shape {x.shape}" if isinstance(x, np.ndarray) else (
+            f"{type(x).__name__} {x!r}" if isinstance(x, (bool, int, float, str, type(None))) else type(x).__name__)
+        raise TypeError(
+            f"replay: fn returned {what} as {where}, which is not a Value; a replay does not run fn, and would "
+            "hand back the first call's at every call. Return Values only (a constant as tg.Value(...)), or "
+            "compute it outside fn")
+
+    if isinstance(output, dict):
+        shape = type(output)((key, LOSS if key == "loss" else template(item, f"result[{key!r}]"))
+                             for key, item in output.items())
+    else:
+        parts = [LOSS] + [template(item, f"result[{k}]") for k, item in enumerate(output) if k]
+        shape = type(output)(*parts) if hasattr(output, "_fields") else type(output)(parts)
+    return loss, shape, extras
+
+
+def fill_returned(template, loss: float, extras: list, arrays: tuple):
+    """The structure fn returned, with this call's loss (a float), extras' data (as given, copies the
+    caller owns) and integer arguments (copied too)."""
+    if template is LOSS:
+        return loss
+    if isinstance(template, Extra):
+        return extras[template.index]
+    if isinstance(template, Argument):
+        return arrays[template.position].copy()
+    if isinstance(template, (tuple, list)):
+        parts = [fill_returned(part, loss, extras, arrays) for part in template]
+        return type(template)(*parts) if hasattr(template, "_fields") else type(template)(parts)
+    return type(template)((key, fill_returned(part, loss, extras, arrays)) for key, part in template.items())
+
+
+def owned(data):
+    """A returned extra's data as the caller keeps it: a float for one number held as a float or a
+    0-d array, else a copy (the compiled function's buffers are written again at the next call)."""
+    if type(data) is float:
+        return data
+    return data.item() if np.ndim(data) == 0 else np.array(data, copy=True)

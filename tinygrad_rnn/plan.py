@@ -18,8 +18,7 @@ import re
 
 import numpy as np
 
-from tinygrad_rnn.ops.movement import Scattered
-from tinygrad_rnn.ops.reduce import Products
+from tinygrad_rnn.ops import Products, Scattered  # (re-exported there, wherever their module lives)
 
 __all__ = ["stacks", "written_into", "of_sum", "into_rows", "complete", "reused_transposes", "untranspose", "hoist",
            "Substitute"]

@@ -29,10 +29,13 @@ from tinygrad_rnn.guards import (
     FromArgument,
     Recorder,
     bindings,
+    fill_returned,
     fill_template,
     markers,
     outside_state,
+    owned,
     refuse_derived,
+    returned,
 )
 from tinygrad_rnn.levels import compile_levels
 from tinygrad_rnn.ops import Elementwise
@@ -52,6 +55,14 @@ def replay(fn: Callable) -> Replay:
     memory plan makes a transposed weight contiguous or a long scalar graph runs by level: there to
     rounding) and returns the loss as a Python float. Hooks on the recorded nodes and on the
     leaves run as in eager mode.
+
+    - **More than the loss.** ``fn`` may return ``loss, states`` or ``{"loss": loss, "h": h}``: a
+      tuple or list whose first entry, or a dict whose ``"loss"`` entry, is the loss, the others
+      Values (or tuples, lists and dicts of them). ``step`` returns the same structure, the loss a
+      float and each other Value's data as a numpy array (a float for one number), a copy the caller
+      keeps. An entry that is not a Value (a number, a string) is refused: a replay does not run
+      ``fn``, and would return the first call's. ``step.eager(*arrays)`` runs ``fn`` eagerly instead
+      and returns what it returned, the graph kept (for a picture of that step).
 
     - **Arguments.** Float arrays reach ``fn`` as constant Values (no gradient), so that everything
       computed from them is recorded; integer and boolean arrays (indices, targets, masks) reach it
@@ -90,7 +101,7 @@ class Tape:
     turn the rows into code: straight-line, or by level for a long scalar tape.
     """
 
-    def __init__(self, records: list, loss: Value, arguments: list):
+    def __init__(self, records: list, loss: Value, arguments: list, extras: list = ()):
         self.size, slot_of, made = 0, {}, {}
         observed = [(inputs, how) for op, inputs, how in records if op is OBSERVED]
         records = [record for record in records if record[0] is not OBSERVED]
@@ -107,11 +118,12 @@ class Tape:
             self.ops.append(DETACH if op is None else op)
             recorded.append((ins, slot_of[id(output)]))
         self.root = slot(loss)
+        self.extras = [slot(extra) for extra in extras]  # the other Values fn returned, computed again each call
         # What Python read of the Values' data while fn ran (a branch, a number taken out): the replay
         # reads it again and records anew where it differs, since fn might then have done otherwise.
         self.observations = [(tuple(slot(v) for v in inputs), *how) for inputs, how in observed]
         # Keep only what the loss and those reads depend on: walk the list backwards from them.
-        needed = {self.root, *(s for slots, *_ in self.observations for s in slots)}
+        needed = {self.root, *self.extras, *(s for slots, *_ in self.observations for s in slots)}
         for ins, out in reversed(recorded):
             if out in needed:
                 needed.update(ins)
@@ -119,6 +131,7 @@ class Tape:
         self.forward = [(self.ops[e],) + recorded[e] for e in kept]
         values = {slot_of[id(v)]: v for inputs in [r[1] for r in records] + [o[0] for o in observed] for v in inputs}
         values[self.root] = loss
+        values.update(zip(self.extras, extras))
         # Each slot's Value: its name and the scope it was made in, for the compiled source's reader.
         made_by = {slot_of[id(out)]: out for _, _, out in records}
         self.labels = {s: (v.scope or "", v.name or "") for s, v in {**values, **made_by}.items()}
@@ -166,7 +179,7 @@ class Tape:
         del self._values
         if len(self.forward) <= COMPILE_LIMIT:
             self.source, self._compiled = compile_tape(self, examples)
-        elif self._scalar_graph:
+        elif self._scalar_graph and not self.extras:  # (by level, only the loss comes back)
             self.source, self._compiled = compile_levels(self)
 
     def _scalar(self, records: list) -> bool:
@@ -206,10 +219,14 @@ class Tape:
         for op, ins, out in self.forward:
             params = ", ".join(f"{k}={v}" for k, v in op.params().items())
             lines.append(f"v{out} = {op.name}({', '.join(f'v{s}' for s in ins)})" + (f"    {params}" if params else ""))
-        return "\n".join(lines + [f"loss = v{self.root}"])
+        lines.append(f"loss = v{self.root}")
+        if self.extras:
+            lines.append(f"extras = {', '.join(f'v{s}' for s in self.extras)}")
+        return "\n".join(lines)
 
-    def run(self, arrays: tuple) -> float | None:
-        """Forward and backward along the tape; None when a leaf changed its kind (record again)."""
+    def run(self, arrays: tuple) -> tuple | None:
+        """Forward and backward along the tape: (the loss, the extras' data as the caller keeps them);
+        None when a leaf changed its kind or a guard failed (record again)."""
         for position in self.nonnegative:
             if (arrays[position] < 0).any():
                 raise ValueError(
@@ -222,10 +239,15 @@ class Tape:
                 if _signature(leaf) != signature:
                     return None
                 self.leaves[i] = (s, leaf, leaf._version, signature)
-        loss = self._compiled(arrays)
-        if loss is FAILED:
+        result = self._compiled(arrays)
+        if result is None:
+            return None
+        if result is FAILED:
             self._explain_failure(arrays)
-        return loss if loss is None or type(loss) is float else loss.item()
+        if not self.extras:
+            return (result if type(result) is float else result.item()), ()
+        loss, extras = result
+        return (loss if type(loss) is float else loss.item()), [owned(data) for data in extras]
 
     def _explain_failure(self, arrays: tuple) -> None:
         """Run the forward rows one by one to say which op failed, and how (the compiled function
@@ -278,7 +300,7 @@ class Replay:
         # thread's call would overwrite.
         self._lock = threading.Lock()
 
-    def __call__(self, *arrays) -> float:
+    def __call__(self, *arrays):
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
         key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
         with self._lock:
@@ -286,21 +308,35 @@ class Replay:
             tape = self.tapes.get(key)
             if tape is not None and tape.source is None:  # too long to compile: eager mode, as recorded
                 self.tapes.move_to_end(key)
-                return self._eager(arrays)
+                output, loss, template, extras = self._run_eagerly(arrays)
+                return _handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
             if tape is not None and tape.outside == outside:
                 self.tapes.move_to_end(key)
-                loss = tape.run(arrays)
-                if loss is not None:
-                    return loss
+                result = tape.run(arrays)
+                if result is not None:
+                    return result[0] if tape.template is None else fill_returned(tape.template, *result, arrays)
             return self._record(key, arrays, outside)
 
-    def _eager(self, arrays: tuple) -> float:
-        """fn called and backpropagated as eager mode does, without recording."""
-        loss = self.fn(*[as_value(a) if type(a) is float or a.dtype.kind == "f" else a for a in arrays])
-        loss.backward()
-        return loss.item()
+    def eager(self, *arrays):
+        """``fn(*arrays)`` run eagerly and its loss backpropagated, as ``step(*arrays)`` would (the
+        same gradients in every leaf's ``.grad``, to rounding), but returning what ``fn`` returned,
+        its graph kept: the loss and states as Values with their gradients, for a picture of this
+        step (``diagnostics.steps(loss, states)``, the step view). Nothing is recorded or replayed."""
+        arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
+        with self._lock:
+            return self._run_eagerly(arrays)[0]
 
-    def _record(self, key: tuple, arrays: tuple, outside: tuple) -> float:
+    def _run_eagerly(self, arrays: tuple) -> tuple:
+        """fn called and backpropagated as eager mode does, without recording: (what fn returned,
+        the loss, the template of the structure, the other Values in it)."""
+        arguments = [as_value(a) if type(a) is float or a.dtype.kind == "f" else a for a in arrays]
+        output = self.fn(*arguments)
+        loss, template, extras = returned(output, arguments)
+        _check_loss(loss)
+        loss.backward()
+        return output, loss, template, extras
+
+    def _record(self, key: tuple, arrays: tuple, outside: tuple):
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
         arguments = []
         for k, a in enumerate(arrays):
@@ -312,16 +348,14 @@ class Replay:
                 arguments.append((a.copy() if twice else a).view(FromArgument))
         previous, STATE.tape = STATE.tape, Recorder()
         try:
-            loss = self.fn(*arguments)
+            output = self.fn(*arguments)
             records = STATE.tape
         finally:
             STATE.tape = previous
-        if not isinstance(loss, Value) or loss.size != 1:
-            raise ValueError(f"replay: fn must return a Value holding a single number (the loss), got {loss!r}")
-        if not loss.requires_grad:
-            raise RuntimeError(f"replay: the loss {loss!r} does not depend on anything that requires a gradient")
-        tape = Tape(records, loss, arguments)
-        tape.outside = outside
+        loss, template, extras = returned(output, arguments)
+        _check_loss(loss)
+        tape = Tape(records, loss, arguments, extras)
+        tape.outside, tape.template = outside, template
         loss.backward()
         tape.compile()
         self.recordings += 1
@@ -332,7 +366,7 @@ class Replay:
             warnings.warn(f"replay: {len(self.tapes) + 1} recordings, one per shape of the arguments; dropped the "
                           f"least recently used ({_shapes(dropped)}), which will be recorded again if it comes back",
                           RuntimeWarning, stacklevel=3)
-        return loss.item()
+        return _handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
 
     @property
     def source(self) -> str | None:
@@ -342,6 +376,19 @@ class Replay:
 
     def __repr__(self) -> str:
         return f"replay({getattr(self.fn, '__name__', self.fn)!r}, {len(self.tapes)} tape(s))"
+
+
+def _check_loss(loss) -> None:
+    if not isinstance(loss, Value) or loss.size != 1:
+        raise ValueError(f"replay: fn must return a Value holding a single number (the loss), or a tuple or list "
+                         f"whose first entry, or a dict whose 'loss' entry, is one; got {loss!r}")
+    if not loss.requires_grad:
+        raise RuntimeError(f"replay: the loss {loss!r} does not depend on anything that requires a gradient")
+
+
+def _handed_back(template, loss: float, extras: list, arrays: tuple):
+    """What a call returns: the loss alone, or fn's structure holding copies of the extras' data."""
+    return loss if template is None else fill_returned(template, loss, [owned(data) for data in extras], arrays)
 
 
 def _shapes(key: tuple) -> str:

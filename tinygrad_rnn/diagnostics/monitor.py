@@ -11,6 +11,29 @@ model trains, kept per iteration and plotted on one page.
         monitor.after_step()
     monitor.plot("training.png")
 
+A replayed step (``tinygrad_rnn.replay``) returns its loss as a float and fills the parameters'
+``.grad``: pass the float. Iterations are numbered as PyTorch's ``SummaryWriter`` numbers its
+``global_step``: ``after_backward(loss, iteration=i)`` records iteration i, and without it the next
+after the last recorded (0 first); recording every tenth iteration puts 0, 10, 20 on the plot's axis:
+
+    step = replay(loss_of)                     # loss_of returns (loss, states)
+    for i, (x, y) in enumerate(batches):
+        optimizer.zero_grad()
+        if i % 100 == 0:                       # one eager step, its graph kept: states have gradients
+            loss, states = step.eager(x, y)
+            monitor.after_backward(loss, states, iteration=i)
+        else:
+            loss, _ = step(x, y)               # a float and arrays, replayed
+            if i % 10 == 0:
+                monitor.after_backward(loss, iteration=i)
+        optimizer.step()
+        if i % 10 == 0:
+            monitor.after_step()
+
+A replayed step keeps no graph: the gradient per time step needs the states as Values with their
+gradients (an eager step), and a NaN in a replayed step is found (``first_nonfinite``) but not traced
+to its op (docs/replay.md, "Pictures of a replayed training loop").
+
 What each problem looks like in these numbers:
 
 - **vanishing across layers**: the update ratio ||update|| / ||parameter|| of the earlier layers
@@ -73,8 +96,10 @@ def _named_parameters(model) -> dict[str, Value]:
 class Monitor:
     """Watches the parameters of ``model`` (a Module, a dict name -> Value, or a list of Values).
 
-    Kept per iteration (index 0 is the first ``after_backward``):
+    Kept per recorded iteration (index 0 is the first ``after_backward``):
 
+    - ``iteration_numbers``: which training iteration each is (``after_backward``'s ``iteration``,
+      PyTorch's ``global_step``), the plot's x axis;
     - ``losses``: the loss (a float; NaN and Inf kept as they are);
     - ``grad_norms``: name -> list of ||dL/dparameter|| (None where the parameter got no gradient);
     - ``update_ratios``: name -> list of ||theta_after - theta_before|| / ||theta_before||, the size
@@ -84,14 +109,15 @@ class Monitor:
     - ``step_grad_norms``: list of [||delta_0||, ..., ||delta_T||] when states were given, else None:
       per state s_t the norm of the gradient that reached it from outside its own step (the
       ``grad_norm`` of ``diagnostics.steps``, what the step view shows);
-    - ``first_nonfinite``: the first iteration whose loss or parameter gradients held NaN or Inf
-      (None while there is none), ``nonfinite_report`` the ``trace_nonfinite`` report of that
-      iteration's graph (``nonfinite_op`` the name of the op it blames, ``nonfinite_text`` the
+    - ``first_nonfinite``: the number of the first iteration whose loss or parameter gradients held
+      NaN or Inf (None while there is none), ``nonfinite_report`` the ``trace_nonfinite`` report of
+      that iteration's graph (``nonfinite_op`` the name of the op it blames, ``nonfinite_text`` the
       report as text, written when it was found: an optimiser updating weights in place afterwards
-      would change the numbers the live report prints);
+      would change the numbers the live report prints); a replayed iteration has no graph to trace
+      (the report None, the text saying so);
     - ``subnormal_fractions``: the fraction of the parameters' and states' gradient entries that are
       subnormal (0 < |g| < the smallest normal number of their type); the first iteration with any
-      raises a ``SubnormalWarning`` saying the fraction, once (``first_subnormal``).
+      raises a ``SubnormalWarning`` saying the fraction, once (``first_subnormal``, its number).
 
     ``state_axis`` names what the states are steps of, for the plot: "time step" (an unrolled RNN's
     [s_0, ..., s_T]) or "layer" (a deep net's layer outputs [a_0, ..., a_L]).
@@ -102,6 +128,7 @@ class Monitor:
             raise ValueError(f"Monitor: state_axis must be 'time step' or 'layer', got {state_axis!r}")
         self.state_axis = state_axis
         self.parameters = _named_parameters(model)
+        self.iteration_numbers: list[int] = []
         self.losses: list[float] = []
         self.grad_norms: dict[str, list] = {name: [] for name in self.parameters}
         self.update_ratios: dict[str, list] = {name: [] for name in self.parameters}
@@ -115,6 +142,7 @@ class Monitor:
 
     @property
     def iterations(self) -> int:
+        """How many iterations were recorded (``iteration_numbers`` says which)."""
         return len(self.losses)
 
     @property
@@ -127,18 +155,36 @@ class Monitor:
             return None
         return origin.node.op.name if origin.node.op is not None else "leaf"
 
-    def after_backward(self, loss: Value, states: Sequence | None = None) -> None:
-        """Record iteration ``self.iterations``: call after ``loss.backward()``, before the
-        optimiser's step. ``states``: the recurrent states [s_0, ..., s_T] (Values, or tuples such
-        as (h, c)) whose gradients to keep per time step."""
-        if not isinstance(loss, Value) or loss.size != 1:
-            raise TypeError(f"Monitor.after_backward: loss must be a one-number Value, got {loss!r}")
+    def after_backward(self, loss, states: Sequence | None = None, *, iteration: int | None = None) -> None:
+        """Record an iteration: call after the backward pass, before the optimiser's step.
+
+        ``loss``: the one-number Value that was backpropagated, or the float a replayed step returns.
+        ``states``: the recurrent states [s_0, ..., s_T] (Values, or tuples such as (h, c)) whose
+        gradients to keep per time step; an eager step's, since a replayed one returns arrays without
+        gradients. ``iteration``: this iteration's number (PyTorch's ``global_step``), greater than
+        the last recorded; by default one past it (0 first)."""
+        if isinstance(loss, Value):
+            if loss.size != 1:
+                raise TypeError(f"Monitor.after_backward: loss must be a one-number Value, got {loss!r}")
+            value = loss.item()
+        elif type(loss) in (float, int) or isinstance(loss, np.floating) or (
+                isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind == "f"):
+            value = float(np.asarray(loss).reshape(()))
+        else:
+            raise TypeError(f"Monitor.after_backward: loss must be a one-number Value or the float a replayed step "
+                            f"returns, got {loss!r}")
+        if states is not None and not all(isinstance(s, Value) for state in states
+                                          for s in (state if isinstance(state, (tuple, list)) else (state,))):
+            raise TypeError("Monitor.after_backward: states must be Values with their gradients (an eager step's); "
+                            "a replayed step returns their data as arrays, without gradients. Run that iteration "
+                            "with step.eager(...) to keep its graph, or leave states out")
+        iteration = self._number(iteration)
         if self._before is not None:  # the last iteration had no optimiser step
             for ratios in self.update_ratios.values():
                 ratios.append(None)
-        iteration = self.iterations
-        self.losses.append(loss.item())
-        finite = math.isfinite(self.losses[-1])
+        self.iteration_numbers.append(iteration)
+        self.losses.append(value)
+        finite = math.isfinite(value)
         for name, p in self.parameters.items():
             self.grad_norms[name].append(None if p.grad is None else grad_norm(p.grad))
             finite = finite and (p.grad is None or all_finite(p.grad))
@@ -147,11 +193,28 @@ class Monitor:
         self._count_subnormal(iteration, states)
         if not finite and self.first_nonfinite is None:
             self.first_nonfinite = iteration
-            self.nonfinite_report = trace_nonfinite(loss)
-            with np.errstate(all="ignore"):
-                self.nonfinite_text = str(self.nonfinite_report)
+            if isinstance(loss, Value):
+                self.nonfinite_report = trace_nonfinite(loss)
+                with np.errstate(all="ignore"):
+                    self.nonfinite_text = str(self.nonfinite_report)
+            else:
+                self.nonfinite_text = (f"iteration {iteration} was replayed: no graph to trace the first NaN or Inf "
+                                       "to its op. Run that batch eagerly (step.eager(...), or fn itself) and "
+                                       "diagnostics.trace_nonfinite(loss) names it")
         # A copy: optimisers update parameters in place, and the ratio needs the weights before.
         self._before = {name: np.array(p.data, dtype=np.float64) for name, p in self.parameters.items()}
+
+    def _number(self, iteration) -> int:
+        """This iteration's number: as given, or one past the last recorded."""
+        last = self.iteration_numbers[-1] if self.iteration_numbers else -1
+        if iteration is None:
+            return last + 1
+        if not isinstance(iteration, (int, np.integer)) or isinstance(iteration, bool) or iteration < 0:
+            raise TypeError(f"Monitor.after_backward: iteration must be a whole number >= 0, got {iteration!r}")
+        if iteration <= last:
+            raise ValueError(f"Monitor.after_backward: iteration {iteration} comes after iteration {last}, already "
+                             "recorded; iterations are recorded in increasing order")
+        return int(iteration)
 
     def _count_subnormal(self, iteration: int, states: Sequence | None) -> None:
         grads = [p.grad for p in self.parameters.values() if p.grad is not None]
@@ -188,7 +251,10 @@ class Monitor:
         the first NaN or Inf appeared."""
         if not self.losses:
             return "Monitor: no iterations recorded yet"
-        lines = [f"{self.iterations} iterations; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}"]
+        numbered = self.iteration_numbers
+        counted = f"{self.iterations} iterations" if numbered == list(range(self.iterations)) else (
+            f"{self.iterations} iterations recorded, {numbered[0]} to {numbered[-1]}")
+        lines = [f"{counted}; loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}"]
         width = max(len(name) for name in self.parameters)
         for name, ratios in self.update_ratios.items():
             known = [r for r in ratios if r is not None and math.isfinite(r)]
@@ -199,6 +265,8 @@ class Monitor:
                          f"at most {max(self.subnormal_fractions):.1%} of the entries")
         if self.first_nonfinite is None:
             lines.append("loss and gradients stayed finite")
+        elif self.nonfinite_report is None:
+            lines.append(f"first NaN/Inf at iteration {self.first_nonfinite}, a replayed one (no graph to name its op)")
         else:
             lines.append(f"first NaN/Inf at iteration {self.first_nonfinite}, made by op {self.nonfinite_op!r}")
         return "\n".join(lines)
@@ -206,5 +274,46 @@ class Monitor:
     def plot(self, path=None, title: str | None = None):
         """Loss, update ratios per parameter and the gradient norm per time step on one page (a
         matplotlib Figure, saved to ``path`` if given; .png, .svg or .pdf by suffix). Needs the
-        ``plot`` extra (matplotlib)."""
-        return plot_monitor(self, path, title)
+        ``plot`` extra (matplotlib). The x axis is the iterations' numbers (``iteration_numbers``);
+        the heatmap has a row per iteration that was given states, labelled by its number."""
+        given = [k for k, row in enumerate(self.step_grad_norms) if row is not None]
+        if self.iteration_numbers == list(range(self.iterations)) and len(given) in (0, self.iterations):
+            return plot_monitor(self, path, title)
+        figure = plot_monitor(self, None, title)
+        _on_iteration_numbers(figure, self.iteration_numbers, given)
+        if path is not None:
+            figure.savefig(path, dpi=110)  # (as plot_monitor saves)
+        return figure
+
+
+def _on_iteration_numbers(figure, numbered: list[int], given: list[int]) -> None:
+    """The Monitor's page, drawn against the index of each recorded iteration, moved onto their
+    numbers: each series' points (the lines drawn in data coordinates; the marks across the axes,
+    such as the first NaN, are at their iteration's number already). The heatmap keeps only the
+    rows of the iterations given states (an eager step every N iterations would otherwise be a thin
+    line among empty rows), each labelled by its number."""
+    loss_axes, ratio_axes, heat_axes = figure.axes[:3]
+    for axes in (loss_axes, ratio_axes):
+        for line in axes.get_lines():
+            if line.get_transform() is axes.transData:
+                line.set_xdata([numbered[int(i)] for i in line.get_xdata()])
+        axes.relim()
+        axes.autoscale_view()
+    if not heat_axes.images:
+        return
+    from matplotlib.ticker import FuncFormatter
+
+    image = heat_axes.images[0]
+    image.set_data(image.get_array()[given])
+    left, right, _, _ = image.get_extent()
+    image.set_extent((left, right, -0.5, len(given) - 0.5))
+    heat_axes.set_ylim(-0.5, len(given) - 0.5)
+    labels = [numbered[k] for k in given]
+
+    def label(row, _):
+        k = round(row)
+        return str(labels[k]) if abs(row - k) < 1e-6 and 0 <= k < len(labels) else ""
+
+    heat_axes.yaxis.set_major_formatter(FuncFormatter(label))
+    if len(given) < len(numbered):
+        heat_axes.set_ylabel("iteration (those given states)")
