@@ -19,7 +19,7 @@ import numpy as np
 from tinygrad_rnn.value import Value
 
 __all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same", "Recorder",
-           "FromArgument", "OBSERVED", "returned", "fill_returned", "owned", "LOSS", "Extra"]
+           "FromArgument", "OBSERVED", "returned", "handed_back", "LOSS", "Extra"]
 
 
 class FromArgument(np.ndarray):
@@ -261,9 +261,15 @@ def returned(output, arguments: list) -> tuple:
     return loss, shape, extras
 
 
-def fill_returned(template, loss: float, extras: list, arrays: tuple):
-    """The structure fn returned, with this call's loss (a float), extras' data (as given, copies the
-    caller owns) and integer arguments (copied too)."""
+def handed_back(template, loss: float, extras: list, arrays: tuple):
+    """What a call returns: the loss alone (template None), or the structure fn returned holding this
+    call's loss, copies of the extras' data (``extras``) and of the integer arguments returned."""
+    if template is None:
+        return loss
+    return _filled(template, loss, [_owned(data) for data in extras], arrays)
+
+
+def _filled(template, loss: float, extras: list, arrays: tuple):
     if template is LOSS:
         return loss
     if isinstance(template, Extra):
@@ -271,12 +277,12 @@ def fill_returned(template, loss: float, extras: list, arrays: tuple):
     if isinstance(template, Argument):
         return arrays[template.position].copy()
     if isinstance(template, (tuple, list)):
-        parts = [fill_returned(part, loss, extras, arrays) for part in template]
+        parts = [_filled(part, loss, extras, arrays) for part in template]
         return type(template)(*parts) if hasattr(template, "_fields") else type(template)(parts)
-    return type(template)((key, fill_returned(part, loss, extras, arrays)) for key, part in template.items())
+    return type(template)((key, _filled(part, loss, extras, arrays)) for key, part in template.items())
 
 
-def owned(data):
+def _owned(data):
     """A returned extra's data as the caller keeps it: a float for one number held as a float or a
     0-d array, else a copy (the compiled function's buffers are written again at the next call)."""
     if type(data) is float:

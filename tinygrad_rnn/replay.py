@@ -29,11 +29,10 @@ from tinygrad_rnn.guards import (
     FromArgument,
     Recorder,
     bindings,
-    fill_returned,
     fill_template,
+    handed_back,
     markers,
     outside_state,
-    owned,
     refuse_derived,
     returned,
 )
@@ -225,8 +224,8 @@ class Tape:
         return "\n".join(lines)
 
     def run(self, arrays: tuple) -> tuple | None:
-        """Forward and backward along the tape: (the loss, the extras' data as the caller keeps them);
-        None when a leaf changed its kind or a guard failed (record again)."""
+        """Forward and backward along the tape: (the loss, the extras' data); None when a leaf changed
+        its kind or a guard failed (record again)."""
         for position in self.nonnegative:
             if (arrays[position] < 0).any():
                 raise ValueError(
@@ -244,10 +243,8 @@ class Tape:
             return None
         if result is FAILED:
             self._explain_failure(arrays)
-        if not self.extras:
-            return (result if type(result) is float else result.item()), ()
-        loss, extras = result
-        return (loss if type(loss) is float else loss.item()), [owned(data) for data in extras]
+        loss, extras = result if self.extras else (result, ())
+        return (loss if type(loss) is float else loss.item()), extras
 
     def _explain_failure(self, arrays: tuple) -> None:
         """Run the forward rows one by one to say which op failed, and how (the compiled function
@@ -288,7 +285,8 @@ DETACH = _Detach()
 class Replay:
     """The step function ``replay(fn)`` returns; ``tapes`` maps (shape, dtype) of the arguments to
     their recording (at most MAX_TAPES, the least recently used dropped with a warning);
-    ``recordings`` counts the calls that ran ``fn`` eagerly and recorded it."""
+    ``recordings`` counts the calls that ran ``fn`` eagerly and recorded it. ``eager(*arrays)`` runs
+    one step eagerly, its graph kept, for a picture of it."""
 
     MAX_TAPES = 16
 
@@ -309,12 +307,12 @@ class Replay:
             if tape is not None and tape.source is None:  # too long to compile: eager mode, as recorded
                 self.tapes.move_to_end(key)
                 output, loss, template, extras = self._run_eagerly(arrays)
-                return _handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
+                return handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
             if tape is not None and tape.outside == outside:
                 self.tapes.move_to_end(key)
                 result = tape.run(arrays)
                 if result is not None:
-                    return result[0] if tape.template is None else fill_returned(tape.template, *result, arrays)
+                    return result[0] if tape.template is None else handed_back(tape.template, *result, arrays)
             return self._record(key, arrays, outside)
 
     def eager(self, *arrays):
@@ -366,7 +364,7 @@ class Replay:
             warnings.warn(f"replay: {len(self.tapes) + 1} recordings, one per shape of the arguments; dropped the "
                           f"least recently used ({_shapes(dropped)}), which will be recorded again if it comes back",
                           RuntimeWarning, stacklevel=3)
-        return _handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
+        return handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
 
     @property
     def source(self) -> str | None:
@@ -384,11 +382,6 @@ def _check_loss(loss) -> None:
                          f"whose first entry, or a dict whose 'loss' entry, is one; got {loss!r}")
     if not loss.requires_grad:
         raise RuntimeError(f"replay: the loss {loss!r} does not depend on anything that requires a gradient")
-
-
-def _handed_back(template, loss: float, extras: list, arrays: tuple):
-    """What a call returns: the loss alone, or fn's structure holding copies of the extras' data."""
-    return loss if template is None else fill_returned(template, loss, [owned(data) for data in extras], arrays)
 
 
 def _shapes(key: tuple) -> str:
