@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from tinygrad_rnn.ops import RAW_TYPES, LazySum, shape_of
+from tinygrad_rnn.hooks import checked
+from tinygrad_rnn.ops import LazySum
 
 __all__ = [
     "STATE", "no_grad", "enable_grad", "scope", "topological_order", "backpropagate", "edge_vjp",
@@ -42,24 +43,23 @@ CLOCK = itertools.count(1)
 
 
 @contextlib.contextmanager
-def no_grad() -> Iterator[None]:
+def _grad_mode(enabled: bool) -> Iterator[None]:
+    previous, STATE.grad_enabled = STATE.grad_enabled, enabled
+    try:
+        yield
+    finally:
+        STATE.grad_enabled = previous
+
+
+def no_grad():
     """Inside, ops compute values but record no graph (for evaluation and optimiser steps).
     Per thread: other threads go on recording."""
-    previous, STATE.grad_enabled = STATE.grad_enabled, False
-    try:
-        yield
-    finally:
-        STATE.grad_enabled = previous
+    return _grad_mode(False)
 
 
-@contextlib.contextmanager
-def enable_grad() -> Iterator[None]:
+def enable_grad():
     """Inside, ops record again, even within ``no_grad``."""
-    previous, STATE.grad_enabled = STATE.grad_enabled, True
-    try:
-        yield
-    finally:
-        STATE.grad_enabled = previous
+    return _grad_mode(True)
 
 
 @contextlib.contextmanager
@@ -94,10 +94,7 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
                 reached.add(parent)
                 stack.append(parent)
                 found.append(parent)
-    return sorted(found, key=_made_at)  # (constants made by ops share tick 0: they have no parents)
-
-
-_made_at = operator.attrgetter("_made")
+    return sorted(found, key=operator.attrgetter("_made"))  # (constants made by ops share tick 0)
 
 
 def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = False, into_grad: bool = True,
@@ -109,16 +106,19 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
     parents through each op's vector-Jacobian product. With ``into_grad`` each gradient is added to
     its node's ``.grad`` (PyTorch's rule: they add up across calls until ``zero_grad``). Returns the
     complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it).
+
+    With ``create_graph`` the ops' formulas get Values and record themselves (higher derivatives);
+    otherwise raw arrays, and an array may be shared: an add hands one gradient to both its inputs,
+    a reshape a view of it. So inside the graph every gradient is read-only, and one that leaves it
+    (a leaf's ``.grad``, a returned gradient) is a copy of its own where it might be shared.
     """
     if STATE.tape is not None and not create_graph:
         STATE.tape.refuse_backward()  # a replay would not compute it again
     on_path = None if order is None else set(order)
-    keep = set(wanted)
-    pending, found = {}, {}
+    keep, found, pending = set(wanted), {}, {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
     handed_out = set(map(id, root_grads))
-    ndarray = np.ndarray  # (a local: no global and attribute lookup per node)
     for node in reversed(topological_order(roots) if order is None else order):
         g = pending.pop(node, None)
         if g is None:
@@ -126,17 +126,13 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         if isinstance(g, LazySum):  # e.g. a shared weight's products from every step: one matmul now
             g = g.total()
         if hooks and node.hooks:
-            g = _run_hooks(node, g, handed_out)  # a replacement array is handed out below like any other
+            g = _run_hooks(node, g, handed_out)
         op = node.op
-        if type(g) is ndarray:
-            # A pass-through op (add) hands one array to several nodes and a view (reshape) shares
-            # another's memory. Inside the graph that is safe once the array is read-only; a leaf's
-            # gradient (and what grad() returns) is the caller's to scale in place: an own copy.
+        if type(g) is np.ndarray:
             if into_grad and op is not None:
-                g.setflags(write=False)  # (cheaper than setting flags.writeable)
-            elif into_grad or node in keep:
-                if id(g) in handed_out or g.base is not None:  # (ids, not flags: reading flags costs)
-                    g = g.copy()
+                g.setflags(write=False)
+            elif (into_grad or node in keep) and (id(g) in handed_out or g.base is not None):
+                g = g.copy()
             handed_out.add(id(g))
         if into_grad:
             if op is None:
@@ -147,20 +143,18 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             found[node] = g
         if op is None:
             continue
-        parents = node.parents
-        # Raw arrays are fast; Values make the formulas record themselves (higher derivatives).
-        # (``_data`` is the slot behind the ``data`` property: no property call on the hot path.)
+        inputs = node.parents
         if create_graph:
-            out, inputs = node, parents
-        else:  # two parents spelled out: the common case builds its list without a loop
+            out, data = node, inputs
+        else:  # (two inputs spelled out: the common case builds its list without a loop)
             out = node._data
-            inputs = [parents[0]._data, parents[1]._data] if len(parents) == 2 else [p._data for p in parents]
+            data = [inputs[0]._data, inputs[1]._data] if len(inputs) == 2 else [p._data for p in inputs]
         k = 0
-        for parent in parents:
+        for parent in inputs:
             if parent.requires_grad if on_path is None else parent in on_path:
                 if parent._version > node._made:
                     _changed_after_use(parent, node)
-                contribution = op.vjp_term(k, g, out, inputs)
+                contribution = op.vjp_term(k, g, out, data)
                 previous = pending.get(parent)
                 pending[parent] = contribution if previous is None else previous + contribution
             k += 1
@@ -185,11 +179,9 @@ def edge_vjp(node, k: int, grad):
 
 
 def _run_hooks(node, grad, handed_out: set):
-    """Each hook sees the gradient left by the one before; a replacement must be one like it.
-
-    A hook gets the gradient read-only (as PyTorch's hooks must not change theirs, it may be shared
-    with other nodes); it returns a replacement instead. The array counts as handed out, so a leaf
-    that keeps it as ``.grad`` takes a copy of its own."""
+    """Each hook sees the gradient left by the one before, read-only (it may be shared with other
+    nodes, and PyTorch's hooks must not change theirs either); it may return a replacement instead,
+    which stays the hook's own: the graph gets a copy."""
     if type(grad) is np.ndarray:
         grad.setflags(write=False)
         handed_out.add(id(grad))
@@ -197,31 +189,10 @@ def _run_hooks(node, grad, handed_out: set):
     try:
         given = grad
         for hook in list(node.hooks):
-            grad = _replacement(hook, node, grad, hook(grad))
+            grad = checked(hook, node, grad, hook(grad))
     finally:
         STATE.hook_node = previous
-    # A replacement array stays the hook's own: the graph (which may mark it read-only) gets a copy.
     return grad.copy() if grad is not given and type(grad) is np.ndarray else grad
-
-
-def _replacement(hook, node, grad, result):
-    """What a hook returned, checked: None keeps the gradient; anything else must match it in kind
-    (a Python float for a float, an array or Value of the same shape and dtype otherwise)."""
-    if result is None:
-        return grad
-    if type(grad) is float:
-        ok = type(result) is float or (isinstance(result, np.floating) and result.dtype == np.float64)
-        result = float(result) if ok else result
-    else:
-        ok = type(result) is type(grad) and shape_of(result) == shape_of(grad) and result.dtype == grad.dtype
-    if not ok:
-        name = getattr(hook, "__name__", None) or repr(hook)
-        kind = (f"{type(result).__name__} of dtype {np.result_type(result)} and shape {shape_of(result)}"
-                if isinstance(result, RAW_TYPES) else type(result).__name__)
-        expected = "a float" if type(grad) is float else f"shape {shape_of(grad)} and dtype {grad.dtype}"
-        error = ValueError if type(result) is type(grad) and shape_of(result) != shape_of(grad) else TypeError
-        raise error(f"hook {name} on {node!r}: returned {kind}, expected a gradient of {expected}")
-    return result
 
 
 def _changed_after_use(parent, node):

@@ -16,7 +16,7 @@ training slows down exactly when the gradient has vanished.
   where the gradient crosses time, ``RNN(cell, hidden_hook=flush_subnormal)``, and the chain of
   steps carries none.
 
-**Promotion**: PyTorch's type rules (``value._promoted``) let a float64 array meeting a float32 one
+**Promotion**: PyTorch's type rules (``dtypes.meeting_type``) let a float64 array meeting a float32 one
 make the result float64, so a single ``np.eye(3)`` constant in a float32 cell turns the rest of the
 graph into float64 (twice the memory, slower), silently. ``promotions(output)`` finds where it
 happened in a recorded graph; ``warn_promotions`` warns of it (the RNN unroll asks once per call).

@@ -16,33 +16,12 @@ import numpy as np
 
 from tinygrad_rnn import autograd, ops
 from tinygrad_rnn.autograd import CLOCK, STATE
+from tinygrad_rnn.dtypes import as_data as _as_data
+from tinygrad_rnn.dtypes import meeting_type
+from tinygrad_rnn.hooks import HookHandle
 from tinygrad_rnn.ops import shape_of
 
 __all__ = ["Value", "apply", "as_value", "HookHandle"]
-
-
-def _as_data(x, where: str = "Value", copy: bool = False):
-    """Check and normalise data: a Python float, or a float array (float32 kept, others float64).
-    ``copy`` makes sure the array is the Value's own, so no one else's array changes with it."""
-    if isinstance(x, (int, float)) and not isinstance(x, np.generic):
-        return float(x)
-    try:
-        array = np.array(x) if copy else np.asarray(x)
-    except Exception as error:  # ragged lists and other things numpy cannot hold
-        raise TypeError(f"{where}: data must be a number or a numeric array, got {type(x).__name__}") from error
-    if array.dtype.kind in "iub":
-        array = array.astype(np.float64)
-    elif array.dtype.kind != "f":
-        raise TypeError(
-            f"{where}: data must be a number or a numeric array, got {type(x).__name__} "
-            f"with dtype {array.dtype} ({_short(x)})"
-        )
-    return float(array) if array.ndim == 0 and array.dtype == np.float64 else array
-
-
-def _short(x, width: int = 40) -> str:
-    text = repr(x).replace("\n", " ")
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def as_value(x) -> Value:
@@ -120,31 +99,15 @@ def apply(op: ops.Op, *inputs) -> Value:
 
 
 def _promoted(op: ops.Op, data, values: tuple, inputs: tuple) -> tuple:
-    """(values, data): the op's inputs met in one float type, PyTorch's, and the op run on them again.
-
-    An input of another type is converted by a ``Cast`` node (whose gradient is cast back), so the
-    op computes in that type forward and backward, and every gradient has its own Value's type: a
-    float32 leaf gets a float32 gradient, even from a product with a float64 one. (A Python number
-    given as such is left as it is: numpy, as PyTorch, lets it take the others' type.)
-
-    PyTorch ranks the inputs: arrays with dimensions, then 0-d ones (a Value holding a Python float is
-    a 0-d float64), then Python numbers given as such, which are weak; the highest rank present decides
-    the type. So a float32 array times a 0-d float64 stays float32, where numpy makes it float64; and a
-    0-d float32 times Value(2.0) is float64, where numpy keeps float32 (it sees only a Python float).
-    """
-    dimensioned, zero_d = [], []
-    for value, given in zip(values, inputs):
-        if given is not value and isinstance(given, (int, float, np.generic)):
-            continue  # a number given as such: weak
-        (dimensioned if np.ndim(value._data) else zero_d).append(np.result_type(value._data))
-    ranked = dimensioned or zero_d
-    dtype = np.result_type(*ranked) if ranked else np.dtype(np.float64)
-    cast = ops.Cast(dtype)
-    met = tuple(value if np.result_type(value._data) == dtype or (given is not value and type(value._data) is float)
-                else apply(cast, value) for value, given in zip(values, inputs))
-    if all(a is b for a, b in zip(met, values)):
+    """(values, data): the op's inputs met in one float type, PyTorch's (see dtypes.meeting_type), and
+    the op run on them again. An input of another type is converted by a ``Cast`` node, whose gradient
+    is cast back: a float32 leaf gets a float32 gradient, even from a product with a float64 one."""
+    dtype, positions = meeting_type(values, inputs)
+    if not positions:
         return values, data
-    return met, op.forward(*[value._data for value in met])
+    cast = ops.Cast(dtype)
+    values = tuple(apply(cast, v) if k in positions else v for k, v in enumerate(values))
+    return values, op.forward(*[v._data for v in values])
 
 
 def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
@@ -156,17 +119,6 @@ def _explain(op: ops.Op, values: tuple, error: Exception) -> str:
     if "broadcast" in message:
         return f"{op.name}: shapes {shapes} cannot be broadcast together"
     return f"{op.name}: {message} (input shapes {shapes})"
-
-
-class HookHandle:
-    """Returned by ``register_hook``; ``remove()`` takes the hook off again."""
-
-    def __init__(self, hooks: list, hook: Callable):
-        self._hooks, self._hook = hooks, hook
-
-    def remove(self) -> None:
-        if any(h is self._hook for h in self._hooks):
-            self._hooks.remove(self._hook)
 
 
 def _item(data) -> float:

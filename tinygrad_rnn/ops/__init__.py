@@ -22,7 +22,9 @@ relu, clip, where, maximum; and max) selects the gradient by it instead of multi
 infinite gradient stops where the mask is 0, as in PyTorch (0 * inf would be nan).
 """
 
-from tinygrad_rnn.ops.base import RAW_TYPES, Elementwise, LazySum, Op, mask, raw, shape_label, shape_of, unbroadcast
+from tinygrad_rnn.lazy_sums import LazySum, Products, Scattered
+from tinygrad_rnn.notation import index_label, shape_label
+from tinygrad_rnn.ops.base import RAW_TYPES, Elementwise, Op, mask, raw, shape_of, unbroadcast
 from tinygrad_rnn.ops.elementwise import (
     Abs,
     Add,
@@ -45,24 +47,12 @@ from tinygrad_rnn.ops.elementwise import (
     Where,
     select,
 )
-from tinygrad_rnn.ops.movement import (
-    BroadcastTo,
-    Concat,
-    GetItem,
-    Reshape,
-    ScatterAdd,
-    Scattered,
-    Stack,
-    Transpose,
-    index_label,
-)
-from tinygrad_rnn.ops.reduce import MatMul, Max, Products, Sum
+from tinygrad_rnn.ops.movement import BroadcastTo, Concat, GetItem, Reshape, ScatterAdd, Stack, Transpose
+from tinygrad_rnn.ops.reduce import MatMul, Max, Sum
 
 __all__ = [
-    "shape_label",
     "Op", "Elementwise", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Exp", "Log", "Log1p", "Tanh", "Sigmoid", "Relu",
     "LeakyRelu", "Abs", "Clip", "Maximum", "Where", "Cast", "Masked", "select", "Sum", "Max", "MatMul", "Reshape",
-    "Transpose",
-    "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",
-    "RAW_TYPES", "index_label", "LazySum", "Products", "Scattered",
+    "Transpose", "BroadcastTo", "GetItem", "ScatterAdd", "Concat", "Stack", "unbroadcast", "shape_of", "raw", "mask",
+    "RAW_TYPES", "shape_label", "index_label", "LazySum", "Products", "Scattered",
 ]

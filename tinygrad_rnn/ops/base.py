@@ -50,11 +50,6 @@ def required(method):
     return method
 
 
-def shape_label(shape: tuple) -> str:
-    """A shape as pictures write it: ``3×4``."""
-    return "×".join(str(n) for n in shape)
-
-
 class Op:
     """A primitive: ``forward`` and ``vjp`` side by side, and the norm of each edge's Jacobian.
 
@@ -122,37 +117,6 @@ class Op:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{self.name}({args})" if args else self.name
-
-
-class LazySum:
-    """A sum of gradient contributions kept as its terms until it is complete.
-
-    An op's ``vjp_term`` returns one where many contributions to one input add up more cheaply
-    together than one by one (MatMul's ``Products``, GetItem's ``Scattered``). ``+`` gathers the
-    terms of another sum of the same kind; anything else is added to ``total()``, the sum as an
-    array, which the backward pass also asks for when the input's gradient is complete.
-    """
-
-    __slots__ = ("terms",)
-    __array_ufunc__ = None  # array + LazySum comes to __radd__, not to numpy
-
-    def __init__(self, *term):
-        self.terms = [term]
-
-    def __add__(self, other):
-        if type(other) is type(self) and self.joins(other):
-            self.terms += other.terms  # in place: only the backward pass's pending sum holds self
-            return self
-        return self.total() + other
-
-    def __radd__(self, other):
-        return other + self.total()
-
-    def joins(self, other) -> bool:
-        return True
-
-    def total(self):
-        raise NotImplementedError
 
 
 class Elementwise(Op, abstract=True):

@@ -8,7 +8,9 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import LazySum, Op, raw, shape_label, shape_of, unbroadcast
+from tinygrad_rnn.lazy_sums import Scattered
+from tinygrad_rnn.notation import index_label, is_basic, shape_label
+from tinygrad_rnn.ops.base import Op, raw, shape_of, unbroadcast
 
 
 class _Permutation(Op, abstract=True):
@@ -122,7 +124,7 @@ class ScatterAdd(Op):
 
     def forward(self, x):
         out = np.zeros(self.shape, dtype=np.result_type(x, np.float32))
-        if _is_basic(self.index):
+        if is_basic(self.index):
             out[self.index] = x  # slices and integers cannot pick an entry twice: no need to add
         else:
             np.add.at(out, self.index, x)  # integer arrays may repeat an entry: contributions add up
@@ -141,75 +143,12 @@ class ScatterAdd(Op):
         return "scatter + " + index_label(self.index).replace("...", "…")
 
 
-class Scattered(LazySum):
-    """A sum of scatter-adds into arrays of one shape, kept as its pieces until it is complete.
-
-    Step t of an unrolled RNN reads its input's projection as X[t]; the gradient X[t] sends back is
-    zero everywhere but row t. Added up as arrays, T of them cost T whole-size additions (T^2 rows);
-    kept as pieces, one array of zeros and T writes.
-    """
-
-    def joins(self, other) -> bool:
-        return self.terms[0][1] == other.terms[0][1]
-
-    def total(self):
-        shape, terms = self.terms[0][1], self.terms
-        dtype = np.result_type(*[g for _, _, g in terms], np.float32)
-        rows = {index for index, _, _ in terms if type(index) is int}
-        if shape and len(terms) == shape[0] and rows == set(range(shape[0])):
-            # Each row read once, as an unrolled RNN reads its steps: the pieces fill the array, with
-            # no zeros to write first and nothing to add to.
-            out = np.empty(shape, dtype)
-            for index, _, g in terms:
-                out[index] = g
-            return out
-        out = np.zeros(shape, dtype)
-        for index, _, g in terms:
-            if _is_basic(index):
-                out[index] += g
-            else:
-                np.add.at(out, index, g)  # integer arrays may repeat an entry: contributions add up
-        return out
-
-
-_BASIC_PARTS = (int, np.integer, slice, type(None), type(Ellipsis))
-
-
-def _is_basic(index) -> bool:
-    """Integers, slices, None and ... pick each entry at most once; integer arrays may repeat one."""
-    if type(index) is not tuple:
-        return isinstance(index, _BASIC_PARTS)
-    return all(isinstance(part, _BASIC_PARTS) for part in index)
-
-
 def _selection_norm(index, shape: tuple) -> float:
     """A selection's Jacobian has one 1 per picked entry; its columns are orthogonal, so its
     spectral norm is sqrt(the most times one entry is picked): 1 without repeats."""
     picked = np.zeros(shape)
     np.add.at(picked, index, 1.0)
     return math.sqrt(np.max(picked, initial=0.0))
-
-
-def index_label(index) -> str:
-    """An index as a reader would write it: ``[..., 3:6]``, ``[2]``; an integer array by its shape,
-    ``[int array (4, 1)]``, never numpy's repr."""
-    parts = index if isinstance(index, tuple) else (index,)
-    return "[" + ", ".join(_index_part(p) for p in parts) + "]"
-
-
-def _index_part(part) -> str:
-    if part is Ellipsis:
-        return "..."
-    if part is None:
-        return "None"
-    if isinstance(part, slice):
-        text = f"{'' if part.start is None else part.start}:{'' if part.stop is None else part.stop}"
-        return text + (f":{part.step}" if part.step is not None else "")
-    if isinstance(part, (np.ndarray, list)):
-        array = np.asarray(part)
-        kind = "bool mask" if array.dtype == bool else "int array"
-        return f"{kind} {array.shape}"
-    return str(part)
 
 
 class Concat(_Permutation):

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from tinygrad_rnn.ops.base import LazySum, Op, mask, raw, shape_of, unbroadcast
+from tinygrad_rnn.lazy_sums import Products
+from tinygrad_rnn.ops.base import Op, mask, raw, shape_of, unbroadcast
 from tinygrad_rnn.ops.elementwise import select
 from tinygrad_rnn.ops.movement import BroadcastTo, Reshape, Transpose
 
@@ -149,35 +150,6 @@ class MatMul(Op):
         rows = math.prod(other.shape[len(kept):-1])
         other = other.reshape(other.shape[:len(kept)] + (rows, other.shape[-1]))
         return float(np.max(np.linalg.svd(other, compute_uv=False)))
-
-
-class Products(LazySum):
-    """A sum of matrix products a_1^T g_1 + ... + a_n^T g_n, kept as its factors until it is complete.
-
-    A weight used at every time step (W_hh^T in h_{t-1} W_hh^T) gets one product h_{t-1}^T delta_t
-    from each step's matmul. Stacked, they are one product, [h_0; ...; h_{T-1}]^T [delta_1; ...;
-    delta_T], which is how a hand-written BPTT computes dW_hh: one large matmul instead of T small ones
-    and T - 1 additions of a whole weight matrix.
-    """
-
-    BLOCK_ROWS = 512  # see total
-
-    def total(self):
-        # Stack a block of about BLOCK_ROWS rows at a time: large enough for one efficient matmul,
-        # small enough that the stacked copies stay small (a large copy freed at once may be handed
-        # back to the system by the allocator, only to be paged in again at the next step).
-        terms, out, start, rows = self.terms, None, 0, 0
-        for end, (a, _) in enumerate(terms, 1):
-            rows += a.shape[0]
-            if rows >= self.BLOCK_ROWS or end == len(terms):
-                block = terms[start:end]
-                if len(block) == 1:
-                    product = block[0][0].T @ block[0][1]
-                else:
-                    product = np.concatenate([a for a, _ in block]).T @ np.concatenate([g for _, g in block])
-                out = product if out is None else np.add(out, product, out=out)  # out: made here, ours
-                start, rows = end, 0
-        return out
 
 
 def _as_matrix(x, row: bool):
