@@ -28,13 +28,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from graphviz import Digraph
 
 from tinygrad_rnn import diagnostics, recurrence
 from tinygrad_rnn.diagnostics import StepRow
 from visualize import style
+from visualize.lag_view import _bar, _small
 
-__all__ = ["draw_steps", "compare_steps", "AXES"]
+__all__ = ["draw_steps", "compare_steps", "AXES", "COMPACT_RUNS", "COMPACT_ROWS"]
 
 # A gain is coloured by what it compounds to over the drawn length, gain^T, on the verdict's scale:
 # full blue at the vanishing threshold (10^-3), full red at the exploding one (10^3). So 0.94 a step
@@ -53,6 +55,9 @@ AXES = {
 # characters stay about 1,000 px wide, so a notebook or a README column (about 830 px) shows the
 # smallest text, SMALL points, at 9 px or more.
 PER_ROW, LINE, SMALL, RANKSEP = 6, 100, 8, "0.05"
+# compare_steps draws strips instead of bands above this many runs, or this many wrapped rows of
+# bands in all (about 2,000 px tall at PER_ROW); 9 cells x 100 time steps would be 153 rows.
+COMPACT_RUNS, COMPACT_ROWS = 6, 24
 
 
 @dataclass
@@ -82,11 +87,11 @@ class _Run:
         return any(r.clip is not None and r.clip.fired for r in self.rows)
 
 
-def _run(loss, states: Sequence, name: str | None, axis: str, caller: str) -> _Run:
+def _run(loss, states: Sequence, name: str | None, axis: str, caller: str, bound: str | None = "svd") -> _Run:
     states = list(states)
     if len(states) < 2:
         raise ValueError(f"{caller}: needs the states [s_0, ..., s_T] with T >= 1, got {len(states)} state(s)")
-    rows = diagnostics.steps(loss, states)
+    rows = diagnostics.steps(loss, states, bound=bound)
     parts = recurrence.state_parts(states[-1])
     letter = name if name is not None else "s" if len(parts) > 1 else AXES[axis]["letter"]
     index = AXES[axis]["index"]
@@ -378,15 +383,21 @@ def _check(axis: str, per_row: int, caller: str) -> None:
 
 
 def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "time", per_row: int = PER_ROW,
-               digits: int = 2, title: str | None = None) -> Digraph:
+               digits: int = 2, title: str | None = None, by: str | None = None) -> Digraph:
     """The step view of states [s_0, ..., s_T] after ``loss.backward()`` (module doc).
 
     ``states``: what ``rnn(inputs, return_states=True)`` returns (Values, or tuples such as (h, c)),
     or the activations [a_0, ..., a_L] of a deep net with ``axis="layer"``. ``name``: the letter on
     the nodes (default h, s for a state of several parts, a for layers). ``per_row`` time steps go in
     one row before wrapping; ``digits`` significant digits on the edges; ``title`` heads the legend.
+
+    ``by="unit"`` (or ``"row"``): a heatmap instead, one row per unit of the state (per batch row),
+    one column per state s_t, each cell shaded by that unit's (row's) share of ||delta_t||, the
+    numbers of ``diagnostics.steps(loss, states, by=by)``: a unit that carries nothing back shows.
     """
     _check(axis, per_row, "draw_steps")
+    if by is not None:
+        return _draw_split(loss, states, name, axis, digits, title, by)
     run = _run(loss, states, name, axis, "draw_steps")
     scale = style.magnitude_range(r.grad_norm for r in run.rows)
     dot = style.base_digraph("step_view" if axis == "time" else "layer_view")
@@ -401,15 +412,28 @@ def draw_steps(loss, states: Sequence, *, name: str | None = None, axis: str = "
 
 
 def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = PER_ROW, digits: int = 2,
-                  title: str | None = None) -> Digraph:
+                  title: str | None = None, compact: bool | None = None) -> Digraph:
     """Several step views on one colour scale, one band each, top to bottom:
     ``runs = {"tanh RNN": (loss, states), "LSTM": (loss, states, "s")}`` (the optional third entry is
-    the node letter)."""
+    the node letter).
+
+    ``compact``: True draws each run as two strips of coloured cells on one shared time axis and
+    scale (its gain per time step, its ||delta_t|| per state), with its product of gains and verdict
+    in words; no bound is computed (the SVDs are what a long comparison costs). False draws the
+    bands of nodes and edges. None (the default) chooses: compact above COMPACT_RUNS runs or
+    COMPACT_ROWS wrapped rows of ``per_row`` time steps in all, where the bands grow thousands of
+    pixels tall."""
     _check(axis, per_row, "compare_steps")
+    if compact is None:
+        lengths = [len(run[1]) - 1 for run in runs.values()]
+        compact = len(lengths) > COMPACT_RUNS or sum(math.ceil(T / per_row) for T in lengths) > COMPACT_ROWS
     prepared = []
     for label, run in runs.items():
         loss, states, *rest = run
-        prepared.append((label, _run(loss, states, rest[0] if rest else None, axis, "compare_steps")))
+        prepared.append((label, _run(loss, states, rest[0] if rest else None, axis, "compare_steps",
+                                     bound=None if compact else "svd")))
+    if compact:
+        return _draw_strips(prepared, axis, title)
     scale = style.magnitude_range(r.grad_norm for _, run in prepared for r in run.rows)
     dot = style.base_digraph("step_compare")
     dot.attr("graph", nodesep="0.25", ranksep=RANKSEP)
@@ -423,3 +447,266 @@ def compare_steps(runs: Mapping, *, axis: str = "time", per_row: int = PER_ROW, 
             _draw_block(band, f"r{index}", run, scale, per_row, digits, axis, in_band=True)
     dot.attr("graph", label=_legend(title, [run for _, run in prepared], scale, axis))
     return dot
+
+
+# ---- tables of cells: the split heatmap and the compact comparison -------------------------------
+
+# A table keeps at most WIDEST columns (a longer run puts several states in one), about 750 px; up to
+# NUMBERED columns and NUMBERED_ROWS rows the cells print their numbers; up to LABELLED rows each
+# is named. ZERO marks an exact 0 (a unit that got nothing), outside the shades of a size.
+WIDEST, NUMBERED, NUMBERED_ROWS, LABELLED = 140, 16, 24, 64
+BAR = 14  # a gain bar's most length in points, from the line at 1
+ZERO, CUT = "#f2c94c", "#d9d9d9"
+TEXT = 8  # points: the smallest text of a table, 9 px or more where a wide one is shrunk to a column
+
+
+def _ticks(count: int, every: int, text) -> str:
+    """A row of labels under ``count`` columns, one every ``every`` columns, each spanning its group."""
+    starts = list(range(0, count, every))
+    if len(starts) > 1 and count - starts[-1] < every:  # a short last group joins the one before it
+        starts.pop()
+    ends = [*starts[1:], count]
+    return "".join(f'<TD COLSPAN="{end - start}" ALIGN="LEFT">{_small(text(start), TEXT)}</TD>'
+                   for start, end in zip(starts, ends))
+
+
+def _stride(count: int) -> int:
+    """How many states (or time steps) one column holds: 1, or enough to keep WIDEST columns."""
+    return max(1, math.ceil(count / WIDEST))
+
+
+def _cell_width(columns: int) -> int:
+    return max(3, min(14, 560 // max(columns, 1)))
+
+
+def _shade(x: float, scale: tuple, width: int, height: int, text: str = "", extra: str = "") -> str:
+    """One cell shaded by an absolute size: white for nan (no gradient), ZERO for exactly 0."""
+    colour = "#ffffff" if math.isnan(x) else ZERO if x == 0.0 else style.magnitude_fill(x, *scale)
+    return f'<TD WIDTH="{width}" HEIGHT="{height}" BGCOLOR="{colour}"{extra}>{text}</TD>'
+
+
+def _draw_split(loss, states: Sequence, name: str | None, axis: str, digits: int, title: str | None,
+                by: str) -> Digraph:
+    """draw_steps(..., by=by): one row per unit (batch row), one column per state (module doc)."""
+    if by not in diagnostics.SPLITS:
+        raise ValueError(f"draw_steps: by must be one of {', '.join(map(repr, diagnostics.SPLITS))} or None, "
+                         f"got {by!r}")
+    run = _run(loss, states, name, axis, "draw_steps", bound=None)
+    split = diagnostics.steps(loss, list(states), by=by)
+    words, T, count = AXES[axis], split.length, len(split.labels)
+    stride = _stride(T + 1)
+    shown = list(range(0, T + 1, stride))
+    numbered = len(shown) <= NUMBERED and count <= NUMBERED_ROWS
+    width = 30 if numbered else _cell_width(len(shown))
+    height = 14 if numbered else 10 if count <= LABELLED else max(3, min(10, 640 // count))
+    group = 1 if count <= LABELLED else math.ceil(count / 32)  # rows named together, one label each
+    scale = style.magnitude_range(split.grad_norm[np.isfinite(split.grad_norm)].ravel())
+    table = []
+    for _, first, size in split.parts:
+        if table:  # a gap between the parts of the state (h above, c below)
+            table.append(f'<TR><TD COLSPAN="{len(shown) + 1}" HEIGHT="5"></TD></TR>')
+        for k in range(first, first + size):
+            cells = []
+            if (k - first) % group == 0:
+                span = min(group, first + size - k)
+                shown_name = split.labels[k] if span == 1 else f"{split.labels[k]}–{split.labels[k + span - 1]}"
+                cells.append(f'<TD ROWSPAN="{span}" ALIGN="RIGHT">{_small(style.text(shown_name, 30), TEXT)}</TD>')
+            for t in shown:
+                x = float(split.grad_norm[t, k])
+                text = ""
+                if numbered and not math.isnan(x):
+                    text = f'<FONT POINT-SIZE="7">{style.number(x, digits)}</FONT>'
+                cells.append(_shade(x, scale, width, height, text))
+            table.append(f"<TR>{''.join(cells)}</TR>")
+    every = 1 if numbered else max(1, round(len(shown) / 10))
+    table.append(f'<TR><TD ALIGN="RIGHT">{_small(words["index"] + " →", TEXT)}</TD>'
+                 f'{_ticks(len(shown), every, lambda c: str(shown[c]))}</TR>')
+    body = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(table)}</TABLE>'
+    dot = style.base_digraph("step_view_by_" + by)
+    dot.node("split", label=style.html_label(body), shape="plaintext")
+    dot.attr("graph", label=_split_legend(title, run, split, scale, stride, axis))
+    return dot
+
+
+def _split_legend(title: str | None, run: _Run, split, scale: tuple, stride: int, axis: str) -> str:
+    words = AXES[axis]
+    i, unit = words["index"], words["unit"]
+    sub = f"<SUB>{i}</SUB>"
+    batch = run.batch or 1
+    letter = style.clean(run.letter, 12)
+    count = len(split.labels)
+    width = split.grad_norm.shape[1] if split.by == "unit" else sum(size for _, _, size in split.parts)
+    if split.by == "unit":
+        what = f"{count} units, one a row"
+        over = f"over all {batch} batch rows" if batch > 1 else "(one batch row)"
+        cell = f"‖δ{sub}‖ of one unit, {over}"
+    else:
+        what = f"{count} batch rows, one a row"
+        cell = f"‖δ{sub}‖ of one batch row, over all its units (every part of the state)"
+    headline = [f"{split.length} {words['unit' if split.length == 1 else 'units']}", f"state {run.state}", what]
+    if not np.isnan(split.grad_norm[0]).all():
+        zero = int(np.sum(split.grad_norm[0] == 0.0))
+        things = "units" if split.by == "unit" else "batch rows"
+        headline.append(f"{zero} of {count} {things} get exactly 0 at {letter}{_subscript(0)}")
+    rows = [style.magnitude_row(_words(f"cell shade: {cell}: the gradient that reached it in s{sub} from outside "
+                                       f"{unit} {i} (absolute values)", LINE - 30), *scale),
+            f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="10">exactly 0: nothing reached it; white: no gradient '
+            f'reached s{sub} at all</FONT></TD><TD ALIGN="LEFT"><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" '
+            f'CELLPADDING="1"><TR><TD BGCOLOR="{ZERO}" WIDTH="38" HEIGHT="18"><FONT POINT-SIZE="9">0</FONT></TD>'
+            f'<TD BGCOLOR="#ffffff" BORDER="1" COLOR="#d0d0d0" WIDTH="38" HEIGHT="18"></TD></TR></TABLE></TD></TR>']
+    if split.by == "unit":
+        names = [name for name, _, _ in split.parts]
+        if len(names) > 1:
+            layout = (f"rows: the state's parts one after the other ({', '.join(names)}; unit k of each is its own "
+                      f"row), never summed; δ{sub} of a part is the gradient reaching that part from outside {unit} "
+                      f"{i}, so for an LSTM's c{sub} it leaves out the path c{sub} → h{sub} inside {unit} {i} "
+                      f"(c at the last state is 0 when the loss reads h only)")
+        else:
+            layout = f"rows: the {width} units of s{sub}, in order"
+    else:
+        layout = f"rows: the {count} batch rows (sequences) of s{sub}, each row's {width} units as one vector"
+    notes = [f"δ{sub}: the step view's gradient reaching s{sub} from outside {unit} {i} (from {unit} {i}+1 and any "
+             f"loss reading s{sub}); the squares of a column add up to ‖δ{sub}‖², the step view's node number",
+             f"{layout}; {words['runs']}, the gradient flows back right to left"]
+    if split.multi_read:
+        notes.append(f"the loss reads several states, so δ{sub} mixes the gradients of every read from {i} on: a "
+                     "unit that gets a loss of its own at every state is never 0 here; the lag view (draw_lags) "
+                     "splits the loss by read")
+    if stride > 1:
+        notes.append(f"one column every {stride} states (s<SUB>0</SUB>, s<SUB>{stride}</SUB>, …): "
+                     f"{split.length + 1} states in {len(range(0, split.length + 1, stride))} columns")
+    if any(split.cuts):
+        notes.append(f"a cut (truncated BPTT) at {sum(split.cuts)} {words['units']}: no gradient crosses it")
+    numbers = "; the numbers printed in the cells are the same norms" if len(split.labels) <= NUMBERED_ROWS else ""
+    notes.append(f"steps(loss, states, by={split.by!r}).grad_norm holds every number{numbers}")
+    heading = style.clean(title, 200) if title is not None else f"step view by {split.by}"
+    rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{_caption(heading, headline, "", 14)}</TD></TR>')
+    rows.extend(f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="{style.MUTED}">'
+                f'{_words(note, LINE + 20)}</FONT></TD></TR>' for note in notes)
+    return style.legend(None, rows, [])
+
+
+def _block_gain(rows: list, first: int, last: int) -> float | None:
+    """The gain of time steps first..last of one run: the geometric mean of their gains (a cut left
+    out); nan for cuts only, None where a gradient is missing."""
+    crossed = [r for r in rows[first:last + 1] if not r.cut]
+    if not crossed:
+        return math.nan
+    if any(r.gain is None for r in crossed):
+        return None
+    return math.prod(r.gain for r in crossed) ** (1 / len(crossed))
+
+
+def _gain_bar(gain: float | None, length: int, decades: float, grows: bool, width: int) -> str:
+    """One column of a gain strip: a bar from the line at 1, down for a gain below 1 (up above),
+    log10(gain) / decades of BAR, coloured by gain^length; grey for a cut, empty without a gradient."""
+    if gain is None or math.isnan(gain):
+        colour, down, up = (CUT, BAR, 0.0) if gain is not None else ("#ffffff", 0.0, 0.0)
+    else:
+        s = -1.0 if gain == 0.0 else max(-1.0, min(1.0, math.log10(gain) / decades))
+        colour = style.colour(compounded(gain, length), GAIN_DECADES)
+        down, up = max(-s, 0.0) * BAR, max(s, 0.0) * BAR
+    pieces = [("#ffffff", BAR - up), (colour, up)] if grows else []
+    return _bar(width, [*pieces, (style.INK, 1), (colour, down), ("#ffffff", BAR - down)])
+
+
+def _draw_strips(prepared: list, axis: str, title: str | None) -> Digraph:
+    """compare_steps(..., compact=True): two strips per run on one time axis and one scale."""
+    words = AXES[axis]
+    longest = max(run.length for _, run in prepared)
+    stride = _stride(longest + 1)
+    columns = math.ceil((longest + 1) / stride)
+    width = _cell_width(columns)
+    scale = style.magnitude_range(r.grad_norm for _, run in prepared for r in run.rows)
+    blocks = {}
+    for label, run in prepared:
+        for c in range(columns):
+            first, last = max(c * stride, 1), min((c + 1) * stride - 1, run.length)
+            blocks[label, c] = _block_gain(run.rows, first, last) if first <= last else None
+    drawn = [g for g in blocks.values() if g is not None and g > 0 and math.isfinite(g)]
+    decades = max([abs(math.log10(g)) for g in drawn] + [0.01])
+    grows = any(g > 1.0 for g in drawn)
+    table = []
+    for label, run in prepared:
+        parts, _ = _summary(run, axis)
+        factor, first, last = diagnostics.gradient_factor(run.rows)
+        if factor is not None and factor > 0 and math.isfinite(factor) and last > first and not run.multi_read:
+            per = f" ({style.number(factor ** (1 / (last - first)), 2)} a {words['unit']})"
+            at = next(k for k, p in enumerate(parts) if "multiply to" in p)
+            head, *tail = parts[at].split(" · ", 1)
+            parts[at] = " · ".join([head + per, *tail])
+        words_line = _wrap([f"<B>{style.text(label, 80)}</B>", *(style.text(p, 240) for p in parts)], LINE, " · ")
+        table.append(f'<TR><TD COLSPAN="{columns + 1}" ALIGN="LEFT" BALIGN="LEFT">{_small(words_line, 9)}</TD></TR>')
+        gains, sizes = [], []
+        for c in range(columns):
+            start, end = c * stride, min((c + 1) * stride, longest + 1) - 1
+            if start > run.length:
+                gains.append(f'<TD WIDTH="{width}" HEIGHT="10"></TD>')
+                sizes.append(f'<TD WIDTH="{width}" HEIGHT="10"></TD>')
+                continue
+            end = min(end, run.length)
+            gains.append(_gain_bar(blocks[label, c], run.length, decades, grows, width))
+            held = [r.grad_norm for r in run.rows[start:end + 1] if r.grad_norm is not None]
+            clipped = any(r.clip is not None and r.clip.fired for r in run.rows[start:end + 1])
+            outline = f' BORDER="1" COLOR="{style.colour(1e9)}"' if clipped else ""
+            sizes.append(_shade(max(held) if held else math.nan, scale, width, 10, extra=outline))
+        top = f"×{style.number(10 ** decades, 2)}<BR/>" if grows else ""
+        table.append(f'<TR><TD ALIGN="RIGHT">{_small(f"{top}gain ×1<BR/>×{style.number(10 ** -decades, 2)}", TEXT)}'
+                     f'</TD>{"".join(gains)}</TR>')
+        table.append(f'<TR><TD ALIGN="RIGHT">{_small("‖δ‖", TEXT)}</TD>{"".join(sizes)}</TR>')
+    every = max(1, round(columns / 10))
+    table.append(f'<TR><TD ALIGN="RIGHT">{_small(words["index"] + " →", TEXT)}</TD>'
+                 f'{_ticks(columns, every, lambda c: str(c * stride))}</TR>')
+    body = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(table)}</TABLE>'
+    dot = style.base_digraph("step_compare")
+    dot.node("strips", label=style.html_label(body), shape="plaintext")
+    dot.attr("graph", label=_strips_legend(title, [run for _, run in prepared], scale, stride, axis, decades))
+    return dot
+
+
+def _strips_legend(title: str | None, runs: list[_Run], scale: tuple, stride: int, axis: str,
+                   decades: float) -> str:
+    words = AXES[axis]
+    i, unit = words["index"], words["unit"]
+    sub = f"<SUB>{i}</SUB>"
+    lengths = sorted({r.length for r in runs})
+    length = f"T = {lengths[0]}" if len(lengths) == 1 else "T, its run's length"
+    column = f"{unit} {i}" if stride == 1 else f"{stride} {words['units']} (the geometric mean of their gains)"
+    full = style.number(10 ** -decades, 2)
+    rows = [
+        style.legend_row(_words(f"gain strip, one bar per {column}: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖; its "
+                                f"length log10(gain{sub}) on one scale for all runs, down from the line at ×1 for a "
+                                f"gain below 1 (a full bar: ×{full} or less, 0 included), up above; its colour "
+                                f"gain{sub}<SUP>T</SUP>, what it would compound to over the drawn {length} "
+                                f"{words['units']}", LINE - 20), GAIN_DECADES),
+        style.magnitude_row(_words(f"‖δ‖ strip, one cell per "
+                                   f"{'state' if stride == 1 else f'{stride} states (the largest)'}: ‖δ{sub}‖, the "
+                                   f"gradient that reached s{sub} (absolute values)", LINE - 20), *scale),
+    ]
+    if any(r.multi_read for r in runs):
+        rule = (f"a run whose loss reads several states: δ{sub} mixes their gradients, the gains do not multiply "
+                f"to its ends, and its line follows the last read alone (the lag view, draw_lags, shows every read)")
+    else:
+        rule = (f"with one loss at the end the gains multiply to ‖δ<SUB>0</SUB>‖ / ‖δ<SUB>T</SUB>‖; "
+                f"'a {unit}' is that product's geometric mean")
+    low, high, frozen = (power_of_ten(x) for x in (diagnostics.VANISHING, diagnostics.EXPLODING, diagnostics.FROZEN))
+    notes = [
+        f"each run: its name and numbers, then its two strips on one time axis and one scale for all runs; "
+        f"{words['runs']}, the gradient flows back right to left; {rule}",
+        f"δ{sub}: the gradient reaching s{sub} from outside {unit} {i}; J{sub} = ∂s{sub}/∂s<SUB>{i}−1</SUB>; "
+        f"no bound ‖J{sub}‖₂ is computed here (compare_steps(..., compact=False) draws it, one SVD per {unit})",
+        f"verdict (diagnostics.verdict): the gradient scaled by less than {low} from the last state read back to "
+        f"the first: vanishing; by more than {high}: exploding (clips included); else stable, or frozen where no "
+        f"{unit} gave the weights more than {frozen} × ‖δ{sub}‖",
+        "white: no gradient; yellow: exactly 0; every norm is over the whole batch, all parts of a state as one "
+        "vector",
+    ]
+    if any(r.any_cut for r in runs):
+        notes.append("grey full bar: a cut (truncated BPTT), no gradient crosses it")
+    if any(r.any_clip for r in runs):
+        notes.append("red outline on ‖δ‖: a clipping hook fired on that state (its gradient after the clip)")
+    if title:
+        rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{_caption(title, [], "", 14)}</TD></TR>')
+    rows.extend(f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="{style.MUTED}">'
+                f'{_words(note, LINE + 20)}</FONT></TD></TR>' for note in notes)
+    return style.legend(None, rows, [])

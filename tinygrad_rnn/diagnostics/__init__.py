@@ -4,8 +4,9 @@
   step before it did to that gradient (gain) and could have done (bound, by an SVD, or estimated from
   below by power iteration), clips, cuts; the verdict. The per-step parts come from
   ``tinygrad_rnn.recurrence.bptt``.
-- ``split.py``: the gradient split by loss (``lags``: how far each loss reaches back, ``reach``) and by
-  step (``contributions``: what each step gives a weight).
+- ``split.py``: the gradient split by loss (``lags``: how far each loss reaches back, ``reach``), by
+  step (``contributions``: what each step gives a weight), and by unit or batch row of the state
+  (``steps(loss, states, by="unit")``, a ``StepSplit``: dead units show).
 - ``nonfinite.py``: where a NaN or an infinity was born.
 - ``reuse.py``: ``with reuse_numbers():``, the numbers of ``steps`` and ``lags`` computed once for
   several views of one run.
@@ -15,7 +16,7 @@
 from tinygrad_rnn.diagnostics.nonfinite import NonfiniteOrigin, NonfiniteReport, trace_nonfinite
 from tinygrad_rnn.diagnostics.plots import plot_gradient_norms, plot_steps
 from tinygrad_rnn.diagnostics.reuse import reuse_numbers
-from tinygrad_rnn.diagnostics.split import contributions, lags, reach, reach_counts
+from tinygrad_rnn.diagnostics.split import SPLITS, StepSplit, contributions, lags, reach, reach_counts
 from tinygrad_rnn.diagnostics.steps import (
     CONTRIBUTION_LIMIT,
     EXPLODING,
@@ -38,8 +39,8 @@ from tinygrad_rnn.diagnostics.steps import (
 __all__ = [
     "steps", "StepRow", "verdict", "gradient_factor", "reads", "weight_share", "VANISHING", "EXPLODING", "FROZEN",
     "CONTRIBUTION_LIMIT", "POWER_ITERATIONS", "bound_text",
-    "lags", "reach", "reach_counts", "contributions", "step_jacobian", "step_jacobian_norms", "gradient_norms",
-    "clip_events",
+    "lags", "reach", "reach_counts", "contributions", "StepSplit", "SPLITS", "step_jacobian", "step_jacobian_norms",
+    "gradient_norms", "clip_events",
     "trace_nonfinite", "NonfiniteOrigin", "NonfiniteReport", "plot_steps", "plot_gradient_norms", "reuse_numbers",
 ]
 

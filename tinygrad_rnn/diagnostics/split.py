@@ -1,4 +1,5 @@
-"""The gradient split by loss (how far each reaches back: the lag view) and by step (what each gives a weight).
+"""The gradient split by loss (how far each reaches back: the lag view), by step (what each gives a weight),
+and by unit or batch row of the state (which units carry the gradient back: dead units show).
 
 For states [s_0, ..., s_T] of an unrolled recurrence and the steps F_t: s_{t-1} -> s_t between them
 (``tinygrad_rnn.diagnostics.steps`` defines them), a loss reaches the states in two ways: *directly*,
@@ -21,6 +22,10 @@ view's (when no hook changed the gradient on the way: hooks are not run here).
   use inside step t, as if every step had its own copy of param. They add up to ``param.grad`` when
   param is used only inside the steps (the rest is what reached it outside them).
 
+- ``steps(loss, states, by="unit")`` (or ``by="row"``; ``steps_by`` here): the step view's numbers
+  ||delta_t|| and gain split into columns, one per unit of the state (each part's units in turn:
+  h[0..H-1], then c[0..H-1] for an LSTM) or one per batch row (``StepSplit``).
+
 The gradients themselves (d_k, the recursion, what each step gives a weight) are computed by
 ``tinygrad_rnn.recurrence`` (``read_gradients``, ``carry_back``, ``step_contributions``); this module
 turns them into matrices.
@@ -29,8 +34,10 @@ turns them into matrices.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +46,10 @@ from tinygrad_rnn.diagnostics import reuse
 from tinygrad_rnn.recurrence import StepGraph
 from tinygrad_rnn.value import Value
 
-__all__ = ["lags", "reach", "reach_counts", "contributions"]
+__all__ = ["lags", "reach", "reach_counts", "contributions", "StepSplit", "steps_by", "SPLITS"]
+
+# What ``steps(by=...)`` splits a state's numbers by: the columns of the state's batch rows, or the rows.
+SPLITS = ("unit", "row")
 
 
 def read_gradients(losses: Sequence, states: Sequence, step_list: Sequence[StepGraph] | None = None) -> list:
@@ -153,3 +163,106 @@ def contributions(loss, states: Sequence, param: Value) -> list:
     if loss is not None and getattr(loss, "requires_grad", False) and loss.grad is None:
         raise ValueError("contributions: the loss has no gradient yet; call loss.backward() first")
     return [per_param[0] for per_param in recurrence.step_contributions(states, [param])[1]]
+
+
+# ---- a step's numbers split by unit or by batch row ---------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class StepSplit:
+    """The step numbers of ``steps`` split into K columns (``steps(loss, states, by=...)``).
+
+    Write delta_t as a (B, D) array: one row per batch row b, the D units of the state's parts side by
+    side (h[0..H-1], then c[0..H-1] for an LSTM's (h, c); a state without a batch axis is one row).
+    delta_t and J_t are the step view's (``diagnostics.steps``), so the split is a partition:
+    the squares of a row of ``grad_norm`` add up to ||delta_t||^2.
+
+    - ``by="unit"``: column k is unit k of the state, its norm taken over the B batch rows.
+    - ``by="row"``: column k is batch row k, its norm taken over the D units.
+
+    ``grad_norm[t, k]``: ||delta_t[column k]||, the gradient that reached that unit (row) of s_t from
+    outside step t; nan where no gradient reached s_t (None in ``steps``). ``gain[t, k]``:
+    ||(J_t^T delta_t)[column k]|| / ||delta_t[column k]||, what arrived at that unit (row) of
+    s_{t-1} through step t over what it held at s_t; nan for t = 0 and where the column of delta_t is 0
+    (0 across a cut, as in ``steps``). For a cell whose step does not mix units (IndRNN: J_t diagonal)
+    a unit's gain is exactly its own factor u_k relu'(a_t,k); in a cell that mixes units, a unit also
+    receives from the others, so its gain is a ratio, not that unit's growth. Rows likewise: for a cell
+    that does not mix batch rows the gain of row b is the gain of row b's own sequence. With one loss at
+    the end and no hook, J_t^T delta_t is delta_{t-1}, so a column's gains multiply to
+    grad_norm[0, k] / grad_norm[T, k] wherever the column holds a gradient. No bound is split: ||J_t||_2
+    belongs to the whole map, not to one of its units.
+
+    ``labels``: the K column names ("h[3]", "c[3]", "unit 3" for an unnamed one-part state, "row 2").
+    ``parts``: (name, first column, width) of each part of the state (``by="unit"``; one entry
+    "rows" for ``by="row"``). ``cuts[t]``: the graph was cut at the start of step t. ``multi_read``:
+    the loss reads several states (delta_t then mixes their gradients, as in ``steps``).
+    """
+
+    by: str
+    labels: tuple
+    grad_norm: np.ndarray
+    gain: np.ndarray
+    parts: tuple
+    cuts: tuple
+    multi_read: bool
+
+    @property
+    def length(self) -> int:
+        """T, the number of steps."""
+        return self.grad_norm.shape[0] - 1
+
+
+def _part_names(parts) -> list[str]:
+    """Each part's name without its time step (h_3 -> h), or None where a part has none."""
+    return [re.sub(r"_?\d+$", "", p.name) or None if p.name else None for p in parts]
+
+
+def steps_by(loss, states: Sequence, by: str) -> StepSplit:
+    """``StepSplit`` of ``states = [s_0, ..., s_T]`` after ``loss.backward()``, ``by`` "unit" or "row"
+    (the class doc). ``steps(loss, states, by=by)`` calls this. Costs what ``steps(..., bound=None)``
+    costs: one vector-Jacobian product per step. Reused inside ``diagnostics.reuse_numbers()``."""
+    if by not in SPLITS:
+        raise ValueError(f"steps: by must be one of {', '.join(map(repr, SPLITS))} or None, got {by!r}")
+    states = list(states)
+    kept = reuse.slot("steps_by", loss, states, by)
+    if kept.value is not None:
+        return kept.value
+    parts = recurrence.bptt(states, loss, caller=f"steps(by={by!r})")
+    last = recurrence.state_parts(states[-1])
+    batch = recurrence.batch_size(last)
+    shapes = {tuple(p.shape for p in recurrence.state_parts(s)) for s in states}
+    if len(shapes) > 1:
+        raise ValueError(f"steps(by={by!r}): every state needs the same shapes to split it by {by}, got "
+                         + " and ".join(map(str, sorted(shapes))))
+    if by == "row" and batch is None:
+        raise ValueError(f"steps(by='row'): the state has no batch axis (parts of shapes "
+                         f"{', '.join(str(p.shape) for p in last)}); by='unit' splits it")
+    rows = batch or 1
+    axis = 0 if by == "unit" else 1  # the axis a column's norm is taken over
+    width = sum(p.size for p in last) // rows
+    count = width if by == "unit" else rows
+    grad_norm = np.full((len(states), count), np.nan)
+    gain = np.full((len(states), count), np.nan)
+    for t, delta in enumerate(parts.deltas):
+        if delta is None:
+            continue
+        grad_norm[t] = np.sqrt(np.sum(np.square(recurrence.flat(delta, batch)), axis=axis))
+        if t >= 1 and parts.sent[t] is not None:
+            sent = np.sqrt(np.sum(np.square(recurrence.flat(parts.sent[t], batch)), axis=axis))
+            held = grad_norm[t] > 0.0
+            gain[t, held] = sent[held] / grad_norm[t, held]
+    if by == "unit":
+        names = _part_names(last)
+        if not all(names):
+            names = ["unit"] if len(last) == 1 else [f"part {k}" for k in range(1, len(last) + 1)]
+        spans, start = [], 0
+        for name, part in zip(names, last):
+            spans.append((name, start, part.size // rows))
+            start += part.size // rows
+        labels = tuple(f"unit {j}" if name == "unit" else f"{name}[{j}]" for name, first, size in spans
+                       for j in range(size))
+    else:
+        spans, labels = [("rows", 0, rows)], tuple(f"row {b}" for b in range(rows))
+    multi_read = parts.reads is not None and sum(recurrence.delta_norm(r) > 0.0 for r in parts.reads) > 1
+    split = StepSplit(by, labels, grad_norm, gain, tuple(spans), tuple(parts.cuts), bool(multi_read))
+    kept.value = split
+    return split

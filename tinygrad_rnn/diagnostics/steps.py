@@ -45,6 +45,7 @@ import numpy as np
 from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics import reuse
+from tinygrad_rnn.diagnostics.split import StepSplit, steps_by
 from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
@@ -184,10 +185,15 @@ def delta_norms(states: Sequence) -> list[float | None]:
     return [None if delta is None else _norm(delta) for delta in parts.deltas]
 
 
-def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int = POWER_ITERATIONS) -> list[StepRow]:
+def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int = POWER_ITERATIONS,
+          by: str | None = None) -> list[StepRow] | StepSplit:
     """One StepRow per state of ``states = [s_0, ..., s_T]`` (module doc), from the gradients the
     last ``loss.backward()`` left. ``loss`` may be None (bounds only, or gradients from elsewhere).
     Inside ``with diagnostics.reuse_numbers():`` the rows asked for again are given back, not computed.
+
+    ``by="unit"`` or ``by="row"``: the numbers split by unit of the state or by batch row instead, as
+    arrays of shape (T + 1, units) or (T + 1, B) (a ``StepSplit``: ``grad_norm`` and ``gain``, no
+    bound). ``steps(loss, states, by="unit").grad_norm`` shows which units carry the gradient back.
 
     ``bound``: how ``bound`` is taken from each step's Jacobian: ``"svd"``, ||J_t||_2 exactly (a
     bound); ``"power"``, ``iterations`` power iterations started from delta_t (``power_estimate``: an
@@ -204,6 +210,8 @@ def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int 
     for a cell that computes a part of the next state from the constant s_0 alone (``0.9 * m``),
     pass an s_0 that needs a gradient to see step 1 whole.
     """
+    if by is not None:
+        return steps_by(loss, states, by)
     if bound not in ("svd", "power", None):
         raise ValueError(f"steps: bound must be 'svd', 'power' or None, got {bound!r}")
     if bound == "power" and (not isinstance(iterations, int) or iterations < 0):
