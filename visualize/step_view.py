@@ -19,6 +19,12 @@ default), each row continuing from a faint copy of the last node of the row befo
 stays readable and a picture stays about 1,000 px wide. "Time step" always, never plain "step": to
 the command a training step is an iteration. ``axis="layer"`` reads the states as the activations of
 the layers of a feed-forward net, and says "layer" where it would say "time step".
+
+Two tables of cells complete it. ``draw_steps(..., by="unit")`` (or ``"row"``) is a heatmap of
+``diagnostics.steps(loss, states, by=...)``: one row per unit of the state (per batch row), one column
+per state, shaded by that unit's ||delta_t||, exactly 0 apart (a dead unit shows). ``compare_steps``
+of many runs (above COMPACT_RUNS runs or COMPACT_ROWS wrapped rows) draws strips: per run a bar per
+time step for its gain on one log scale, and ||delta_t|| shaded per state, on one shared time axis.
 """
 
 from __future__ import annotations
