@@ -24,6 +24,7 @@ from graphviz import Digraph
 from tinygrad_rnn import diagnostics
 from tinygrad_rnn.value import Value
 from visualize import style
+from visualize.table_cells import bar, small, ticks
 
 __all__ = ["draw_lags", "lag_decades", "headline_lag"]
 
@@ -50,14 +51,9 @@ def _shares(matrix: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return (np.array(shares) if shares else np.zeros((0, matrix.shape[1]))), kept
 
 
-def _small(text, size: int = 8) -> str:
-    """Text in a small font (a FONT element may not be empty: nothing for no text)."""
-    return f'<FONT POINT-SIZE="{size}">{text}</FONT>' if text != "" else ""
-
-
 def _cell(share: float, decades: int, width: int, numbered: bool) -> str:
     if math.isnan(share):
-        return f'<TD WIDTH="{width}" HEIGHT="{width}">{_small("·", 7)}</TD>'
+        return f'<TD WIDTH="{width}" HEIGHT="{width}">{small("·", 7)}</TD>'
     if share == 0.0:
         return f'<TD WIDTH="{width}" HEIGHT="{width}"></TD>'
     colour = style.colour(share, decades, power=1.0)
@@ -68,28 +64,15 @@ def _cell(share: float, decades: int, width: int, numbered: bool) -> str:
     return f'<TD WIDTH="{width}" HEIGHT="{width}" BGCOLOR="{colour}">{text}</TD>'
 
 
-def _axis(count: int, every: int, text) -> str:
-    """A row of labels under ``count`` columns, one every ``every`` columns, each spanning its group
-    (so a long label does not widen its column)."""
-    cells = []
-    starts = list(range(0, count, every))
-    if len(starts) > 1 and count - starts[-1] < every:  # a short last group joins the one before it
-        starts.pop()
-    for n, start in enumerate(starts):
-        span = (starts[n + 1] if n + 1 < len(starts) else count) - start
-        cells.append(f'<TD COLSPAN="{span}" ALIGN="LEFT">{_small(text(start), 7)}</TD>')
-    return "".join(cells)
-
-
 def _heatmap(shares: np.ndarray, names: list[str], decades: int) -> str:
     columns = shares.shape[1]
     numbered = columns <= NUMBERED
     width = 26 if numbered else max(4, min(14, 700 // columns))
     every = 1 if numbered else max(1, round(columns / 10))
-    rows = [f'<TR><TD ALIGN="RIGHT">{_small("state k →")}</TD>{_axis(columns, every, str)}</TR>']
+    rows = [f'<TR><TD ALIGN="RIGHT">{small("state k →")}</TD>{ticks(columns, every, str, 7)}</TR>']
     for name, share in zip(names, shares):
         cells = "".join(_cell(float(x), decades, width, numbered) for x in share)
-        rows.append(f'<TR><TD ALIGN="RIGHT">{_small(style.text(name, 30))}</TD>{cells}</TR>')
+        rows.append(f'<TR><TD ALIGN="RIGHT">{small(style.text(name, 30))}</TD>{cells}</TR>')
     return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
 
 
@@ -106,26 +89,19 @@ def _reach_curve(curve: np.ndarray, counts: np.ndarray, decades: int) -> str:
         if count < FEW and not math.isnan(r):
             colour = style.washed(colour)
         high, low = max(s, 0.0) * BAR, max(-s, 0.0) * BAR
-        up.append(_bar(width, [("#ffffff", BAR - high), (colour, high), (style.INK, 1)]))
-        down.append(_bar(width, [(colour, low), ("#ffffff", BAR - low)]))
-    scale_up = f'<TD ALIGN="RIGHT" VALIGN="TOP">{_small(f"×10<SUP>{decades}</SUP>")}</TD>'
-    scale_down = (f'<TD ALIGN="RIGHT" VALIGN="TOP">{_small("×1")}</TD>' if not grows else "<TD></TD>")
-    line = "".join(_bar(width, [(style.INK, 1)]) for _ in curve)
+        up.append(bar(width, [("#ffffff", BAR - high), (colour, high), (style.INK, 1)]))
+        down.append(bar(width, [(colour, low), ("#ffffff", BAR - low)]))
+    scale_up = f'<TD ALIGN="RIGHT" VALIGN="TOP">{small(f"×10<SUP>{decades}</SUP>")}</TD>'
+    scale_down = (f'<TD ALIGN="RIGHT" VALIGN="TOP">{small("×1")}</TD>' if not grows else "<TD></TD>")
+    line = "".join(bar(width, [(style.INK, 1)]) for _ in curve)
     rows = [f'<TR>{scale_up}{"".join(up)}</TR>' if grows else f"<TR><TD></TD>{line}</TR>"]
     rows.append(f'<TR>{scale_down}{"".join(down)}</TR>')
-    rows.append(f'<TR><TD ALIGN="RIGHT" VALIGN="BOTTOM">{_small(f"×10<SUP>−{decades}</SUP>")}</TD>'
+    rows.append(f'<TR><TD ALIGN="RIGHT" VALIGN="BOTTOM">{small(f"×10<SUP>−{decades}</SUP>")}</TD>'
                 f'<TD COLSPAN="{len(curve)}"></TD></TR>')
-    rows.append(f'<TR><TD ALIGN="RIGHT">{_small("lag")}</TD>{_axis(len(curve), every, str)}</TR>')
-    rows.append(f'<TR><TD ALIGN="RIGHT">{_small("reach")}</TD>'
-                f'{_axis(len(curve), every, lambda lag: style.number(curve[lag], 2))}</TR>')
+    rows.append(f'<TR><TD ALIGN="RIGHT">{small("lag")}</TD>{ticks(len(curve), every, str, 7)}</TR>')
+    rows.append(f'<TR><TD ALIGN="RIGHT">{small("reach")}</TD>'
+                f'{ticks(len(curve), every, lambda lag: style.number(curve[lag], 2), 7)}</TR>')
     return f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(rows)}</TABLE>'
-
-
-def _bar(width: int, pieces: list) -> str:
-    """One column of the reach curve: fixed-size cells stacked top to bottom, (colour, height) each."""
-    cells = "".join(f'<TR><TD FIXEDSIZE="TRUE" WIDTH="{width}" HEIGHT="{round(h)}" BGCOLOR="{c}"></TD></TR>'
-                    for c, h in pieces if round(h) > 0)
-    return f'<TD><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">{cells}</TABLE></TD>'
 
 
 def _power(e: int, decades: int, clipped: bool) -> str:
