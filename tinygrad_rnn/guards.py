@@ -2,7 +2,7 @@
 stale (docs/replay.md, "Guards"):
 
 - ``outside_state(fn)``: what ``fn`` reads from its closure and globals (numbers, arrays, the Values
-  and numbers of Modules), compared at every call;
+  and numbers of Modules), compared at every call (``Outside``: first by identity, which is cheap);
 - ``bindings``: the ops that hold an integer or boolean argument (an index, a target, a mask) as a
   parameter, which a replay hands this call's array (``Argument`` markers, ``fill_template``);
 - ``refuse_derived``: an op holding an array numpy computed from such an argument inside ``fn``;
@@ -14,12 +14,14 @@ stale (docs/replay.md, "Guards"):
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from tinygrad_rnn.value import Value
 
-__all__ = ["outside_state", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same", "Recorder",
-           "FromArgument", "OBSERVED", "returned", "handed_back", "LOSS", "Extra"]
+__all__ = ["outside_state", "Outside", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same",
+           "Recorder", "FromArgument", "OBSERVED", "returned", "handed_back", "LOSS", "Extra"]
 
 
 class FromArgument(np.ndarray):
@@ -81,6 +83,94 @@ def outside_state(fn) -> tuple:
     return (_fingerprint(bound), tuple(cells), tuple(names))
 
 
+class Outside:
+    """``outside_state(fn)`` as a recording saw it, and ``unchanged()``: whether ``fn`` would read the
+    same now. Fingerprinting every Module at every call costs more than the rest of a small replayed
+    step's overhead, so the objects the fingerprint read are kept too (each Module's attribute values,
+    each closure cell's and global's object): when every one is the very same object, so are their
+    fingerprints (numbers and strings cannot change in place, Values are compared by identity anyway).
+    Only when one differs is the fingerprint taken again and compared; an array, or a list or tuple
+    in a closure, which can change in place, makes every call fingerprint."""
+
+    def __init__(self, fn):
+        self.fn, self.state = fn, outside_state(fn)
+        self._objects = _read_objects(fn)
+
+    def unchanged(self) -> bool:
+        objects = self._objects
+        if objects is not None and all(map(_same_objects, objects)):
+            return True
+        if outside_state(self.fn) != self.state:
+            return False
+        self._objects = _read_objects(self.fn)  # equal numbers in new objects: compare those from now on
+        return True
+
+
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, np.generic, Value)  # (a Value: by identity)
+
+
+def _same_objects(entry) -> bool:
+    """Whether ``read(holder)`` gives the very objects it gave when ``entry`` was made."""
+    read, holder, objects = entry
+    now = read(holder)
+    return now is not None and len(now) == len(objects) and all(map(operator.is_, now, objects))
+
+
+def _cell_contents(cells: tuple):
+    try:
+        return [cell.cell_contents for cell in cells]
+    except ValueError:  # a cell not filled yet
+        return None
+
+
+def _globals_named(named: tuple):
+    namespace, names = named
+    return [namespace.get(n, Outside) for n in names]  # (Outside: a name not there, never a global's value)
+
+
+def _attribute_values(module):
+    return vars(module).values()
+
+
+def _read_objects(fn) -> list | None:
+    """(read, holder, the objects ``read(holder)`` gave) for everything ``outside_state(fn)`` reads:
+    the closure cells' and named globals' objects, and each Module's attribute values (each list's of
+    Modules too); None when something read can change in place without a new object (an array, a
+    list in a closure): then every call fingerprints."""
+    bound = getattr(fn, "__self__", None)
+    function = getattr(fn, "__func__", fn)
+    code = getattr(function, "__code__", None)
+    cells = _cell_contents(tuple(function.__closure__ or ())) if code is not None else None
+    if cells is None:
+        return None
+    named = (function.__globals__, tuple(n for n in code.co_names if n in function.__globals__))
+    entries = [(_cell_contents, tuple(function.__closure__ or ()), tuple(cells)),
+               (_globals_named, named, tuple(_globals_named(named)))]
+    for value in (bound, *entries[0][2], *entries[1][2]):
+        if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):
+            entries.extend(_module_objects(value))
+        elif not isinstance(value, _IMMUTABLE) and _fingerprint(value) is not None:
+            return None  # an array, a list or tuple: compared by fingerprint at every call
+    return entries
+
+
+def _module_objects(module) -> list:
+    """(read, holder, objects) for each Module and list of Modules that ``_module_fingerprint`` walks."""
+    entries, stack = [], [module]
+    while stack:
+        held = stack.pop()
+        entries.append((_attribute_values, held, tuple(_attribute_values(held))))
+        for v in vars(held).values():
+            if hasattr(v, "named_modules"):
+                stack.append(v)
+            elif isinstance(v, (list, tuple, dict)):
+                items = v.values() if isinstance(v, dict) else v
+                if not isinstance(v, tuple):  # (a list or a dict can change in place)
+                    entries.append((dict.values if isinstance(v, dict) else list.copy, v, tuple(items)))
+                stack.extend(m for m in items if hasattr(m, "named_modules"))
+    return entries
+
+
 def _fingerprint(value, depth: int = 0):
     """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small
     array (a large one by its identity, shape and dtype), the identity of a Value, a Module's
@@ -101,7 +191,7 @@ def _fingerprint(value, depth: int = 0):
 
 def _module_fingerprint(module) -> tuple:
     """A Module's Values by identity and its numbers and strings, its submodules' too (and those in
-    lists), in attribute order: what a recording read of it, compared cheaply at every call."""
+    lists, tuples and dicts), in attribute order: what a recording read of it, compared cheaply at every call."""
     found, stack = [], [module]
     while stack:
         for v in vars(stack.pop()).values():
@@ -111,9 +201,10 @@ def _module_fingerprint(module) -> tuple:
                 found.append(v)
             elif hasattr(v, "named_modules"):
                 stack.append(v)
-            elif isinstance(v, (list, tuple)):
-                stack.extend(m for m in v if hasattr(m, "named_modules"))
-                found.extend(id(x) for x in v if isinstance(x, Value))
+            elif isinstance(v, (list, tuple, dict)):  # (PyTorch's ModuleList, ParameterList, ModuleDict)
+                items = v.values() if isinstance(v, dict) else v
+                stack.extend(m for m in items if hasattr(m, "named_modules"))
+                found.extend(id(x) for x in items if isinstance(x, Value))
     return tuple(found)
 
 

@@ -27,12 +27,12 @@ from tinygrad_rnn.compile import FAILED, compile_tape
 from tinygrad_rnn.guards import (
     OBSERVED,
     FromArgument,
+    Outside,
     Recorder,
     bindings,
     fill_template,
     handed_back,
     markers,
-    outside_state,
     refuse_derived,
     returned,
 )
@@ -302,18 +302,17 @@ class Replay:
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
         key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
         with self._lock:
-            outside = outside_state(self.fn)
             tape = self.tapes.get(key)
             if tape is not None and tape.source is None:  # too long to compile: eager mode, as recorded
                 self.tapes.move_to_end(key)
                 output, loss, template, extras = self._run_eagerly(arrays)
                 return handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
-            if tape is not None and tape.outside == outside:
+            if tape is not None and tape.outside.unchanged():
                 self.tapes.move_to_end(key)
                 result = tape.run(arrays)
                 if result is not None:
                     return result[0] if tape.template is None else handed_back(tape.template, *result, arrays)
-            return self._record(key, arrays, outside)
+            return self._record(key, arrays)
 
     def eager(self, *arrays):
         """``fn(*arrays)`` run eagerly and its loss backpropagated, as ``step(*arrays)`` would (the
@@ -334,8 +333,9 @@ class Replay:
         loss.backward()
         return output, loss, template, extras
 
-    def _record(self, key: tuple, arrays: tuple, outside: tuple):
+    def _record(self, key: tuple, arrays: tuple):
         """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
+        outside = Outside(self.fn)  # (what fn reads beside its arguments, before it runs)
         arguments = []
         for k, a in enumerate(arrays):
             if type(a) is float or a.dtype.kind == "f":
