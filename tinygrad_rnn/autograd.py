@@ -32,6 +32,7 @@ class _State(threading.local):
     scope = ""
     hook_node = None
     tape = None  # while tinygrad_rnn.replay records a call, its Recorder (guards.py): told of every op
+    hoist = None  # while nn.RNN runs a cell, its Hoist (hoist.py): asked first by every op
 
 
 STATE = _State()

@@ -58,6 +58,10 @@ def _node(data, op, parents: tuple, requires_grad: bool) -> Value:
 
 def apply(op: ops.Op, *inputs) -> Value:
     """Run ``op`` forward and, when gradients are on and an input needs one, record the node."""
+    if STATE.hoist is not None:  # nn.RNN is unrolling a cell: work that is the same at every step, once
+        node = STATE.hoist.apply(op, inputs)
+        if node is not None:
+            return node
     values = inputs
     for x in inputs:
         if not isinstance(x, Value):
@@ -377,6 +381,9 @@ class Value:
         gradient, before it flows to the parents (on a leaf: before it is added to ``.grad``).
         The gradient it gets is read-only (it may be shared with other nodes); a hook may return a
         replacement of the same shape and dtype instead. Several run in registration order."""
+        if STATE.hoist is not None and id(self) in STATE.hoist.hoisted:
+            raise RuntimeError(f"register_hook: {self!r} is computed once for every time step (hoisted: "
+                               "see tinygrad_rnn.hoist); register the hook outside the cell, or use RNN(hoist=False)")
         if not isinstance(self.hooks, list):
             self.hooks = []  # most nodes never get a hook: they share one empty tuple
         self.hooks.append(hook)

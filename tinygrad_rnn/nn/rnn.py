@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tinygrad_rnn.autograd import scope
+from tinygrad_rnn.autograd import STATE, scope
+from tinygrad_rnn.hoist import Hoist
 from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
 from tinygrad_rnn.numerics import warn_promotions
@@ -64,14 +65,18 @@ class RNN(Module):
     For the built-in cells the terms that are the same at every step (transposed weights, summed
     biases) are made once before step 1, outside the step scopes, and so is the input's projection
     x_t W_ih^T + b for all steps at once; step t reads its row (see ``RNNCellBase.shared_terms``).
+    Any other cell gets the same by two rules (``tinygrad_rnn.hoist``): an op on parameters alone runs
+    once, and a row-wise op on x_t and parameters runs once for all steps; ``hoist=False`` turns
+    them off, so every step computes its whole equation.
     """
 
-    def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None):
+    def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None,
+                 hoist: bool = True):
         if not callable(cell):
             raise TypeError(f"RNN: cell must be a Module or a callable (x_t, state) -> state, not {cell!r}")
         if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
             raise ValueError(f"RNN: truncate must be a positive number of steps or None, got {truncate!r}")
-        self.cell, self.truncate, self.hidden_hook = cell, truncate, hidden_hook
+        self.cell, self.truncate, self.hidden_hook, self.hoist = cell, truncate, hidden_hook, bool(hoist)
 
     def forward(self, inputs, h0=None, return_states: bool = False) -> tuple[list, object]:
         if isinstance(inputs, (list, tuple)):
@@ -88,11 +93,21 @@ class RNN(Module):
         first = steps[0] if isinstance(steps, list) else steps.data[0] if isinstance(steps, Value) else steps[0]
         state = self._initial_state(first) if h0 is None else h0
         step, steps = self._step_function(steps, first, state)
+        hoist = Hoist(None if isinstance(steps, list) else steps) if step is self.cell and self.hoist else None
         outputs, states = [], [state]
         for t in range(1, length + 1):
             with scope(step_scope(t)):
+                x = steps[t - 1]
                 try:
-                    state = step(steps[t - 1], state)
+                    if hoist is None:
+                        state = step(x, state)
+                    else:
+                        hoist.step(t - 1, x)
+                        previous, STATE.hoist = STATE.hoist, hoist
+                        try:
+                            state = step(x, state)
+                        finally:
+                            STATE.hoist = previous
                 except (ValueError, IndexError, TypeError) as error:
                     raise _located(error, f"{_cell_name(self.cell)} at time step {t}") from None
                 hidden = hidden_of(state)
