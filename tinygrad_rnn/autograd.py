@@ -129,21 +129,24 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         if hooks and node.hooks:
             g = _run_hooks(node, g, handed_out)
         op = node.op
+        if op is None:  # a leaf: its gradient leaves the graph, as a copy of its own where it may be shared
+            if type(g) is np.ndarray and (into_grad or node in keep) and (id(g) in handed_out or g.base is not None):
+                g = g.copy()
+            if into_grad:
+                accumulate(node, g)
+            if keep and node in keep:
+                found[node] = g
+            continue
         if type(g) is np.ndarray:
-            if into_grad and op is not None:
+            if into_grad:
                 g.setflags(write=False)
-            elif (into_grad or node in keep) and (id(g) in handed_out or g.base is not None):
+            elif node in keep and (id(g) in handed_out or g.base is not None):
                 g = g.copy()
             handed_out.add(id(g))
         if into_grad:
-            if op is None:
-                accumulate(node, g)
-            else:
-                node.grad = g if node.grad is None else node.grad + g
+            node.grad = g if node.grad is None else node.grad + g
         if keep and node in keep:
             found[node] = g
-        if op is None:
-            continue
         inputs = node.parents
         if create_graph:
             out, data = node, inputs
