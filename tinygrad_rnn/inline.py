@@ -12,7 +12,8 @@ What is known: constants, the ops, and facts about values (``type``, ``isinstanc
 ``.ndim``, ``.dtype``, ``len``); every ``if`` must be decided by them. What depends on this call's
 data is kept as code (``Traced``), its value on the recorded call alongside, so that facts about it
 stay known. A method that does more (assigns into an array, loops, opens a context, branches on
-data) is not inlined: the compiled code calls it. Inlined code runs the same numpy calls on the same
+data) is not inlined: the compiled code calls it; so is a function from outside the ops (and the
+helpers beside them, ``_OWN_MODULES``). Inlined code runs the same numpy calls on the same
 operands in the same order, so it gives the same floats as eager mode.
 """
 
@@ -63,6 +64,9 @@ _APPLY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, 
           ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
           ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
 _DEPTH = 6  # how deep calls are followed (a vjp calling an op calling a helper)
+# Where the ops' definitions live: the ops, and the helpers they call that moved beside the engine
+# (the index and shape notation, the lazy sums), inlined as the ops' own code.
+_OWN_MODULES = ("tinygrad_rnn.ops", "tinygrad_rnn.notation", "tinygrad_rnn.lazy_sums")
 
 
 @functools.cache
@@ -145,7 +149,7 @@ class Emitter:
                 if isinstance(function, Op):
                     target = function.forward  # an op called on raw data runs its forward
                 if isinstance(target, (types.FunctionType, types.MethodType)) and target.__module__.startswith(
-                        "tinygrad_rnn.ops"):
+                        _OWN_MODULES):
                     try:
                         return self._inline(target, args, kwargs, depth)
                     except Unsupported:
