@@ -222,3 +222,133 @@ class Substitute(ast.NodeTransformer):
 
     def visit_Name(self, node):
         return self.value if node.id == self.name else node
+
+
+# ---- after the lines are written: rows copied at once --------------------------------------------
+
+
+def _assignments(lines: list[str], indented: bool = False) -> list:
+    """Each line's statement: None for a comment or the head of a block, and for a line inside a
+    block (run or not, depending on the call) unless ``indented``."""
+    parsed = []
+    for line in lines:
+        try:
+            body = ast.parse(line.partition("  # ")[0].lstrip() if indented else line.partition("  # ")[0]).body
+        except (SyntaxError, IndentationError):
+            body = []
+        parsed.append(body[0] if len(body) == 1 else None)
+    return parsed
+
+
+def _named(statement) -> str | None:
+    """The name a statement assigns, when it assigns one name."""
+    if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+        return statement.targets[0].id
+    return None
+
+
+def _row_write(statement, buffers) -> tuple | None:
+    """(buffer, row, name) for ``buffer[row] = name``, a whole row of one of ``buffers`` written."""
+    target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 else None
+    if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id in buffers
+            and isinstance(target.slice, ast.Constant) and type(target.slice.value) is int
+            and isinstance(statement.value, ast.Name)):
+        return target.value.id, target.slice.value, statement.value.id
+    return None
+
+
+def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> dict:
+    """{variable: (buffer, row, line)}: from ``line`` on, the variable's value is also in that row of
+    a buffer. ``known``: the stacked states, (buffer, row) from the start. Besides them, a gradient
+    written whole into a row of one of ``buffers`` (``_rows_57[24] = g109``, a row of an array read
+    row by row), under each name it is passed on as (g109, g110 and g111, when ``g109 = g111`` and
+    ``g110 = g111``), provided each of those names is assigned once and nothing writes into it, and
+    the gradient (``gradients``: each variable's on the recorded call) has the row's shape and dtype."""
+    parsed = _assignments(lines)
+    written, passed_on, changed = {}, {}, set()
+    for statement, anywhere in zip(parsed, _assignments(lines, indented=True)):
+        name = _named(anywhere)  # (a hook's replacement, assigned inside an if, counts too)
+        if name is not None:
+            written[name] = written.get(name, 0) + 1
+            if isinstance(anywhere.value, ast.Name) and statement is not None:  # (not inside a block)
+                passed_on[name] = anywhere.value.id
+        for node in ast.walk(anywhere) if anywhere is not None else ():
+            if isinstance(node, ast.keyword) and node.arg == "out" and isinstance(node.value, ast.Name):
+                changed.add(node.value.id)
+
+    def made(name: str) -> str | None:
+        """The name the array was made under, when every name on the way is assigned once."""
+        while True:
+            if written.get(name) != 1 or name in changed:
+                return None
+            if name not in passed_on:
+                return name
+            name = passed_on[name]
+
+    names = {}  # the name an array was made under -> every name it goes by
+    for name in written:
+        names.setdefault(made(name), []).append(name)
+    places = {name: (*place, -1) for name, place in known.items()}
+    for line, statement in enumerate(parsed):
+        found = _row_write(statement, buffers)
+        if found is None or made(found[2]) is None:
+            continue
+        buffer, row, name = found
+        like, rows = gradients.get(made(name)), buffers[buffer]
+        if type(like) is not np.ndarray or (like.shape, like.dtype) != (rows.shape[1:], rows.dtype):
+            continue
+        for other in names[made(name)]:
+            places.setdefault(other, (buffer, row, line))
+    return places
+
+
+def copied_in_bulk(lines: list[str], places: dict, buffers: set) -> list[str]:
+    """The lines with each run of per-step writes into a Products buffer (``_a_rows_55[0] = v108``,
+    ``_a_rows_55[1] = v104``, ...) whose values are consecutive rows of one other buffer (``places``,
+    from ``rows_of``: here the stacked states, read from the last step back) made one slice copy
+    (``_a_rows_55[0:24] = _stacked_17[23::-1]``) just before the buffer is first read: the same
+    numbers, one numpy call instead of one per step. ``buffers``: the Products buffers' names."""
+    parsed = _assignments(lines)
+    writes, written = {}, set()  # buffer -> [(line, row, source buffer, source row, line it is there from)]
+    for i, statement in enumerate(parsed):
+        found = _row_write(statement, buffers)
+        if found is not None:
+            written.add(i)
+            if found[2] in places:
+                writes.setdefault(found[0], []).append((i, found[1], *places[found[2]]))
+    inserted, dropped = {}, set()
+    for name, rows in writes.items():
+        last = max(r[0] for r in rows)
+        reads = [i for i, line in enumerate(lines) if i > last and i not in written and re.search(rf"\b{name}\b", line)]
+        if not reads:
+            continue
+        for run in _runs(sorted(rows, key=lambda r: r[1])):
+            if len(run) < 2 or any(r[4] >= reads[0] for r in run):
+                continue
+            (_, start, source, first, _), (_, end, _, last_row, _) = run[0], run[-1]
+            step = 1 if last_row > first else -1
+            stop = "" if last_row + step < 0 else str(last_row + step)
+            inserted.setdefault(reads[0], []).append(
+                f"{name}[{start}:{end + 1}] = {source}[{first}:{stop}{':-1' if step < 0 else ''}]"
+                "  # the rows written at each step, copied at once")
+            dropped.update(r[0] for r in run)
+    out = []
+    for i, line in enumerate(lines):
+        out.extend(inserted.get(i, []))
+        if i not in dropped:
+            out.append(line)
+    return out
+
+
+def _runs(rows: list) -> list[list]:
+    """Maximal runs of writes (line, row, source, source row, ...) into consecutive rows from
+    consecutive rows of one source, in one direction."""
+    runs = []
+    for row in rows:
+        run = runs[-1] if runs else None
+        if run and row[1] == run[-1][1] + 1 and row[2] == run[-1][2] and (
+                row[3] - run[-1][3] in (1, -1) if len(run) == 1 else row[3] - run[-1][3] == run[-1][3] - run[-2][3]):
+            run.append(row)
+        else:
+            runs.append([row])
+    return runs
