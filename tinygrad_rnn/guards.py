@@ -98,8 +98,13 @@ class Outside:
 
     def unchanged(self) -> bool:
         objects = self._objects
-        if objects is not None and all(map(_same_objects, objects)):
-            return True
+        if objects is not None:
+            for read, holder, before in objects:  # (written out: it runs at every call)
+                now = read(holder)
+                if now is None or len(now) != len(before) or not all(map(operator.is_, now, before)):
+                    break
+            else:
+                return True
         if outside_state(self.fn) != self.state:
             return False
         self._objects = _read_objects(self.fn)  # equal numbers in new objects: compare those from now on
@@ -107,13 +112,6 @@ class Outside:
 
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, np.generic, Value)  # (a Value: by identity)
-
-
-def _same_objects(entry) -> bool:
-    """Whether ``read(holder)`` gives the very objects it gave when ``entry`` was made."""
-    read, holder, objects = entry
-    now = read(holder)
-    return now is not None and len(now) == len(objects) and all(map(operator.is_, now, objects))
 
 
 def _cell_contents(cells: tuple):
@@ -146,19 +144,24 @@ def _read_objects(fn) -> list | None:
     named = (function.__globals__, tuple(n for n in code.co_names if n in function.__globals__))
     entries = [(_cell_contents, tuple(function.__closure__ or ()), tuple(cells)),
                (_globals_named, named, tuple(_globals_named(named)))]
+    seen = set()  # (a Module two closures share, an RNN's cell and the model's, is read once)
     for value in (bound, *entries[0][2], *entries[1][2]):
         if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):
-            entries.extend(_module_objects(value))
+            entries.extend(_module_objects(value, seen))
         elif not isinstance(value, _IMMUTABLE) and _fingerprint(value) is not None:
             return None  # an array, a list or tuple: compared by fingerprint at every call
     return entries
 
 
-def _module_objects(module) -> list:
-    """(read, holder, objects) for each Module and list of Modules that ``_module_fingerprint`` walks."""
+def _module_objects(module, seen: set) -> list:
+    """(read, holder, objects) for each Module and list of Modules that ``_module_fingerprint`` walks
+    (but those in ``seen``, which it adds to)."""
     entries, stack = [], [module]
     while stack:
         held = stack.pop()
+        if id(held) in seen:
+            continue
+        seen.add(id(held))
         entries.append((_attribute_values, held, tuple(_attribute_values(held))))
         for v in vars(held).values():
             if hasattr(v, "named_modules"):

@@ -227,7 +227,7 @@ class Tape:
         """Forward and backward along the tape: (the loss, the extras' data); None when a leaf changed
         its kind or a guard failed (record again)."""
         for position in self.nonnegative:
-            if (arrays[position] < 0).any():
+            if arrays[position].size and arrays[position].min() < 0:
                 raise ValueError(
                     f"replay: argument {position} holds negative entries ({arrays[position].min()}) where the "
                     "recorded call had none; the checks fn made on it are not run again on replay, and a "
@@ -395,6 +395,8 @@ def _argument(array, position: int):
     if isinstance(array, Value):
         raise TypeError(f"replay: argument {position} is a Value; pass arrays (the parameters are found by "
                         "themselves, as leaves of the recorded ops)")
+    if type(array) is np.ndarray and array.ndim and array.dtype.kind in "fiub":
+        return array  # (what the checks below would give it back as, found sooner: this runs at every call)
     array = np.asarray(array)
     if array.dtype.kind == "f":
         return _as_data(array, "replay")
