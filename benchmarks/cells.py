@@ -96,27 +96,32 @@ def gradient_numbers(model, task, inputs, targets) -> tuple:
     return gain, diagnostics.verdict(rows), reach(rows)
 
 
+def in_type(batch: tuple, dtype) -> tuple:
+    """(inputs, targets) in the model's float type (class indices stay integers): a float64 target
+    would make a float32 model's loss float64."""
+    return tuple(a.astype(dtype) if a.dtype.kind == "f" else a for a in batch)
+
+
 def run(name: str, make, task, seconds: float, eager: bool, dtype) -> dict:
     model = Model(make(), task.output_size).to(dtype)
     rng = np.random.default_rng(10)
-    probe = task.batch(BATCH, rng=3)
-    probe = (probe[0].astype(dtype), probe[1])
+    probe = in_type(task.batch(BATCH, rng=3), dtype)
     gain, verdict, reach_before = gradient_numbers(model, task, *probe)
     optimiser = optim.Adam(model.parameters(), lr=LR)
     step = (lambda x, y: (lambda loss: (loss.backward(), loss.item())[1])(model.loss(task, x, y))) if eager \
         else tg.replay(lambda x, y: model.loss(task, x, y))
     iterations, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        inputs, targets = task.batch(BATCH, rng)
+        inputs, targets = in_type(task.batch(BATCH, rng), dtype)
         model.zero_grad()
-        step(inputs.astype(dtype), targets)
+        step(inputs, targets)
         clip_grad_norm_(model.parameters(), CLIP)
         optimiser.step()
         iterations += 1
     elapsed = time.perf_counter() - start
-    held_out = task.batch(1000, rng=4)
+    held_out = in_type(task.batch(1000, rng=4), dtype)
     with tg.no_grad():
-        final = model.loss(task, held_out[0].astype(dtype), held_out[1]).item()
+        final = model.loss(task, *held_out).item()
     _, _, reach_after = gradient_numbers(model, task, *probe)
     return dict(name=name, rate=iterations / elapsed, iterations=iterations, loss=final, gain=gain, verdict=verdict,
                 reach_before=reach_before, reach_after=reach_after)

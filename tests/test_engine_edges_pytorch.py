@@ -307,6 +307,7 @@ PROMOTIONS = [  # (a, b, the dtype of a * b) with PyTorch's rules
 ]
 
 
+@pytest.mark.filterwarnings("ignore::tinygrad_rnn.dtypes.PromotionWarning")  # (promoting is the point here)
 @pytest.mark.parametrize("make_a, make_b, expected", PROMOTIONS)
 @pytest.mark.parametrize("op", ["mul", "add", "sub", "div", "pow", "maximum", "where"])
 def test_two_input_ops_promote_by_pytorchs_rules_in_either_order(make_a, make_b, expected, op):

@@ -97,6 +97,7 @@ def test_set_flush_denormal_is_exported_under_pytorchs_name():
 # ---- float64 promotion --------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::tinygrad_rnn.dtypes.PromotionWarning")
 def test_promotions_names_the_op_the_time_step_and_the_constant():
     x = Value(np.ones((2, 3), dtype=np.float32))
     with tg.scope("t=4"):
@@ -132,14 +133,37 @@ def test_the_unroll_warns_once_when_a_float64_constant_promotes_a_float32_cell()
     promoted = [w for w in caught if issubclass(w.category, PromotionWarning)]
     assert len(promoted) == 1
     message = str(promoted[0].message)
-    assert message.startswith("EyeCell: ") and "at time step 1" in message and "float64 constant" in message
-    assert "dtype=np.float32" in message and promoted[0].filename == __file__
+    # At t=1, h0 @ np.eye(3) is itself a float64 constant (nothing in it needs a gradient): the add is where
+    # float32 data that needs one first meets float64.
+    assert message.startswith("add in t=1: a float64 constant of shape (2, 3) met float32")
+    assert "dtype=np.float32" in message and promoted[0].filename == __file__  # the cell's own line
+
+
+def test_any_float32_graph_meeting_a_float64_constant_warns_once_at_the_line_that_did_it():
+    w = Value(np.ones((3, 3), dtype=np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            y = (np.ones((2, 3), dtype=np.float32) @ w + np.zeros(3)).sum()  # np.zeros: float64
+    promoted = [w for w in caught if issubclass(w.category, PromotionWarning)]
+    assert y.dtype == np.float64 and len(promoted) == 1
+    assert str(promoted[0].message).startswith("add: a float64 constant of shape (3,) met float32")
+    assert promoted[0].filename == __file__
+
+
+def test_a_float64_model_fed_float32_inputs_or_float32_constants_is_not_warned_of():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromotionWarning)
+        w64 = Value(np.ones((3, 3)))
+        (np.ones((2, 3), dtype=np.float32) @ w64).sum()  # the model's own choice: float64
+        w32 = Value(np.ones((3, 3), dtype=np.float32))
+        (w32 @ np.eye(3, dtype=np.float32) * 2.0).sum()  # nothing promoted
 
 
 def test_a_float64_h0_given_to_a_float32_cell_is_named():
     cell = nn.LSTMCell(3, 4, rng=0, dtype=np.float32)
     zeros = np.zeros((2, 4))
-    with pytest.warns(PromotionWarning, match=r"LSTMCell: matmul at time step 1: a float64 constant of shape \(2, 4\)"):
+    with pytest.warns(PromotionWarning, match=r"matmul in t=1: a float64 constant of shape \(2, 4\)"):
         nn.RNN(cell)(np.ones((3, 2, 3), dtype=np.float32), h0=(zeros, zeros))
 
 

@@ -7,9 +7,13 @@ engine casts the others to it with a ``Cast`` node, so each gradient keeps its o
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["as_data", "meeting_type"]
+__all__ = ["as_data", "meeting_type", "PromotionWarning", "warn_if_promoted"]
 
 
 def as_data(x, where: str = "Value", copy: bool = False):
@@ -53,3 +57,36 @@ def meeting_type(values, inputs) -> tuple:
     dtype = np.result_type(*ranked) if ranked else np.dtype(np.float64)
     return dtype, [k for k, (v, given) in enumerate(zip(values, inputs)) if np.result_type(v._data) != dtype
                    and not (given is not v and type(v._data) is float)]
+
+
+class PromotionWarning(UserWarning):
+    """A float32 graph was promoted to float64 by a float64 constant."""
+
+
+def warn_if_promoted(op, scope: str, values, positions, dtype) -> None:
+    """A ``PromotionWarning`` where a float64 constant (an ``np.eye(3)``, a float64 ``h0``) makes float32
+    data that needs a gradient float64, and so everything computed from it; blamed on the caller's line,
+    so Python shows it once per place in the code. A float64 model fed float32 inputs is its own choice:
+    no warning."""
+    if dtype != np.float64 or not any(values[k].requires_grad and np.result_type(values[k]._data) == np.float32
+                                      for k in positions):
+        return
+    constants = [np.shape(v._data) for k, v in enumerate(values) if k not in positions and v.op is None
+                 and not v.requires_grad and np.result_type(v._data) == np.float64]
+    if constants:
+        where = op.name + (f" in {scope}" if scope else "")
+        warnings.warn(f"{where}: a float64 constant of shape {' and '.join(map(str, constants))} met float32 and "
+                      "made the result float64, and so everything computed from it (PyTorch's type rules). Give "
+                      "the constant, or the array it was computed from, dtype=np.float32: np.eye(3) and "
+                      "np.zeros(3) are float64 unless told", PromotionWarning, stacklevel=_outside_the_library())
+
+
+_LIBRARY = str(Path(__file__).resolve().parent)
+
+
+def _outside_the_library() -> int:
+    """The stacklevel of the first caller outside tinygrad_rnn (a warning about the user's line)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -18,8 +18,10 @@ training slows down exactly when the gradient has vanished.
 
 **Promotion**: PyTorch's type rules (``dtypes.meeting_type``) let a float64 array meeting a float32 one
 make the result float64, so a single ``np.eye(3)`` constant in a float32 cell turns the rest of the
-graph into float64 (twice the memory, slower), silently. ``promotions(output)`` finds where it
-happened in a recorded graph; ``warn_promotions`` warns of it (the RNN unroll asks once per call).
+graph into float64 (twice the memory, slower). The op that does it warns (``dtypes.warn_if_promoted``:
+a ``PromotionWarning`` once per line of the caller's code, where a float64 constant meets float32 data
+that needs a gradient); ``promotions(output)`` finds every such op in a recorded graph afterwards, and
+``warn_promotions`` warns of the first.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinygrad_rnn.dtypes import PromotionWarning
 from tinygrad_rnn.graph import walk
 from tinygrad_rnn.ops import raw
 from tinygrad_rnn.recurrence import time_step
@@ -44,10 +47,6 @@ __all__ = ["subnormal_fraction", "set_flush_denormal", "flush_subnormal", "Promo
 
 class SubnormalWarning(UserWarning):
     """Gradients hold subnormal numbers (slow arithmetic on most CPUs)."""
-
-
-class PromotionWarning(UserWarning):
-    """A float32 graph was promoted to float64 by a float64 operand."""
 
 
 # ---- subnormal numbers -------------------------------------------------------------------------

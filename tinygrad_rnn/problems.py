@@ -236,6 +236,8 @@ class AddingProblem(Task):
 
     def loss(self, predictions, targets) -> Value:
         predictions = as_value(predictions)
+        if not isinstance(targets, Value):  # targets in the predictions' type: a float32 model's loss stays float32
+            targets = np.asarray(targets, predictions.dtype)
         return nn.mse_loss(predictions.reshape(predictions.shape[0]), targets)
 
     def baseline_loss(self) -> float:

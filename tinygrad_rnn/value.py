@@ -17,7 +17,7 @@ import numpy as np
 from tinygrad_rnn import autograd, ops
 from tinygrad_rnn.autograd import CLOCK, STATE
 from tinygrad_rnn.dtypes import as_data as _as_data
-from tinygrad_rnn.dtypes import meeting_type
+from tinygrad_rnn.dtypes import meeting_type, warn_if_promoted
 from tinygrad_rnn.hooks import HookHandle
 from tinygrad_rnn.ops import shape_of
 
@@ -109,6 +109,7 @@ def _promoted(op: ops.Op, data, values: tuple, inputs: tuple) -> tuple:
     dtype, positions = meeting_type(values, inputs)
     if not positions:
         return values, data
+    warn_if_promoted(op, STATE.scope, values, positions, dtype)
     cast = ops.Cast(dtype)
     values = tuple(apply(cast, v) if k in positions else v for k, v in enumerate(values))
     return values, op.forward(*[v._data for v in values])

@@ -15,7 +15,6 @@ from tinygrad_rnn.autograd import STATE, scope
 from tinygrad_rnn.hoist import Hoist
 from tinygrad_rnn.nn.cells import RNNCellBase, hidden_of
 from tinygrad_rnn.nn.module import Module
-from tinygrad_rnn.numerics import warn_promotions
 from tinygrad_rnn.ops import shape_of
 from tinygrad_rnn.recurrence import mark_cut, step_scope
 from tinygrad_rnn.value import Value
@@ -117,19 +116,7 @@ class RNN(Module):
                 states.append(state)
                 if self.truncate and t % self.truncate == 0 and t < length:
                     state = detach_state(state)
-        self._warn_if_promoted(first, states[1])
         return (outputs, states) if return_states else (outputs, state)
-
-    def _warn_if_promoted(self, first, state) -> None:
-        """A float32 cell (a cell without parameters: a float32 input) whose first step made a float64
-        state met a float64 operand (an np.eye(3) constant, a float64 h0): a PromotionWarning says
-        where, once per place in the code."""
-        hidden = hidden_of(state)
-        if not isinstance(hidden, Value) or hidden.dtype != np.float64:
-            return
-        dtypes = {p.dtype for p in self.cell.parameters()} if isinstance(self.cell, Module) else set()
-        if np.dtype(np.float32) in (dtypes or {np.asarray(first.data if isinstance(first, Value) else first).dtype}):
-            warn_promotions(hidden, _cell_name(self.cell) + ":", stacklevel=4)
 
     def _step_function(self, steps, first, state) -> tuple[Callable, object]:
         """(step, what it reads at each step). A built-in cell that has not replaced ``forward``
