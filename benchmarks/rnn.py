@@ -18,8 +18,13 @@ the same weights and data for every contender:
 
 Sizes: A = vocab 65, hidden 100, 25 steps, batch 1; B = vocab 65, hidden 256, 100 steps, batch 32.
 The contenders take turns, step for step, so all see the same machine load; figures are medians and
-each ratio is the median of the per-turn ratios. Every run first checks that all compute the same
-loss and gradients. BLAS runs single-threaded: on a small shared machine a second thread mostly spins.
+each ratio is the median of the per-turn ratios. Each turn runs them in a new random order, as
+issue 18's figures were taken: a step pays for the caches the step before it left, and torch's step
+leaves the most to undo (measured at A: numpy's step took 0.24 ms after torch's, 0.17-0.18 ms after
+the others'; the replayed step 0.35 ms after torch's, 0.25 ms after eager's), so in a fixed order
+the contender listed first always pays for the one listed last. ``--fixed-order`` keeps the order
+they are listed in. Every run first checks that all compute the same loss and gradients. BLAS runs
+single-threaded: on a small shared machine a second thread mostly spins.
 
 Memory, at size B: each row ends with the minor page faults per step (median). An eager step keeps
 its whole graph until it is dropped (about 24 MB of arrays after the forward pass, 40 MB after
@@ -258,17 +263,22 @@ def check(contenders: dict) -> list[str]:
     return lines
 
 
-def time_in_turns(contenders: dict, repeats: int) -> tuple[dict, dict]:
+def time_in_turns(contenders: dict, repeats: int, shuffle: bool = True) -> tuple[dict, dict]:
     """({name: list of seconds}, {name: list of page faults}) per step, the contenders taking turns
-    after a short warm-up. A page fault is memory the allocator returned to the system and gets
-    back, zeroed, at the next step (see the module docstring)."""
+    after a short warm-up, each turn in a new order (``shuffle``; see the module docstring). A page
+    fault is memory the allocator returned to the system and gets back, zeroed, at the next step."""
+    import random
+
     for _ in range(3):
         for step in contenders.values():
             step()
     times = {name: [] for name in contenders}
     faults = {name: [] for name in contenders}
+    order, rng = list(contenders.items()), random.Random(0)
     for _ in range(repeats):
-        for name, step in contenders.items():
+        if shuffle:
+            rng.shuffle(order)
+        for name, step in order:
             before = minor_page_faults()
             start = time.perf_counter()
             step()
@@ -330,6 +340,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=0, help="timed steps per contender (default: 300 at A, 30 at B)")
     parser.add_argument("--profile", action="store_true", help="also profile the engine's eager (and replayed) step")
+    parser.add_argument("--fixed-order", action="store_true",
+                        help="run the contenders in the same order every turn (see the module docstring)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="keep glibc's heap trimming on (see the module docstring)")
     args = parser.parse_args()
@@ -361,12 +373,13 @@ def main() -> None:
         shape = SIZES[size]
         repeats = args.repeats or (300 if size == "A" else 30)
         print(f"\n{size}: vocab {shape['vocab']}, hidden {shape['hidden']}, {shape['seq']} steps, batch "
-              f"{shape['batch']}, {args.dtype}; median of {repeats} turns")
+              f"{shape['batch']}, {args.dtype}; median of {repeats} turns, "
+              f"{'in the order listed' if args.fixed_order else 'each in a new order'}")
         if replayed is None:
             print("  engine replayed: not measured (this engine has no tinygrad_rnn.replay)")
         for line in check(contenders):
             print("  " + line)
-        report(size, *time_in_turns(contenders, repeats))
+        report(size, *time_in_turns(contenders, repeats, shuffle=not args.fixed_order))
         if args.profile:
             for name in ("engine eager", "engine replayed"):
                 if name in contenders:
