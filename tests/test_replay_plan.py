@@ -80,3 +80,13 @@ def test_a_gradient_a_hook_replaced_is_copied_row_by_row_as_the_hook_made_it():
     backward = step.source.split("# ---- backward")[1]
     assert len(re.findall(r"_g_rows_\d+\[\d+\] = g", backward)) == 6  # each the hook's array, in its row
     assert re.search(r"_a_rows_\d+\[0:5\] = _stacked_\d+\[4::-1\]", backward)  # the states: still at once
+
+
+def test_an_op_failing_on_a_replayed_call_is_named_with_numpys_reason():
+    w = tg.Value(np.arange(4.0), name="w")
+    step = tg.replay(lambda ids: (w[ids] * 2.0).sum())
+    step(np.array([0, 3]))
+    step(np.array([1, 2]))
+    assert step.recordings == 1  # the next call is replayed, not recorded
+    with pytest.raises(IndexError, match=r"replay: getitem, making v\d+ of the tape: .*out of bounds"):
+        step(np.array([1, 9]))

@@ -7,7 +7,9 @@ it cannot be, called. What eager mode's backward loop decides at every call is d
 which gradient is the first to arrive at a slot (assigned) and which are added to it, which slots
 may hold a lazy sum, which nodes carry hooks, which ops take this call's integer arguments, and where
 the terms go (plan.py, the memory plan). A gradient is dropped (``del``) as soon as its row has used
-it, as the loop does. A long scalar tape is compiled by level instead (levels.py).
+it, as the loop does. Where an op's forward raises on a call, the function returns FAILED and
+``explain_failure`` runs the tape's rows one by one to say which op, and why. A long scalar tape is
+compiled by level instead (levels.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tinygrad_rnn.guards import fill_template, same
 from tinygrad_rnn.inline import Emitter, Traced
 from tinygrad_rnn.ops import LazySum
 
-__all__ = ["compile_tape", "FAILED"]
+__all__ = ["compile_tape", "FAILED", "explain_failure"]
 
 FAILED = object()  # what the compiled function returns when an op's forward raised
 
@@ -209,6 +211,27 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]
+
+
+def explain_failure(tape, arrays: tuple) -> None:
+    """Raise the error of the op whose forward failed on this call (the compiled function returned
+    FAILED: it only knows that one did), found by running the tape's forward rows one by one."""
+    data = [None] * tape.size
+    for s, leaf, _, _ in tape.leaves:
+        data[s] = leaf._data
+    for s, position in tape.arguments:
+        data[s] = arrays[position]
+    rebound = {}  # the ops holding an integer argument, given this call's (as the compiled code does)
+    for entry, attribute, template in tape.bindings:
+        rebound[id(tape.ops[entry])] = op = copy.copy(tape.ops[entry])
+        setattr(op, attribute, fill_template(template, arrays))
+    for op, ins, out in tape.forward:
+        op = rebound.get(id(op), op)
+        try:
+            data[out] = op.forward(*[data[i] for i in ins])
+        except (ValueError, IndexError, TypeError) as error:
+            raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
+    raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
 
 
 def _accumulate(leaf, grad, handed_out: set) -> None:

@@ -14,7 +14,6 @@ docs/replay.md says what is recorded, what is replayed, and the limits.
 from __future__ import annotations
 
 import collections
-import copy
 import threading
 import warnings
 from collections.abc import Callable
@@ -23,14 +22,13 @@ import numpy as np
 
 from tinygrad_rnn import autograd
 from tinygrad_rnn.autograd import STATE
-from tinygrad_rnn.compile import FAILED, compile_tape
+from tinygrad_rnn.compile import FAILED, compile_tape, explain_failure
 from tinygrad_rnn.guards import (
     OBSERVED,
     FromArgument,
     Outside,
     Recorder,
     bindings,
-    fill_template,
     handed_back,
     markers,
     refuse_derived,
@@ -242,30 +240,9 @@ class Tape:
         if result is None:
             return None
         if result is FAILED:
-            self._explain_failure(arrays)
+            explain_failure(self, arrays)
         loss, extras = result if self.extras else (result, ())
         return (loss if type(loss) is float else loss.item()), extras
-
-    def _explain_failure(self, arrays: tuple) -> None:
-        """Run the forward rows one by one to say which op failed, and how (the compiled function
-        only knows that one did)."""
-        data = [None] * self.size
-        for s, leaf, _, _ in self.leaves:
-            data[s] = leaf._data
-        for s, position in self.arguments:
-            data[s] = arrays[position]
-        rebound = {}  # the ops holding an integer argument, given this call's (as the compiled code does)
-        for entry, attribute, template in self.bindings:
-            rebound[id(self.ops[entry])] = op = copy.copy(self.ops[entry])
-            setattr(op, attribute, fill_template(template, arrays))
-        for op, ins, out in self.forward:
-            op = rebound.get(id(op), op)
-            try:
-                data[out] = op.forward(*[data[i] for i in ins])
-            except (ValueError, IndexError, TypeError) as error:
-                raise type(error)(f"replay: {op.name}, making v{out} of the tape: {error}") from None
-        raise RuntimeError("replay: an op's forward failed on this call but not when run again, one by one")
-
 
 class _Detach:
     """The stand-in a tape keeps for ``detach``: the same data, through which no gradient flows."""
