@@ -84,8 +84,11 @@ def test_the_input_sequence_as_a_value_gets_its_gradient_too():
     for hoist in (True, False):
         xs = Value(rng.standard_normal((6, 2, 3)) if not grads else grads[0][1])
         outputs, _ = nn.RNN(cell, hoist=hoist)(xs)
-        tg.stack(outputs).sum().backward()
+        loss = tg.stack(outputs).sum()
+        loss.backward()
         grads.append((xs.grad, xs.data))
+        matmuls = [n for n in walk([loss]).nodes if n.op is not None and n.op.name == "matmul"]
+        assert len(matmuls) == (6 + 1 if hoist else 2 * 6)  # hoisted: x_t W_ih^T for all steps at once
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-14)
 
 

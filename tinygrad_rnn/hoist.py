@@ -58,7 +58,11 @@ class Hoist:
         for x in inputs:
             kind = self._kind(x)
             if kind is None:  # (most ops in a step read the state: the first such input decides)
-                return self._regroup(inputs) if type(op) is ops.Add else None
+                if type(op) is ops.Add:
+                    other = inputs[1] if x is inputs[0] else inputs[0]
+                    if self._kind(other) == "invariant":
+                        return self._regroup(x, other)
+                return None
             if kind == "row":
                 rows = True
                 key.append(id(self._whole(x)))
@@ -100,25 +104,28 @@ class Hoist:
             return _rows_times(self._whole(inputs[0]), inputs[1])
         return None
 
-    def _regroup(self, inputs: tuple) -> Value | None:
+    def _regroup(self, total, invariant) -> Value | None:
         """(r + n) + c as (r + c) + n, for r a row and c invariant (rule 3): c joins the projection."""
-        for total, other in (inputs, inputs[::-1]):
-            if type(total) is Value and type(total.op) is ops.Add and self._kind(other) == "invariant":
-                for row, rest in (total.parents, total.parents[::-1]):
-                    if id(row) in self.rows and self._kind(rest) is None:
-                        joined = self.apply(total.op, (row, other))
-                        if joined is not None:
-                            STATE.hoist = None  # (joined + rest reads the state: nothing more to hoist)
-                            try:
-                                return apply(total.op, joined, rest)
-                            finally:
-                                STATE.hoist = self
+        if type(total) is Value and type(total.op) is ops.Add:
+            for row, rest in (total.parents, total.parents[::-1]):
+                if id(row) in self.rows and self._kind(rest) is None:
+                    joined = self.apply(total.op, (row, invariant))
+                    if joined is not None:
+                        STATE.hoist = None  # (joined + rest reads the state: nothing more to hoist)
+                        try:
+                            return apply(total.op, joined, rest)
+                        finally:
+                            STATE.hoist = self
         return None
 
     def _kind(self, x) -> str | None:
         """"row" (row t of the sequence), "invariant", "number", or None (the op runs as usual)."""
         if type(x) is Value:
-            if x.requires_grad and x._made < self.start or id(x) in self.hoisted:
+            if x._made >= self.start:  # made during the unroll: hoisted, a row, or the step's own work
+                if id(x) in self.hoisted:
+                    return "invariant"
+                return "row" if (id(x) in self.rows or x is self.x) and self.sequence is not None else None
+            if x.requires_grad or id(x) in self.hoisted:  # (a constant's tick is 0: hoisted ones too)
                 return "invariant"
             if id(x) in self.rows or x is self.x:
                 return "row" if self.sequence is not None else None
