@@ -276,44 +276,4 @@ class Monitor:
         matplotlib Figure, saved to ``path`` if given; .png, .svg or .pdf by suffix). Needs the
         ``plot`` extra (matplotlib). The x axis is the iterations' numbers (``iteration_numbers``);
         the heatmap has a row per iteration that was given states, labelled by its number."""
-        given = [k for k, row in enumerate(self.step_grad_norms) if row is not None]
-        if self.iteration_numbers == list(range(self.iterations)) and len(given) in (0, self.iterations):
-            return plot_monitor(self, path, title)
-        figure = plot_monitor(self, None, title)
-        _on_iteration_numbers(figure, self.iteration_numbers, given)
-        if path is not None:
-            figure.savefig(path, dpi=110)  # (as plot_monitor saves)
-        return figure
-
-
-def _on_iteration_numbers(figure, numbered: list[int], given: list[int]) -> None:
-    """The Monitor's page, drawn against the index of each recorded iteration, moved onto their
-    numbers: each series' points (the lines drawn in data coordinates; the marks across the axes,
-    such as the first NaN, are at their iteration's number already). The heatmap keeps only the
-    rows of the iterations given states (an eager step every N iterations would otherwise be a thin
-    line among empty rows), each labelled by its number."""
-    loss_axes, ratio_axes, heat_axes = figure.axes[:3]
-    for axes in (loss_axes, ratio_axes):
-        for line in axes.get_lines():
-            if line.get_transform() is axes.transData:
-                line.set_xdata([numbered[int(i)] for i in line.get_xdata()])
-        axes.relim()
-        axes.autoscale_view()
-    if not heat_axes.images:
-        return
-    from matplotlib.ticker import FuncFormatter
-
-    image = heat_axes.images[0]
-    image.set_data(image.get_array()[given])
-    left, right, _, _ = image.get_extent()
-    image.set_extent((left, right, -0.5, len(given) - 0.5))
-    heat_axes.set_ylim(-0.5, len(given) - 0.5)
-    labels = [numbered[k] for k in given]
-
-    def label(row, _):
-        k = round(row)
-        return str(labels[k]) if abs(row - k) < 1e-6 and 0 <= k < len(labels) else ""
-
-    heat_axes.yaxis.set_major_formatter(FuncFormatter(label))
-    if len(given) < len(numbered):
-        heat_axes.set_ylabel("iteration (those given states)")
+        return plot_monitor(self, path, title)

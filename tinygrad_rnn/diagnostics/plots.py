@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -90,9 +91,10 @@ LEGEND_LIMIT = 10  # more parameters than this get a colour bar instead of a leg
 HEALTHY_RATIO = 1e-3
 
 
-def _positive_series(values: Sequence) -> tuple[list[int], list[float]]:
-    """(iterations, values) where the value is a finite positive number: what a log axis can show."""
-    pairs = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
+def _positive_series(values: Sequence, numbers: Sequence[int]) -> tuple[list[int], list[float]]:
+    """(iteration numbers, values) where the value is a finite positive number: what a log axis can
+    show. ``numbers[k]`` is the number of the k-th recorded iteration."""
+    pairs = [(numbers[k], v) for k, v in enumerate(values) if v is not None and math.isfinite(v) and v > 0]
     return [i for i, _ in pairs], [v for _, v in pairs]
 
 
@@ -102,23 +104,34 @@ def _widen_if_flat(axes, values: list) -> None:
         axes.set_ylim(values[0] / 10, values[0] * 10)
 
 
+def _row_label(labels: list[int], row: float, _position) -> str:
+    """The heatmap's row ``row`` labelled by its iteration's number (no label between rows)."""
+    k = round(row)
+    return str(labels[k]) if abs(row - k) < 1e-6 and 0 <= k < len(labels) else ""
+
+
 def plot_monitor(monitor, path=None, title: str | None = None):
     """``Monitor.plot``: the loss, the update ratio per parameter, and the gradient norm per time step
-    and iteration as a heatmap, on one page (a matplotlib Figure, saved to ``path`` if given)."""
+    and iteration as a heatmap, on one page (a matplotlib Figure, saved to ``path`` if given).
+
+    The x axes are the iterations' numbers (``monitor.iteration_numbers``: 0, 10, 20, ... when a loop
+    records every tenth); the heatmap has a row for each iteration given states, labelled by its
+    number (an eager step every N iterations would otherwise be a thin line among empty rows)."""
     Figure = _figure_class("Monitor.plot needs matplotlib, the 'plot' extra: pip install 'tinygrad-rnn[plot]' "
                            "(or pip install matplotlib); the numbers are in monitor.losses, .update_ratios and "
                            ".step_grad_norms without it")
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     figure = Figure(figsize=(8.5, 10), layout="constrained")
     loss_axes, ratio_axes, heat_axes = figure.subplots(3, 1, height_ratios=(1, 1.2, 1.2))
     figure.suptitle(_plain(title) if title else "training monitor")
 
-    # The loss, with the first non-finite iteration marked.
-    iterations, losses = _positive_series(monitor.losses)
+    numbers = list(getattr(monitor, "iteration_numbers", None) or range(len(monitor.losses)))
+    # The loss, with the first non-finite iteration (a number already) marked.
+    iterations, losses = _positive_series(monitor.losses, numbers)
     loss_axes.semilogy(iterations, losses, ".-" if len(losses) < 30 else "-", color="black", lw=1.2, label="loss")
     _widen_if_flat(loss_axes, losses)
     loss_axes.set_xlabel("iteration")
@@ -137,10 +150,10 @@ def plot_monitor(monitor, path=None, title: str | None = None):
     colours = colormaps["viridis"]
     norm = Normalize(0, max(len(names) - 1, 1))
     for k, name in enumerate(names):
-        xs, ys = _positive_series(monitor.update_ratios[name])
+        xs, ys = _positive_series(monitor.update_ratios[name], numbers)
         colour = colours(norm(k)) if len(names) > 1 else "tab:blue"
         ratio_axes.semilogy(xs, ys, color=colour, lw=1.1, label=_plain(name))
-    ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name])[1]]
+    ratios = [r for name in names for r in _positive_series(monitor.update_ratios[name], numbers)[1]]
     _widen_if_flat(ratio_axes, ratios or [HEALTHY_RATIO])
     ratio_axes.axhline(HEALTHY_RATIO, color="grey", ls=":", lw=1, label="1e-3, the usual healthy size")
     ratio_axes.set_xlabel("iteration")
@@ -154,9 +167,10 @@ def plot_monitor(monitor, path=None, title: str | None = None):
         bar.set_ticks([0, len(names) - 1], labels=[_plain(names[0]), _plain(names[-1])], fontsize=7)
         bar.set_label("parameter, earliest to latest", fontsize=8)
 
-    # Gradient norm per time step and iteration.
-    rows = monitor.step_grad_norms
-    length = max((len(r) for r in rows if r is not None), default=0)
+    # Gradient norm per time step and iteration: a row per iteration given states.
+    given = [k for k, row in enumerate(monitor.step_grad_norms) if row is not None]
+    rows = [monitor.step_grad_norms[k] for k in given]
+    length = max((len(r) for r in rows), default=0)
     symbol = "s_t" if monitor.state_axis == "time step" else "a_l"
     heat_axes.set_title(f"||dL/d{symbol}||, the gradient reaching each {monitor.state_axis}, per iteration")
     if length == 0:
@@ -166,18 +180,22 @@ def plot_monitor(monitor, path=None, title: str | None = None):
     else:
         grid = np.full((len(rows), length), np.nan)
         for i, row in enumerate(rows):
-            for t, value in enumerate(row or []):
+            for t, value in enumerate(row):
                 if value is not None and math.isfinite(value) and value > 0:
                     grid[i, t] = math.log10(value)
         image = heat_axes.imshow(grid, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
                                  extent=(-0.5, length - 0.5, -0.5, len(rows) - 0.5))
         heat_axes.set_xlabel("time step t (s_0 is the initial state)" if monitor.state_axis == "time step"
                              else "layer l (a_0 is the input)")
-        heat_axes.set_ylabel("iteration")
+        heat_axes.set_ylabel("iteration" if len(given) == len(monitor.step_grad_norms)
+                             else "iteration (those given states)")
         # Each row is one iteration and each column one state: label only whole numbers, so the axis
         # ends at the last iteration's row instead of at a tick such as 2.5 past it.
         for axis in (heat_axes.xaxis, heat_axes.yaxis):
             axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+        labels = [numbers[k] for k in given]
+        if labels != list(range(len(labels))):
+            heat_axes.yaxis.set_major_formatter(FuncFormatter(partial(_row_label, labels)))
         heat_axes.grid(False)
         bar = figure.colorbar(image, ax=heat_axes, pad=0.01)
         bar.set_label(f"log10 ||dL/d{symbol}|| (blank: zero, none or NaN/Inf)", fontsize=8)
