@@ -90,3 +90,21 @@ def test_an_op_failing_on_a_replayed_call_is_named_with_numpys_reason():
     assert step.recordings == 1  # the next call is replayed, not recorded
     with pytest.raises(IndexError, match=r"replay: getitem, making v\d+ of the tape: .*out of bounds"):
         step(np.array([1, 9]))
+
+
+def test_an_op_holding_an_integer_argument_gets_each_calls_array_and_the_recording_keeps_its_own():
+    w = tg.Value(np.arange(5.0), name="w")
+    step = tg.replay(lambda ids: (w[ids] * w[ids]).sum())
+    first = np.array([0, 1])
+    step(first)
+    for ids in (np.array([4, 2]), np.array([3, 3])):  # (3 twice: the gradients add up)
+        w.grad = None
+        assert step(ids) == float((np.arange(5.0)[ids] ** 2).sum())
+        expected = np.zeros(5)
+        np.add.at(expected, ids, 2.0 * np.arange(5.0)[ids])
+        np.testing.assert_array_equal(w.grad, expected)
+    assert step.recordings == 1
+    (tape,) = step.tapes.values()
+    assert tape.bindings and all(np.array_equal(getattr(tape.ops[entry], attribute), first)
+                                 for entry, attribute, _ in tape.bindings)  # the recorded ops are not changed
+    assert re.search(r"_getitem_\d+\.index = arrays\[0\]", step.source)  # this call's array, handed to a copy

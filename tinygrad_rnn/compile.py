@@ -22,7 +22,7 @@ import numpy as np
 
 from tinygrad_rnn import plan
 from tinygrad_rnn.autograd import _run_hooks, accumulate
-from tinygrad_rnn.guards import fill_template, same
+from tinygrad_rnn.guards import Argument, fill_template, same
 from tinygrad_rnn.inline import Emitter, Traced
 from tinygrad_rnn.ops import LazySum
 
@@ -94,12 +94,13 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
         body.append(f"{v(s)} = arrays[{position}]")
     for s, leaf, _, _ in tape.leaves:
         body.append(f"{v(s)} = {bind(leaf, f'{leaf.name}_leaf' if leaf.name else 'leaf')}._data")
-    # Ops whose parameters hold an integer argument get a copy holding this call's array.
+    # An op whose parameter holds an integer argument is called through a copy of its own, made once,
+    # which is handed this call's array (a replay runs one call at a time).
     for entry, attribute, template in tape.bindings:
         op = tape.ops[entry]
         name = bind(op, op.name)
-        namespace[f"_recorded{name}"] = op
-        body.append(f"{name} = {bind(_filler(attribute, template), 'fill')}(_recorded{name}, arrays)")
+        namespace[name] = copy.copy(op)
+        body.append(f"{name}.{attribute} = {_filled(template, emitter)}")
     body.append("# ---- forward ----")
     body.append("try:")
     stacked, stacks = plan.stacks(tape, examples)  # slot -> (buffer, row) for the stacks' rows; stack -> buffer
@@ -272,12 +273,15 @@ def _tidy(lines: list[str]) -> list[str]:
             return [ast.unparse(s) for s in statements]
 
 
-def _filler(attribute: str, template):
-    """A function making a copy of an op that holds this call's integer argument(s) as ``attribute``."""
-
-    def fill(op, arrays):
-        made = copy.copy(op)
-        setattr(made, attribute, fill_template(template, arrays))
-        return made
-
-    return fill
+def _filled(template, emitter) -> str:
+    """The code of an op's parameter with each integer argument in it (an ``Argument`` marker) read
+    from this call's ``arrays``: ``(_ndarray_9, _ndarray_10, arrays[1])``."""
+    if isinstance(template, Argument):
+        return f"arrays[{template.position}]"
+    if type(template) in (tuple, list):
+        parts = [_filled(part, emitter) for part in template]
+        return f"[{', '.join(parts)}]" if type(template) is list else f"({', '.join(parts)}{',' * (len(parts) == 1)})"
+    if isinstance(template, (tuple, list)):  # (a namedtuple, say: filled as guards fills it)
+        emitter.namespace["_fill_template"] = fill_template
+        return f"_fill_template({emitter.code(template)}, arrays)"
+    return emitter.code(template)
