@@ -287,6 +287,16 @@ def test_the_split_picture_marks_dead_units_and_counts_them():
     zero = int((norms[:, 0] == 0).sum())
     assert zero >= 3
     assert f"{zero} of 20 units get exactly 0 at h" in html.unescape(source)
+    # 41 states are too many columns to print numbers in: the cells are empty, and the legend says no more.
+    assert all(text.strip() == "" for _, text in shown)
+    assert "numbers printed" not in source
+
+
+def test_the_legend_speaks_of_printed_numbers_only_when_the_cells_print_them():
+    few = draw_steps(*_indrnn(T=6, H=4)[4:], by="unit").source
+    many = draw_steps(*_indrnn(T=30, H=4)[4:], by="unit").source  # 31 columns: shaded, not numbered
+    assert all(text.strip() for _, text in _cells(few)) and "numbers printed in the cells" in few
+    assert not any(text.strip() for _, text in _cells(many)) and "numbers printed" not in many
 
 
 def test_the_split_picture_by_row_shades_each_batch_row():

@@ -67,11 +67,12 @@ def draw_split(loss, states: Sequence, name: str | None, axis: str, digits: int,
     body = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(table)}</TABLE>'
     dot = style.base_digraph("step_view_by_" + by)
     dot.node("split", label=style.html_label(body), shape="plaintext")
-    dot.attr("graph", label=_split_legend(title, run, split, scale, stride, axis))
+    dot.attr("graph", label=_split_legend(title, run, split, scale, stride, axis, numbered))
     return dot
 
 
-def _split_legend(title: str | None, run: StepRun, split, scale: tuple, stride: int, axis: str) -> str:
+def _split_legend(title: str | None, run: StepRun, split, scale: tuple, stride: int, axis: str,
+                  numbered: bool) -> str:
     words = AXES[axis]
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
@@ -120,7 +121,7 @@ def _split_legend(title: str | None, run: StepRun, split, scale: tuple, stride: 
                      f"{split.length + 1} states in {len(range(0, split.length + 1, stride))} columns")
     if any(split.cuts):
         notes.append(f"a cut (truncated BPTT) at {sum(split.cuts)} {words['units']}: no gradient crosses it")
-    numbers = "; the numbers printed in the cells are the same norms" if len(split.labels) <= NUMBERED_ROWS else ""
+    numbers = "; the numbers printed in the cells are the same norms" if numbered else ""
     notes.append(f"steps(loss, states, by={split.by!r}).grad_norm holds every number{numbers}")
     heading = style.clean(title, 200) if title is not None else f"step view by {split.by}"
     rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{caption(heading, headline, "", 14)}</TD></TR>')
