@@ -191,3 +191,27 @@ def test_an_rnn_cell_subclass_with_its_own_forward_is_hoisted_with_the_same_numb
     plain, _ = nn.RNN(cell, hoist=False)(xs)
     for a, b in zip(hoisted, plain):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell_class", [Elman, Gated])
+def test_the_step_numbers_and_each_steps_share_of_a_weight_do_not_depend_on_hoisting(cell_class):
+    """The pictures' numbers: a step's gain and bound, and what each step gives W_ih and W_hh, whether
+    the projection is made once before step 1 or inside every step."""
+    from tinygrad_rnn import diagnostics
+
+    xs = np.random.default_rng(7).standard_normal((6, 2, 3))
+    found = {}
+    for hoist in (True, False):
+        cell = cell_class(3, 4)
+        outputs, states = nn.RNN(cell, hoist=hoist)(xs, return_states=True)
+        loss = tg.stack(outputs).sum()
+        loss.backward()
+        rows = diagnostics.steps(loss, states)
+        found[hoist] = ([(r.gain, r.bound, r.grad_norm) for r in rows],
+                        [diagnostics.contributions(loss, states, w) for w in (cell.weight_ih, cell.weight_hh)])
+    for a, b in zip(found[True][0], found[False][0]):  # (None where a number has no meaning: step 0's gain)
+        assert [x is None for x in a] == [x is None for x in b]
+        assert [x for x in a if x is not None] == pytest.approx([x for x in b if x is not None], rel=1e-10)
+    for hoisted, plain in zip(found[True][1], found[False][1]):
+        for x, y in zip(hoisted, plain):
+            np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), rtol=1e-10, atol=1e-13)
