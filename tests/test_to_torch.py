@@ -182,6 +182,18 @@ def test_a_constant_of_the_batchs_shape_holding_one_number_follows_the_batch():
     np.testing.assert_allclose(out.detach().numpy(), np.full((7, 2), 1.25))
 
 
+def test_a_value_needing_a_gradient_read_from_outside_the_module_is_refused_by_shape():
+    """A Value the cell reads from a closure is trained here (it gets a gradient); exported as a constant,
+    PyTorch would never train it: refused, where a Value made inside the call stays a constant."""
+    outside = tg.Value(np.full(2, 0.5), name="scale")
+    cell = Cell(lambda self, x, h: (x @ self.weight) * outside + h)
+    with pytest.raises(tg.ExportError, match="'scale' of shape \\(2,\\).*not one of its parameters"):
+        tg.to_torch(cell)
+    frozen = tg.Value(np.full(2, 0.5), requires_grad=False)
+    module = tg.to_torch(Cell(lambda self, x, h: (x @ self.weight) * frozen + h))
+    assert [name for name, _ in module.named_parameters()] == ["weight"]
+
+
 def test_a_module_without_initial_state_is_refused():
     with pytest.raises(TypeError, match="initial_state"):
         tg.to_torch(nn.Linear(2, 3))

@@ -26,7 +26,7 @@ import operator
 
 import numpy as np
 
-from tinygrad_rnn.autograd import STATE, enable_grad
+from tinygrad_rnn.autograd import CLOCK, STATE, enable_grad
 from tinygrad_rnn.guards import OBSERVED, Recorder
 from tinygrad_rnn.ops import raw
 from tinygrad_rnn.value import Value
@@ -239,6 +239,7 @@ class _Program:
 
     def __init__(self, cell, torch):
         dtype = np.result_type(*[raw(p.data) for p in cell.parameters()]) if cell.parameters() else np.float64
+        self.started = next(CLOCK)  # a Value made before the recordings outlives a call (a closure's, a global's)
         first, second = (_record(cell, batch, dtype) for batch in RECORDED_BATCHES)
         self.table = _translations(torch)
         self.symbols: dict = {}
@@ -295,6 +296,13 @@ class _Program:
         if id(a) in self.params:
             symbol = self.params[id(a)]
             self.param_symbols.append(symbol)
+        elif a.requires_grad and a._made < self.started:  # a closure's or a global's: torch would never train it
+            name = f" {a.name!r}" if a.name else ""
+            made = "made by " + a.op.name if a.op is not None else "a leaf"
+            raise ExportError(f"to_torch: the cell reads a Value{name} of shape {a.shape} ({made}) that needs a "
+                              "gradient but is not one of its parameters; make it an attribute of the Module (or "
+                              "of a list or dict there) so that it is a parameter, or give it requires_grad=False "
+                              "to export it as a constant")
         else:
             constant = self._constant(raw(a.data), raw(b.data))
             symbol = repr(constant[1]) if constant[0] == "number" else f"constant{len(self.constants)}"
