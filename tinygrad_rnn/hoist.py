@@ -2,7 +2,7 @@
 
 A cell written as its textbook equation, ``(x @ W_ih.T + h @ W_hh.T + b).tanh()``, asks at every time
 step for W_ih^T and W_hh^T, and for x_t W_ih^T, which does not depend on the state. While ``nn.RNN``
-unrolls a cell, two rules move that work out of the steps, with no help from the cell:
+unrolls a cell, three rules move that work out of the steps, with no help from the cell:
 
 1. **Invariant ops run once.** An op whose inputs are all invariant (a Value needing a gradient that
    was made before the unroll, such as a parameter, or the result of this rule) and numbers is
@@ -13,12 +13,16 @@ unrolls a cell, two rules move that work out of the steps, with no help from the
    numbers, and which treats rows independently (an elementwise op, or a matmul with the row on the
    left), is computed once on the whole sequence; step t reads its row. x_t W_ih^T + b becomes one
    (T B, I) matmul and one add before step 1, and a row read per step.
+3. **An invariant added to a step's sum joins the row.** (r + n) + c, with r a row of rule 2, n the
+   step's own work (h W_hh^T) and c invariant (a bias), is computed as (r + c) + n: c is added once,
+   by rule 2, for all steps. (r + n) was already made when the add asks: it is left unused.
 
-The results are the same to rounding (a matmul over many rows may sum in another order), and every
+The results are the same to rounding (a matmul over many rows may sum in another order, a regrouped
+sum rounds in another order), and every
 gradient follows from the graph as always. Hoisted nodes are made outside the step scopes, where the
 built-in cells make their shared terms, so pictures show them once, before step 1. Nothing else is
 moved: an op reading the state, data made inside a step, or an op whose parameters are arrays (an
-index array, a mask) runs where the cell runs it. ``nn.RNN(cell, hoist=False)`` turns both rules off.
+index array, a mask) runs where the cell runs it. ``nn.RNN(cell, hoist=False)`` turns the rules off.
 """
 
 from __future__ import annotations

@@ -64,9 +64,10 @@ class RNN(Module):
     For the built-in cells the terms that are the same at every step (transposed weights, summed
     biases) are made once before step 1, outside the step scopes, and so is the input's projection
     x_t W_ih^T + b for all steps at once; step t reads its row (see ``RNNCellBase.shared_terms``).
-    Any other cell gets the same by two rules (``tinygrad_rnn.hoist``): an op on parameters alone runs
-    once, and a row-wise op on x_t and parameters runs once for all steps; ``hoist=False`` turns
-    them off, so every step computes its whole equation.
+    Any other cell gets the same by three rules (``tinygrad_rnn.hoist``): an op on parameters alone
+    runs once, a row-wise op on x_t and parameters runs once for all steps, and a parameter added to
+    a step's sum of x- and h-parts joins the x-part; ``hoist=False`` turns them off, so every step
+    computes its whole equation.
     """
 
     def __init__(self, cell: Callable, truncate: int | None = None, hidden_hook: Callable | None = None,
@@ -152,4 +153,6 @@ class RNN(Module):
             parts.append(f"truncate={self.truncate}")
         if self.hidden_hook is not None:
             parts.append(f"hidden_hook={getattr(self.hidden_hook, '__name__', self.hidden_hook)!r}")
+        if not self.hoist:
+            parts.append("hoist=False")
         return ", ".join(parts)
