@@ -22,7 +22,7 @@ view's (when no hook changed the gradient on the way: hooks are not run here).
   use inside step t, as if every step had its own copy of param. They add up to ``param.grad`` when
   param is used only inside the steps (the rest is what reached it outside them).
 
-- ``steps(loss, states, by="unit")`` (or ``by="row"``; ``steps_by`` here): the step view's numbers
+- ``steps(loss, states, by="unit")`` (or ``by="row"``; ``split_steps`` here): the step view's numbers
   ||delta_t|| and gain split into columns, one per unit of the state (each part's units in turn:
   h[0..H-1], then c[0..H-1] for an LSTM) or one per batch row (``StepSplit``).
 
@@ -46,7 +46,7 @@ from tinygrad_rnn.diagnostics import reuse
 from tinygrad_rnn.recurrence import StepGraph
 from tinygrad_rnn.value import Value
 
-__all__ = ["lags", "reach", "reach_counts", "contributions", "StepSplit", "steps_by", "SPLITS"]
+__all__ = ["lags", "reach", "reach_counts", "contributions", "StepSplit", "split_steps", "SPLITS"]
 
 # What ``steps(by=...)`` splits a state's numbers by: the columns of the state's batch rows, or the rows.
 SPLITS = ("unit", "row")
@@ -216,17 +216,9 @@ def _part_names(parts) -> list[str]:
     return [re.sub(r"_?\d+$", "", p.name) or None if p.name else None for p in parts]
 
 
-def steps_by(loss, states: Sequence, by: str) -> StepSplit:
-    """``StepSplit`` of ``states = [s_0, ..., s_T]`` after ``loss.backward()``, ``by`` "unit" or "row"
-    (the class doc). ``steps(loss, states, by=by)`` calls this. Costs what ``steps(..., bound=None)``
-    costs: one vector-Jacobian product per step. Reused inside ``diagnostics.reuse_numbers()``."""
-    if by not in SPLITS:
-        raise ValueError(f"steps: by must be one of {', '.join(map(repr, SPLITS))} or None, got {by!r}")
-    states = list(states)
-    kept = reuse.slot("steps_by", loss, states, by)
-    if kept.value is not None:
-        return kept.value
-    parts = recurrence.bptt(states, loss, caller=f"steps(by={by!r})")
+def split_steps(parts, states: Sequence, by: str) -> StepSplit:
+    """``StepSplit`` of ``states = [s_0, ..., s_T]`` from their ``recurrence.bptt`` parts, ``by`` "unit" or
+    "row" (the class doc); ``steps(loss, states, by=by)`` asks it."""
     last = recurrence.state_parts(states[-1])
     batch = recurrence.batch_size(last)
     shapes = {tuple(p.shape for p in recurrence.state_parts(s)) for s in states}
@@ -245,9 +237,9 @@ def steps_by(loss, states: Sequence, by: str) -> StepSplit:
     for t, delta in enumerate(parts.deltas):
         if delta is None:
             continue
-        grad_norm[t] = np.sqrt(np.sum(np.square(recurrence.flat(delta, batch)), axis=axis))
+        grad_norm[t] = np.linalg.norm(recurrence.flat(delta, batch), axis=axis)
         if t >= 1 and parts.sent[t] is not None:
-            sent = np.sqrt(np.sum(np.square(recurrence.flat(parts.sent[t], batch)), axis=axis))
+            sent = np.linalg.norm(recurrence.flat(parts.sent[t], batch), axis=axis)
             held = grad_norm[t] > 0.0
             gain[t, held] = sent[held] / grad_norm[t, held]
     if by == "unit":
@@ -263,6 +255,4 @@ def steps_by(loss, states: Sequence, by: str) -> StepSplit:
     else:
         spans, labels = [("rows", 0, rows)], tuple(f"row {b}" for b in range(rows))
     multi_read = parts.reads is not None and sum(recurrence.delta_norm(r) > 0.0 for r in parts.reads) > 1
-    split = StepSplit(by, labels, grad_norm, gain, tuple(spans), tuple(parts.cuts), bool(multi_read))
-    kept.value = split
-    return split
+    return StepSplit(by, labels, grad_norm, gain, tuple(spans), tuple(parts.cuts), bool(multi_read))

@@ -45,7 +45,7 @@ import numpy as np
 from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics import reuse
-from tinygrad_rnn.diagnostics.split import StepSplit, steps_by
+from tinygrad_rnn.diagnostics.split import SPLITS, StepSplit, split_steps
 from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
@@ -210,18 +210,22 @@ def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int 
     for a cell that computes a part of the next state from the constant s_0 alone (``0.9 * m``),
     pass an s_0 that needs a gradient to see step 1 whole.
     """
-    if by is not None:
-        return steps_by(loss, states, by)
+    if by not in (None, *SPLITS):
+        raise ValueError(f"steps: by must be one of {', '.join(map(repr, SPLITS))} or None, got {by!r}")
     if bound not in ("svd", "power", None):
         raise ValueError(f"steps: bound must be 'svd', 'power' or None, got {bound!r}")
     if bound == "power" and (not isinstance(iterations, int) or iterations < 0):
         raise ValueError(f"steps: iterations must be a whole number >= 0, got {iterations!r}")
     states = list(states)
-    kept = reuse.slot("steps", loss, states, bound, iterations)
+    kept = reuse.slot("steps", loss, states, by or bound, iterations)
     if kept.value is not None:
-        return list(kept.value)
-    parts = recurrence.bptt(states, loss, jacobians=bound is not None,
-                            weights=len(states) - 1 <= CONTRIBUTION_LIMIT, caller="steps")
+        return kept.value if by else list(kept.value)
+    parts = recurrence.bptt(states, loss, jacobians=bound is not None and by is None,
+                            weights=by is None and len(states) - 1 <= CONTRIBUTION_LIMIT,
+                            caller="steps" if by is None else f"steps(by={by!r})")
+    if by is not None:  # the same numbers, split by unit or by batch row (a StepSplit: no bound)
+        split = kept.value = split_steps(parts, states, by)
+        return split
     nothing = [None] * len(states)
     direct = nothing if parts.reads is None else [_norm(read) for read in parts.reads]
     last_read = nothing if parts.last_read is None else [_norm64(delta) for delta in parts.last_read]
