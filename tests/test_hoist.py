@@ -215,3 +215,71 @@ def test_the_step_numbers_and_each_steps_share_of_a_weight_do_not_depend_on_hois
     for hoisted, plain in zip(found[True][1], found[False][1]):
         for x, y in zip(hoisted, plain):
             np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float), rtol=1e-10, atol=1e-13)
+
+
+# ---- any cell: random equations over x_t, h and parameters give the same numbers hoisted or not -----
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LEAVES = st.sampled_from(["x", "h", "b", "c"])
+
+
+def _expressions():
+    """Random equations of a step, as nested tuples: every value (B, 3), parameters W (3, 3), b and c (3,)."""
+    def extend(inner):
+        unary = st.tuples(st.sampled_from(["tanh", "sigmoid", "relu", "@W.T", "@W", "@V.T", "*2.0"]), inner)
+        binary = st.tuples(st.sampled_from(["+", "-", "*"]), inner, inner)
+        return unary | binary
+    return st.recursive(_LEAVES, extend, max_leaves=8)
+
+
+def _evaluate(expression, values):
+    if isinstance(expression, str):
+        return values[expression]
+    op, *args = expression
+    args = [_evaluate(a, values) for a in args]
+    if op == "*2.0":
+        return args[0] * 2.0  # a number given as such
+    if op in ("tanh", "sigmoid", "relu"):
+        return getattr(args[0] if isinstance(args[0], Value) else Value(args[0], requires_grad=False), op)()
+    if op.startswith("@"):
+        weight = values[op[1]]
+        return args[0] @ (weight.T if op.endswith(".T") else weight)
+    return {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}[op](*args)
+
+
+class RandomCell(nn.Module):
+    def __init__(self, expression, rng):
+        self.expression = expression
+        self.W, self.V = (Value(rng.uniform(-0.6, 0.6, (3, 3))) for _ in range(2))
+        self.b, self.c = (Value(rng.uniform(-0.5, 0.5, 3)) for _ in range(2))
+
+    def forward(self, x, h):
+        values = {"x": x, "h": h, "W": self.W, "V": self.V, "b": self.b, "c": self.c}
+        out = _evaluate(self.expression, values)
+        return (h @ self.V * 0.5 + out).tanh()  # (the state always reads h and a parameter: a recurrence)
+
+    def initial_state(self, batch=None):
+        return Value(np.zeros((batch, 3)), requires_grad=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_expressions(), st.integers(0, 2**16))
+def test_any_equation_gives_the_same_numbers_and_gradients_hoisted_or_not(expression, seed):
+    rng = np.random.default_rng(seed)
+    xs = Value(rng.standard_normal((4, 2, 3)))
+    found = []
+    for hoist in (True, False):
+        cell = RandomCell(expression, np.random.default_rng(seed))
+        xs.grad = None
+        outputs, _ = nn.RNN(cell, hoist=hoist)(xs)
+        loss = (tg.stack(outputs) * np.linspace(0.5, 1.5, 3)).sum()
+        loss.backward()
+        found.append((loss.item(), [o.data for o in outputs],
+                      [np.zeros(3) if p.grad is None else p.grad for p in (cell.W, cell.V, cell.b, cell.c)],
+                      np.zeros(xs.shape) if xs.grad is None else xs.grad))
+    (loss_a, out_a, grads_a, x_a), (loss_b, out_b, grads_b, x_b) = found
+    assert loss_a == pytest.approx(loss_b, rel=1e-10, abs=1e-12)
+    for a, b in zip(out_a + grads_a + [x_a], out_b + grads_b + [x_b]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
