@@ -1,8 +1,8 @@
-"""The memory plan's bulk copies: the factors of a weight's gradient that are already rows of another
-buffer (the stacked hidden states, the rows of an input read step by step) are copied into the
-Products buffers in one slice each, not one row per step, and the gradients stay eager mode's, the
-same floats. Where a gradient is not the array its row holds (a hook replaced it), the row is
-written as before."""
+"""The memory plan's factors of a weight's gradient: those already rows of another buffer (the stacked
+hidden states, the rows of an input read step by step) are read there in place, block by block as
+Products.total sums them, or copied into the Products buffers in one slice each, not one row per
+step; the gradients stay eager mode's, the same floats. Where a gradient is not the array its row
+holds (a hook replaced it), the row is written as before."""
 
 import re
 
@@ -54,19 +54,26 @@ def eager_and_replayed(make_loss, dtype, length=6, batch=2, calls=3):
     return pairs, step
 
 
+@pytest.mark.parametrize("block_rows", [512, 4], ids=["one block", "blocks of two steps"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_rows_of_a_weights_gradient_are_copied_at_once_with_eager_modes_floats(dtype):
+def test_a_weights_gradient_reads_its_factors_where_they_are_with_eager_modes_floats(dtype, block_rows, monkeypatch):
+    # Products.total sums first step first, in blocks; a block whose factors are consecutive rows
+    # of a buffer (the stacked states, the rows of the projection's gradient) reads them in place.
+    monkeypatch.setattr(tg.ops.Products, "BLOCK_ROWS", block_rows)  # batch 2: a block of two steps
     pairs, step = eager_and_replayed(unrolled, dtype)
     for eager, replayed in pairs:
         for a, b in zip(eager, replayed, strict=True):
             np.testing.assert_array_equal(a, b)
     backward = step.source.split("# ---- backward")[1]
-    # the states h_5 ... h_1 from the stacked buffer and the gradients at the pre-activations from
-    # the rows of the projection's gradient, each in one slice, read from the last step back
-    assert re.search(r"_a_rows_\d+\[0:5\] = _stacked_\d+\[4::-1\]", backward)
-    assert re.search(r"_g_rows_\d+\[0:6\] = _rows_\d+\[5::-1\]", backward)
-    assert not re.search(r"_g_rows_\d+\[\d+\] = ", backward)  # no row copied alone
-    assert len(re.findall(r"_a_rows_\d+\[\d+\] = ", backward)) == 1  # h_0, which no buffer holds
+    assert not re.search(r"_g_rows_\d+\[", backward)  # every delta_t read in its row of the projection's
+    blocks = re.findall(r"(_\w+_\d+)\[(\d+):(\d+)\]\.reshape\(-1, 4\)\.T @ _rows_\d+\[(\d+):(\d+)\]", backward)
+    expected = [(0, 6)] if block_rows == 512 else [(0, 2), (2, 4), (4, 6)]
+    assert [(int(s), int(e)) for _, _, _, s, e in blocks] == expected  # first step first
+    # the first block holds h_0, which no buffer holds, so its states are copied; the others' are
+    # the stacked states h_{t-1}, read in place
+    assert blocks[0][0].startswith("_a_rows_") and all(b[0].startswith("_stacked_") for b in blocks[1:])
+    assert [(int(b[1]), int(b[2])) for b in blocks[1:]] == [(1, 3), (3, 5)][:len(blocks) - 1]
+    assert len(re.findall(r"_a_rows_\d+\[\d+\] = ", backward)) == (1 if block_rows == 512 else 2)
 
 
 def test_a_gradient_a_hook_replaced_is_copied_row_by_row_as_the_hook_made_it():
@@ -79,7 +86,7 @@ def test_a_gradient_a_hook_replaced_is_copied_row_by_row_as_the_hook_made_it():
             np.testing.assert_array_equal(a, b)
     backward = step.source.split("# ---- backward")[1]
     assert len(re.findall(r"_g_rows_\d+\[\d+\] = g", backward)) == 6  # each the hook's array, in its row
-    assert re.search(r"_a_rows_\d+\[0:5\] = _stacked_\d+\[4::-1\]", backward)  # the states: still at once
+    assert re.search(r"_a_rows_\d+\[1:6\] = _stacked_\d+\[0:5\]", backward)  # the states: still at once
 
 
 def test_an_op_failing_on_a_replayed_call_is_named_with_numpys_reason():

@@ -206,8 +206,8 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     # read row by row), copied at once rather than one per step.
     buffers = {bind(p[1], "rows"): p[1] for p in plans.values() if p[0] == "rows"}
     places = plan.rows_of(body[hoisted_at:], rows, buffers, {g(s): grad for s, (_, grad) in examples.items()})
-    products = {bind(p[k], name) for p in plans.values() if p[0] == "products" for k, name in ((1, "a_rows"),
-                                                                                                (2, "g_rows"))}
+    products = {bind(p[k], name): p[3] for p in plans.values() if p[0] == "products"
+                for k, name in ((1, "a_rows"), (2, "g_rows"))}
     body[hoisted_at:] = plan.copied_in_bulk(body[hoisted_at:], places, products)
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102

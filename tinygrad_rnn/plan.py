@@ -70,7 +70,7 @@ def of_sum(values: list, like):
         if any(x.shape != a[0].shape for x in a) or any(x.shape != g[0].shape for x in g) or a[0].ndim != 2:
             return None
         blocks, start, rows = [], 0, 0
-        for end in range(1, len(a) + 1):  # Products.total's blocks
+        for end in range(1, len(a) + 1):  # Products.total's blocks, first step first
             rows += a[0].shape[0]
             if rows >= Products.BLOCK_ROWS or end == len(a):
                 blocks.append((start, end))
@@ -93,8 +93,9 @@ def into_rows(name: str, term: str, plan: tuple, i: int, bind) -> list[str]:
     args = [ast.unparse(a) for a in call.args]
     if plan[0] == "product":  # (Products.total of one term)
         return [f"{name} = {args[0]}.T @ {args[1]}"]
-    if plan[0] == "products":
-        return [f"{bind(plan[1], 'a_rows')}[{i}] = {args[0]}", f"{bind(plan[2], 'g_rows')}[{i}] = {args[1]}"]
+    if plan[0] == "products":  # (the terms come last step first; the rows are first step first)
+        row = len(plan[1]) - 1 - i
+        return [f"{bind(plan[1], 'a_rows')}[{row}] = {args[0]}", f"{bind(plan[2], 'g_rows')}[{row}] = {args[1]}"]
     return [f"{bind(plan[1], 'rows')}[{args[0]}] = {args[2]}"]
 
 
@@ -302,21 +303,24 @@ def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> di
     return places
 
 
-def copied_in_bulk(lines: list[str], places: dict, buffers: set) -> list[str]:
-    """The lines with each run of per-step writes into a Products buffer (``_a_rows_55[0] = v108``,
-    ``_a_rows_55[1] = v104``, ...) whose values are consecutive rows of one other buffer (``places``,
-    from ``rows_of``: here the stacked states, read from the last step back) made one slice copy
-    (``_a_rows_55[0:24] = _stacked_17[23::-1]``) just before the buffer is first read: the same
-    numbers, one numpy call instead of one per step. ``buffers``: the Products buffers' names."""
+def copied_in_bulk(lines: list[str], places: dict, blocks: dict) -> list[str]:
+    """The lines with the per-step writes into a Products buffer (``_a_rows_55[1] = v104``,
+    ``_a_rows_55[2] = v108``, ...) whose values are consecutive rows of one other buffer (``places``,
+    from ``rows_of``: the stacked states, the rows of an input's gradient) dropped where they can be:
+    a block of the sum (``blocks``: each Products buffer's name -> its (start, end) rows, as
+    ``Products.total`` sums them) whose rows are, in order, rows of one other buffer reads that
+    buffer in place (``_stacked_17[15:31]``), the same contiguous rows, so the same floats; the rest
+    of each run is copied in one slice (``_a_rows_55[1:16] = _stacked_17[0:15]``) just before the
+    buffer is first read: one numpy call instead of one per step."""
     parsed = _assignments(lines)
     writes, written = {}, set()  # buffer -> [(line, row, source buffer, source row, line it is there from)]
     for i, statement in enumerate(parsed):
-        found = _row_write(statement, buffers)
+        found = _row_write(statement, blocks)
         if found is not None:
             written.add(i)
             if found[2] in places:
                 writes.setdefault(found[0], []).append((i, found[1], *places[found[2]]))
-    inserted, dropped = {}, set()
+    inserted, dropped, renamed = {}, set(), {}
     for name, rows in writes.items():
         last = max(r[0] for r in rows)
         reads = [i for i, line in enumerate(lines) if i > last and i not in written and re.search(rf"\b{name}\b", line)]
@@ -325,17 +329,31 @@ def copied_in_bulk(lines: list[str], places: dict, buffers: set) -> list[str]:
         for run in _runs(sorted(rows, key=lambda r: r[1])):
             if len(run) < 2 or any(r[4] >= reads[0] for r in run):
                 continue
-            (_, start, source, first, _), (_, end, _, last_row, _) = run[0], run[-1]
-            step = 1 if last_row > first else -1
-            stop = "" if last_row + step < 0 else str(last_row + step)
-            inserted.setdefault(reads[0], []).append(
-                f"{name}[{start}:{end + 1}] = {source}[{first}:{stop}{':-1' if step < 0 else ''}]"
-                "  # the rows written at each step, copied at once")
-            dropped.update(r[0] for r in run)
+            start, source, first = run[0][1], run[0][2], run[0][3]
+            step = 1 if run[-1][3] > first else -1
+            inside = {row for s, e in blocks[name] if step == 1 and start <= s and e <= run[-1][1] + 1
+                      for row in range(s, e)}
+            for s, e in blocks[name]:
+                if s in inside:  # read in place
+                    at = first + s - start
+                    renamed[rf"\b{name}\[{s}:{e}\]" if e - s > 1 else rf"\b{name}\[{s}\]"] = (
+                        f"{source}[{at}:{at + e - s}]" if e - s > 1 else f"{source}[{at}]")
+            for part in _runs([r for r in run if r[1] not in inside]):
+                if len(part) < 2:
+                    continue
+                (_, start, _, first, _), (_, end, _, last_row, _) = part[0], part[-1]
+                stop = "" if last_row + step < 0 else str(last_row + step)
+                inserted.setdefault(reads[0], []).append(
+                    f"{name}[{start}:{end + 1}] = {source}[{first}:{stop}{':-1' if step < 0 else ''}]"
+                    "  # the rows written at each step, copied at once")
+                dropped.update(r[0] for r in part)
+            dropped.update(r[0] for r in run if r[1] in inside)
     out = []
     for i, line in enumerate(lines):
         out.extend(inserted.get(i, []))
         if i not in dropped:
+            for pattern, replacement in renamed.items():
+                line = re.sub(pattern, replacement, line)
             out.append(line)
     return out
 
