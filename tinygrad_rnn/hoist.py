@@ -58,7 +58,7 @@ class Hoist:
         self.index, self.x, self.rows, self.read = index, x, {}, ops.GetItem(index)
 
     def apply(self, op: ops.Op, inputs: tuple):
-        key, rows = [type(op), *vars(op).values()], False
+        kinds = []
         for x in inputs:
             kind = self._kind(x)
             if kind is None:  # (most ops in a step read the state: the first such input decides)
@@ -67,11 +67,12 @@ class Hoist:
                     if self._kind(other) == "invariant":
                         return self._regroup(x, other)
                 return None
-            if kind == "row":
-                rows = True
-                key.append(id(self._whole(x)))
-            else:  # (ids: the memo keeps every node a key names alive, so an id stays its own)
-                key.append((id(x), x._version) if kind == "invariant" else (type(x), x))
+            kinds.append(kind)
+        rows = "row" in kinds
+        # (ids: the memo keeps every node a key names alive, so an id stays its own)
+        key = [type(op), *vars(op).values(), *[id(self._whole(x)) if kind == "row" else (id(x), x._version)
+                                               if kind == "invariant" else (type(x), x)
+                                               for x, kind in zip(inputs, kinds)]]
         try:
             node = self.memo.get(tuple(key), _UNSEEN)
         except TypeError:  # an op holding an array or a list (an index, a mask): not hoisted
