@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from op_table import OPS
 
 import tinygrad_rnn as tg
-from tinygrad_rnn import nn, optim
+from tinygrad_rnn import nn, optim, plan
 from tinygrad_rnn.clip import clip_norm
 from tinygrad_rnn.nn.batchnorm_rnn import BNRNNCell
 
@@ -347,7 +347,39 @@ def test_random_programs_replay_exactly(program):
                            optimizer=lambda params, lr: optim.SGD(params, lr=1e-3))
 
 
-def test_the_compiled_source_is_bptt_written_out_as_numpy_one_line_per_op():
+class Watched(np.ndarray):
+    """An array that notes each numpy ufunc run on it (``calls``: the ufunc's name, whether it takes
+    one array twice as in h * h, and that array's shape); what it computes is a plain array."""
+
+    calls: list = []
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        Watched.calls.append((ufunc.__name__, len(inputs) == 2 and inputs[0] is inputs[1], np.shape(inputs[0])))
+        plain = [x.view(np.ndarray) if isinstance(x, Watched) else x for x in inputs]
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, Watched) else o for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        return out[0] if out is not None and len(out) == 1 else result  # (a row written stays watched)
+
+
+def squares_of_the_stacked_states(monkeypatch) -> list:
+    """The shapes of the products h * h computed on the stacked states (each row h_t of the buffer
+    they are written into) while a step is compiled and replayed: the plan's buffers are watched."""
+    stacks = plan.stacks
+
+    def watched(tape, examples):
+        stacked, found = stacks(tape, examples)
+        views = {id(b): b.view(Watched) for b in found.values()}
+        return {s: (views[id(b)], row) for s, (b, row) in stacked.items()}, {s: views[id(b)] for s, b in found.items()}
+
+    monkeypatch.setattr(plan, "stacks", watched)
+    monkeypatch.setattr(Watched, "calls", [])
+    return Watched.calls
+
+
+def test_the_compiled_source_is_bptt_written_out_as_numpy_one_line_per_op(monkeypatch):
+    squares = squares_of_the_stacked_states(monkeypatch)
     model = CharModel("rnn_tanh", np.float64)
     step = tg.replay(model.loss)
     assert step.source is None
@@ -363,9 +395,12 @@ def test_the_compiled_source_is_bptt_written_out_as_numpy_one_line_per_op():
     assert all(f"# t={t}" in forward for t in (1, 2, 3))  # each time step marked where its ops run
     tanh_ops = sum(op.name == "tanh" for op, _, _ in tape.forward)
     assert forward.count("np.tanh(") == tanh_ops == 3  # the ops' own definitions, written out as numpy
-    # tanh's derivative, 1 - y^2 from Tanh.derivative, computed once over the rows of the stacked states
+    # tanh's derivative, 1 - y^2 from Tanh.derivative, computed once over the rows of the stacked
+    # states: h * h runs once, on the whole buffer, and never on one step's h_t
     slope = re.search(r"(_hoisted_\d+) = 1.0 - (_stacked_\d+) \* \2", backward)
-    assert slope and backward.count(f"* {slope.group(1)}[") == tanh_ops
+    squares.clear()
+    step(inputs, targets)  # (the first call ran eagerly, recording)
+    assert slope and [shape[0] for name, twice, shape in squares if name == "multiply" and twice] == [3]
     assert re.search(f"v\\d+ = {slope.group(2)}  # stack", forward)  # the stack is the rows, written in place
     assert re.search(r"g\d+ = g\d+ @ v\d+\.T", backward)  # matmul's vjp: g W
     assert re.search(r"g\d+ = _a_rows_\d+\[0:3\]\.reshape\(-1, \d+\)\.T @ _\w*rows_\d+\[0:3\]", backward)  # dW_hh
@@ -480,14 +515,19 @@ def test_buffers_the_compiled_code_writes_into_never_reach_a_leaf_or_a_hook():
     assert len(shown) == 4 and all(np.array_equal(g, x.grad) for g in shown)
 
 
-def test_the_plan_writes_a_weights_gradient_as_one_matmul_over_rows_and_hoists_tanhs_derivative():
+def test_the_plan_writes_a_weights_gradient_as_one_matmul_over_rows_and_hoists_tanhs_derivative(monkeypatch):
+    squares = squares_of_the_stacked_states(monkeypatch)
     model = CharModel("rnn_tanh", np.float64)
     step = tg.replay(model.loss)
     inputs, targets = char_batches(steps=1, length=5, dtype=np.float64)[0]
     step(inputs, targets)
     backward = step.source.split("# ---- backward")[1]
     assert "Products(" not in backward and "Scattered(" not in backward  # no lazy sums left at run time
-    assert backward.count("_hoisted_0[") == 5
+    squares.clear()
+    step(inputs, targets)
+    # tanh's derivative 1 - h_t^2: h * h once over the five stacked states (5, batch, hidden), never
+    # for one step's h_t (batch, hidden)
+    assert [shape[0] for name, twice, shape in squares if name == "multiply" and twice] == [5]
     assert "np.ascontiguousarray(v5_weight_hh.transpose((1, 0)))" in step.source  # W_hh^T, once per call
     assert "@ v5_weight_hh" in backward  # (W_hh^T)^T is W_hh itself in the backward pass
 

@@ -205,7 +205,9 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     # The rows the Products buffers take from other buffers (the stacked states, the rows of an array
     # read row by row), copied at once rather than one per step.
     buffers = {bind(p[1], "rows"): p[1] for p in plans.values() if p[0] == "rows"}
-    places = plan.rows_of(body[hoisted_at:], rows, buffers, {g(s): grad for s, (_, grad) in examples.items()})
+    gradients = {g(s): grad for s, (_, grad) in examples.items()}
+    body[hoisted_at:] = plan.computed_into_rows(body[hoisted_at:], buffers, gradients)  # each step's into its row
+    places = plan.rows_of(body[hoisted_at:], rows, buffers, gradients)
     products = {bind(p[k], name): p[3] for p in plans.values() if p[0] == "products"
                 for k, name in ((1, "a_rows"), (2, "g_rows"))}
     body[hoisted_at:] = plan.copied_in_bulk(body[hoisted_at:], places, products)

@@ -21,7 +21,7 @@ import numpy as np
 from tinygrad_rnn.ops import Products, Scattered  # (re-exported there, wherever their module lives)
 
 __all__ = ["stacks", "written_into", "of_sum", "into_rows", "complete", "reused_transposes", "untranspose", "hoist",
-           "Substitute"]
+           "Substitute", "computed_into_rows", "rows_of", "copied_in_bulk"]
 
 
 def stacks(tape, examples: dict) -> tuple[dict, dict]:
@@ -258,13 +258,10 @@ def _row_write(statement, buffers) -> tuple | None:
     return None
 
 
-def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> dict:
-    """{variable: (buffer, row, line)}: from ``line`` on, the variable's value is also in that row of
-    a buffer. ``known``: the stacked states, (buffer, row) from the start. Besides them, a gradient
-    written whole into a row of one of ``buffers`` (``_rows_57[24] = g109``, a row of an array read
-    row by row), under each name it is passed on as (g109, g110 and g111, when ``g109 = g111`` and
-    ``g110 = g111``), provided each of those names is assigned once and nothing writes into it, and
-    the gradient (``gradients``: each variable's on the recorded call) has the row's shape and dtype."""
+def _aliases(lines: list[str]):
+    """(statements, made): each line's statement, and ``made(name)``, the name the variable's array
+    was made under (``g109`` for g110 when ``g110 = g109``), when every name on the way is assigned
+    once and no ``out=`` writes into it; else None."""
     parsed = _assignments(lines)
     written, passed_on, changed = {}, {}, set()
     for statement, anywhere in zip(parsed, _assignments(lines, indented=True)):
@@ -278,7 +275,6 @@ def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> di
                 changed.add(node.value.id)
 
     def made(name: str) -> str | None:
-        """The name the array was made under, when every name on the way is assigned once."""
         while True:
             if written.get(name) != 1 or name in changed:
                 return None
@@ -286,12 +282,79 @@ def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> di
                 return name
             name = passed_on[name]
 
+    return parsed, made, written
+
+
+def _computed_into(statement, buffers) -> tuple | None:
+    """(buffer, row, name) for ``name = np.multiply(a, b, out=buffer[row])``, a value computed into
+    a whole row of one of ``buffers``."""
+    name = _named(statement)
+    call = statement.value if name is not None else None
+    out = [k.value for k in call.keywords if k.arg == "out"] if isinstance(call, ast.Call) else []
+    if (len(out) == 1 and isinstance(out[0], ast.Subscript) and isinstance(out[0].value, ast.Name)
+            and out[0].value.id in buffers and isinstance(out[0].slice, ast.Constant)
+            and type(out[0].slice.value) is int):
+        return out[0].value.id, out[0].slice.value, name
+    return None
+
+
+_UFUNCS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
+
+
+def computed_into_rows(lines: list[str], buffers: dict, gradients: dict) -> list[str]:
+    """The lines with each gradient that is later written whole into a row of one of ``buffers``
+    (``_rows_37[3] = g25``, where ``g25 = g27``), and was made by one elementwise operation
+    (``g27 = g28 * _hoisted_0[3]``), computed straight into that row instead
+    (``g27 = np.multiply(g28, _hoisted_0[3], out=_rows_37[3])``): the same numpy call, so the same
+    floats, and no copy. Only where every name it goes by is assigned once, the gradient
+    (``gradients``: each variable's on the recorded call) has the row's shape and dtype, and nothing
+    between reads the buffer."""
+    parsed, made, _ = _aliases(lines)
+    origins = {_named(statement): i for i, statement in enumerate(parsed) if _named(statement) is not None}
+    rewritten, dropped = {}, set()
+    for i, statement in enumerate(parsed):
+        found = _row_write(statement, buffers)
+        origin = made(found[2]) if found is not None else None
+        if origin is None or origins.get(origin, i) >= i:
+            continue
+        buffer, row, _ = found
+        j, like, rows = origins[origin], gradients.get(origin), buffers[buffer]
+        if type(like) is not np.ndarray or (like.shape, like.dtype) != (rows.shape[1:], rows.dtype):
+            continue
+        value, note = parsed[j].value, lines[j].partition("  # ")[2]
+        if isinstance(value, ast.BinOp) and type(value.op) in _UFUNCS:
+            function, args = f"np.{_UFUNCS[type(value.op)]}", [value.left, value.right]
+        elif (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+              and isinstance(value.func.value, ast.Name) and value.func.value.id == "np"
+              and isinstance(getattr(np, value.func.attr, None), np.ufunc) and not value.keywords
+              and len(value.args) == getattr(np, value.func.attr).nin):
+            function, args = ast.unparse(value.func), value.args
+        else:
+            continue
+        if any(re.search(rf"\b{buffer}\b", lines[k]) and _row_write(parsed[k], buffers) is None
+               for k in range(j + 1, i)):
+            continue
+        rewritten[j] = (f"{origin} = {function}({', '.join(ast.unparse(a) for a in args)}, out={buffer}[{row}])"
+                        + (f"  # {note}" if note else ""))
+        dropped.add(i)
+    return [rewritten.get(i, line) for i, line in enumerate(lines) if i not in dropped]
+
+
+def rows_of(lines: list[str], known: dict, buffers: dict, gradients: dict) -> dict:
+    """{variable: (buffer, row, line)}: from ``line`` on, the variable's value is also in that row of
+    a buffer. ``known``: the stacked states, (buffer, row) from the start. Besides them, a gradient
+    written whole into a row of one of ``buffers`` (``_rows_57[24] = g109``, a row of an array read
+    row by row) or computed into one (``out=_rows_57[24]``), under each name it is passed on as
+    (g109, g110 and g111, when ``g109 = g111`` and ``g110 = g111``), provided each of those names is
+    assigned once and nothing writes into it, and the gradient (``gradients``: each variable's on the
+    recorded call) has the row's shape and dtype."""
+    parsed, made, written = _aliases(lines)
     names = {}  # the name an array was made under -> every name it goes by
     for name in written:
         names.setdefault(made(name), []).append(name)
     places = {name: (*place, -1) for name, place in known.items()}
     for line, statement in enumerate(parsed):
-        found = _row_write(statement, buffers)
+        found = _row_write(statement, buffers) or _computed_into(statement, buffers)
         if found is None or made(found[2]) is None:
             continue
         buffer, row, name = found
