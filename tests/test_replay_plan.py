@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from replay_helpers import op_methods_run
 
 import tinygrad_rnn as tg
 
@@ -115,3 +116,35 @@ def test_an_op_holding_an_integer_argument_gets_each_calls_array_and_the_recordi
     assert tape.bindings and all(np.array_equal(getattr(tape.ops[entry], attribute), first)
                                  for entry, attribute, _ in tape.bindings)  # the recorded ops are not changed
     assert re.search(r"_getitem_\d+\.index = arrays\[0\]", step.source)  # this call's array, handed to a copy
+
+
+# ---- the pick of the targets: its gradient added where it was picked ------------------------------
+
+def _picked(index_of):
+    """A loss reading m twice: at the entries ``index_of(ids)`` picks, and whole (m * m)."""
+    m = tg.Value(np.linspace(-1.0, 1.0, 12).reshape(3, 4), name="m")
+    return m, lambda ids: (m[index_of(ids)] * 3.0).sum() + (m * m).sum()  # (m * m comes back first)
+
+
+@pytest.mark.parametrize("index_of, in_place", [
+    (lambda ids: (np.arange(3), ids), True),  # each row picked once, at whatever column ids says
+    (lambda ids: (np.array([0, 0, 1]), ids), False),  # row 0 twice: ids could pick one entry twice
+    (lambda ids: ids, False),  # an index that is only the argument
+], ids=["rows-once", "a-row-twice", "argument-alone"])
+def test_a_picks_gradient_is_added_in_place_only_where_no_entry_can_be_picked_twice(index_of, in_place, monkeypatch):
+    m, fn = _picked(index_of)
+    step = tg.replay(fn)
+    run = None
+    for ids in (np.array([0, 2, 1]), np.array([2, 2, 0]), np.array([1, 1, 1])):
+        m.grad = None
+        fn(ids).backward()
+        expected = m.grad.copy()
+        m.grad = None
+        if run is not None:
+            run.clear()
+        step(ids)
+        np.testing.assert_array_equal(m.grad, expected)
+        run = op_methods_run(monkeypatch) if run is None else run  # (compiled by the first call)
+    assert step.recordings == 1
+    # added in place, the pick's vjp is written out; else the op's own vjp_term scatters it into zeros
+    assert (("GetItem", "vjp_term") not in run) == in_place

@@ -157,7 +157,7 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
                 constants.append(terms[row, k][1])
             arriving.setdefault(parent, []).append((row, k))
             reached.add(parent)
-    arriving = {s: [terms[key][1] for key in keys] for s, keys in arriving.items()}
+    arrivals, arriving = arriving, {s: [terms[key][1] for key in keys] for s, keys in arriving.items()}
     plans = {s: plan.of_sum(values, examples[s][0]) for s, values in arriving.items()}
     # A buffer is never a leaf's gradient, nor one a hook is shown (it marks it read-only).
     exposed = {s for s, op, _, _, node, _ in tape.backward if op is None or node is not None}
@@ -166,6 +166,7 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     body.append(f"handed_out = {{{', '.join(f'id({emitter.code(c)})' for c in constants)}}}" if constants
                 else "handed_out = set()")
     seen = {}  # slot -> how many terms have arrived
+    picks = {id(tape.ops[entry]): template for entry, attribute, template in tape.bindings if attribute == "index"}
     for row, (s, op, _, flows, node, _) in enumerate(tape.backward):
         if s not in reached:
             continue
@@ -189,6 +190,13 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             i = seen[parent] = seen.get(parent, -1) + 1
             if parent in plans:
                 lines[-1:] = plan.into_rows(g(parent), term, plans[parent], i, bind)
+            elif i and op.name == "getitem" and plan.added_in_place(
+                    op.index, picks.get(id(op)), arriving[parent][:i], examples[parent], examples[s][1]):
+                # (the pick of the targets: its gradient added where it was picked, not scattered into
+                # zeros; into a copy unless the sum so far is an array made for it, such as a product)
+                fresh = i > 1 or plan.made_by_arithmetic(terms[arrivals[parent][0]][0][-1])
+                lines = [] if fresh else [f"{g(parent)} = {g(parent)}.copy()"]
+                lines.append(f"{g(parent)}[{bind(op, op.name)}.index] += {g(s)}")
             elif i:
                 lines[-1] = f"{g(parent)} = {g(parent)} + {term}"
             else:

@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from tinygrad_rnn.guards import Argument
 from tinygrad_rnn.ops import Products, Scattered  # (re-exported there, wherever their module lives)
 
 __all__ = ["stacks", "written_into", "of_sum", "into_rows", "complete", "reused_transposes", "untranspose", "hoist",
@@ -112,6 +113,55 @@ def complete(name: str, plan: tuple, bind) -> list[str]:
     lines = [f"{name} = {blocks[0]}  # the sum of a_t^T g_t over the rows: one matmul"]
     lines += [f"np.add({name}, {b}, out={name})" for b in blocks[1:]]
     return lines
+
+
+def added_in_place(index, template, before: list, example: tuple, grad) -> bool:
+    """Whether the gradient ``grad`` of ``x[index]`` (GetItem's term, a ``Scattered``: zeros with
+    ``grad`` added at ``index``) may be added where it was picked, into a copy of the sum of the terms
+    ``before`` it, with eager mode's floats: when those are whole arrays of x's gradient's shape and
+    dtype (``example``: x's data and gradient, recorded) and so is ``grad``, and the index picks each
+    entry once whatever this call's integer arguments hold. The index must be a tuple of integer
+    arrays, the parts not from an argument (``template``'s others than ``Argument`` markers; all of
+    them when ``template`` is None) naming each picked position once: cross_entropy's pick, the
+    leading positions from ``np.indices`` and the targets. Then each entry gets other + g, as eager
+    mode's other + (0 + g) (but for the sign of a zero)."""
+    data, gradient = example
+    if not (type(index) is tuple and index and type(gradient) is np.ndarray and type(grad) is np.ndarray):
+        return False
+    if any(type(t) is not np.ndarray or (t.shape, t.dtype) != (gradient.shape, gradient.dtype) for t in before):
+        return False
+    if grad.dtype != gradient.dtype or len(index) > np.ndim(data):
+        return False
+    marks = template if type(template) is tuple and len(template) == len(index) else (None,) * len(index)
+    if any(not isinstance(part, np.ndarray) or part.dtype.kind not in "iu" for part in index):
+        return False
+    shape = np.broadcast_shapes(*(part.shape for part in index))
+    fixed = [np.broadcast_to(np.asarray(part) % np.shape(data)[axis], shape).ravel()
+             for axis, (part, mark) in enumerate(zip(index, marks)) if not isinstance(mark, Argument)]
+    if not fixed:
+        return False
+    named = np.stack(fixed, axis=1)
+    return len(np.unique(named, axis=0)) == len(named)
+
+
+_ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.MatMult, ast.Pow)
+
+
+def made_by_arithmetic(line: str) -> bool:
+    """Whether the line's value (``g123 = g125 * v125``, ``np.exp(v)``) is a new array, no one
+    else's: not a name, a view (a reshape, a row) or a constant passed on."""
+    try:
+        (statement,) = ast.parse(line.strip()).body
+    except (SyntaxError, ValueError):
+        return False
+    node = getattr(statement, "value", None)
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, _ARITHMETIC)
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, ast.USub)
+    function = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and function.value.id == "np"
+            and isinstance(getattr(np, function.attr, None), np.ufunc) and not node.keywords)
 
 
 def reused_transposes(tape, examples: dict) -> dict:
