@@ -243,6 +243,9 @@ class BPTT:
       None without a loss, or when the loss reads a node inside a step.
     - ``params``, ``weights``: the parameters used inside the steps, and ``weights[t - 1]``, one
       gradient per parameter, what flowed to it through its use inside step t (None when not asked).
+    - ``parts[t]``: the Values s_t is made of; ``batch``: the states' batch size (None: no batch axis).
+    - ``rows``: (deltas, sent) laid out as the Jacobian's rows, one per batch row (``flat``), or None
+      when not asked for.
     """
 
     states: tuple
@@ -256,17 +259,20 @@ class BPTT:
     last_read: list | None = None
     params: list | None = None
     weights: list | None = None
+    parts: tuple = ()
+    batch: int | None = None
+    rows: tuple | None = None
 
 
 def bptt(states: Sequence, loss=None, *, every_step: bool = True, jacobians: bool = False,
-         weights: bool = False, caller: str = "bptt") -> BPTT:
+         weights: bool = False, rows: bool = False, caller: str = "bptt") -> BPTT:
     """Every per-step part of backpropagation through time (``BPTT``), from the gradients the last
     ``loss.backward()`` left; ``loss`` may be None (no reads or weights then).
 
     ``every_step``: J_t^T delta_t for every step (else only step 1, which a constant s_0 needs:
     delta_0 is then what step 1 sends it). ``jacobians``: each step's Jacobian, one vector-Jacobian
-    product per state unit and step. ``weights``: what each step gives the weights. A ``caller``
-    names who asks in the errors.
+    product per state unit and step. ``weights``: what each step gives the weights. ``rows``: delta_t
+    and J_t^T delta_t as rows too. A ``caller`` names who asks in the errors.
     """
     states = list(states)
     if not states:
@@ -292,7 +298,13 @@ def bptt(states: Sequence, loss=None, *, every_step: bool = True, jacobians: boo
         reads, last_read = _reads(loss, states, steps)
     deltas, sent = _carry(steps, len(states) - 1, lambda t, carried: _arrived(states, steps, t, carried),
                           every_step=every_step)
-    return BPTT(tuple(states), tuple(steps), clips, cuts, deltas, sent, matrices, reads, last_read, params, given)
+    parts = tuple(state_parts(s) for s in states)
+    batch = batch_size(parts[-1])
+    laid = None
+    if rows:
+        laid = tuple([None if g is None else flat(g, batch) for g in grads] for grads in (deltas, sent))
+    return BPTT(tuple(states), tuple(steps), clips, cuts, deltas, sent, matrices, reads, last_read, params, given,
+                parts, batch, laid)
 
 
 def _carry(steps: Sequence[StepGraph], last: int, delta_at: Callable, every_step: bool = True,

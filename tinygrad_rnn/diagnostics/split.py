@@ -216,12 +216,11 @@ def _part_names(parts) -> list[str]:
     return [re.sub(r"_?\d+$", "", p.name) or None if p.name else None for p in parts]
 
 
-def split_steps(parts, states: Sequence, by: str) -> StepSplit:
-    """``StepSplit`` of ``states = [s_0, ..., s_T]`` from their ``recurrence.bptt`` parts, ``by`` "unit" or
-    "row" (the class doc); ``steps(loss, states, by=by)`` asks it."""
-    last = recurrence.state_parts(states[-1])
-    batch = recurrence.batch_size(last)
-    shapes = {tuple(p.shape for p in recurrence.state_parts(s)) for s in states}
+def split_steps(parts, by: str) -> StepSplit:
+    """``StepSplit`` of states [s_0, ..., s_T] from their ``recurrence.bptt(..., rows=True)`` parts, ``by``
+    "unit" or "row" (the class doc); ``steps(loss, states, by=by)`` asks it."""
+    last, batch = parts.parts[-1], parts.batch
+    shapes = {tuple(p.shape for p in state) for state in parts.parts}
     if len(shapes) > 1:
         raise ValueError(f"steps(by={by!r}): every state needs the same shapes to split it by {by}, got "
                          + " and ".join(map(str, sorted(shapes))))
@@ -232,14 +231,15 @@ def split_steps(parts, states: Sequence, by: str) -> StepSplit:
     axis = 0 if by == "unit" else 1  # the axis a column's norm is taken over
     width = sum(p.size for p in last) // rows
     count = width if by == "unit" else rows
-    grad_norm = np.full((len(states), count), np.nan)
-    gain = np.full((len(states), count), np.nan)
-    for t, delta in enumerate(parts.deltas):
+    grad_norm = np.full((len(parts.parts), count), np.nan)
+    gain = np.full((len(parts.parts), count), np.nan)
+    deltas, sent_back = parts.rows  # (each laid out as rows: one per batch row, the parts' units side by side)
+    for t, delta in enumerate(deltas):
         if delta is None:
             continue
-        grad_norm[t] = np.linalg.norm(recurrence.flat(delta, batch), axis=axis)
-        if t >= 1 and parts.sent[t] is not None:
-            sent = np.linalg.norm(recurrence.flat(parts.sent[t], batch), axis=axis)
+        grad_norm[t] = np.linalg.norm(delta, axis=axis)
+        if t >= 1 and sent_back[t] is not None:
+            sent = np.linalg.norm(sent_back[t], axis=axis)
             held = grad_norm[t] > 0.0
             gain[t, held] = sent[held] / grad_norm[t, held]
     if by == "unit":
@@ -254,5 +254,5 @@ def split_steps(parts, states: Sequence, by: str) -> StepSplit:
                        for j in range(size))
     else:
         spans, labels = [("rows", 0, rows)], tuple(f"row {b}" for b in range(rows))
-    multi_read = parts.reads is not None and sum(recurrence.delta_norm(r) > 0.0 for r in parts.reads) > 1
+    multi_read = parts.reads is not None and sum(any(np.any(p) for p in r) for r in parts.reads) > 1
     return StepSplit(by, labels, grad_norm, gain, tuple(spans), tuple(parts.cuts), bool(multi_read))

@@ -221,10 +221,10 @@ def steps(loss, states: Sequence, *, bound: str | None = "svd", iterations: int 
     if kept.value is not None:
         return kept.value if by else list(kept.value)
     parts = recurrence.bptt(states, loss, jacobians=bound is not None and by is None,
-                            weights=by is None and len(states) - 1 <= CONTRIBUTION_LIMIT,
+                            weights=by is None and len(states) - 1 <= CONTRIBUTION_LIMIT, rows=by is not None,
                             caller="steps" if by is None else f"steps(by={by!r})")
     if by is not None:  # the same numbers, split by unit or by batch row (a StepSplit: no bound)
-        split = kept.value = split_steps(parts, states, by)
+        split = kept.value = split_steps(parts, by)
         return split
     nothing = [None] * len(states)
     direct = nothing if parts.reads is None else [_norm(read) for read in parts.reads]
