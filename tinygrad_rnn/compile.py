@@ -5,11 +5,12 @@ Every line is the op's own ``forward`` or ``vjp``, the one definition eager mode
 out by inline.py (``v14 = np.tanh(v13)`` forward, ``g13 = g14 * (1.0 - v14 * v14)`` back) or, where
 it cannot be, called. What eager mode's backward loop decides at every call is decided once here:
 which gradient is the first to arrive at a slot (assigned) and which are added to it, which slots
-may hold a lazy sum, which nodes carry hooks, which ops take this call's integer arguments, and where
-the terms go (plan.py, the memory plan). A gradient is dropped (``del``) as soon as its row has used
-it, as the loop does. Where an op's forward raises on a call, the function returns FAILED and
-``explain_failure`` runs the tape's rows one by one to say which op, and why. A long scalar tape is
-compiled by level instead (levels.py).
+may hold a lazy sum, which nodes carry hooks, which ops take this call's integer arguments, and
+where the terms go (plan.py, the memory plan; rewrites.py then rewrites the written lines to use its
+buffers). A gradient is dropped (``del``) as soon as its row has used it, as the loop does. Where an
+op's forward raises on a call, the function returns FAILED and ``explain_failure`` runs the tape's
+rows one by one to say which op, and why. A long scalar tape is compiled by level instead
+(levels.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 
 import numpy as np
 
-from tinygrad_rnn import plan
+from tinygrad_rnn import plan, rewrites
 from tinygrad_rnn.autograd import _run_hooks, accumulate
 from tinygrad_rnn.guards import Argument, fill_template, same
 from tinygrad_rnn.inline import Emitter, Traced
@@ -208,17 +209,17 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     else:
         body.append(f"return {v(root)}")
     rows = {v(slot): (bind(buffer, "stacked"), row) for slot, (buffer, row) in stacked.items()}
-    body[hoisted_at:] = plan.hoist(body[hoisted_at:], rows)
-    body[hoisted_at:] = plan.untranspose(body[hoisted_at:], {v(t): v(w) for t, w in transposed.items()})
+    body[hoisted_at:] = rewrites.hoist(body[hoisted_at:], rows)
+    body[hoisted_at:] = rewrites.untranspose(body[hoisted_at:], {v(t): v(w) for t, w in transposed.items()})
     # The rows the Products buffers take from other buffers (the stacked states, the rows of an array
     # read row by row), copied at once rather than one per step.
     buffers = {bind(p[1], "rows"): p[1] for p in plans.values() if p[0] == "rows"}
     gradients = {g(s): grad for s, (_, grad) in examples.items()}
-    body[hoisted_at:] = plan.computed_into_rows(body[hoisted_at:], buffers, gradients)  # each step's into its row
-    places = plan.rows_of(body[hoisted_at:], rows, buffers, gradients)
+    body[hoisted_at:] = rewrites.computed_into_rows(body[hoisted_at:], buffers, gradients)  # each step's into its row
+    places = rewrites.rows_of(body[hoisted_at:], rows, buffers, gradients)
     products = {bind(p[k], name): p[3] for p in plans.values() if p[0] == "products"
                 for k, name in ((1, "a_rows"), (2, "g_rows"))}
-    body[hoisted_at:] = plan.copied_in_bulk(body[hoisted_at:], places, products)
+    body[hoisted_at:] = rewrites.copied_in_bulk(body[hoisted_at:], places, products)
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]
@@ -276,7 +277,7 @@ def _tidy(lines: list[str]) -> list[str]:
                      if isinstance(n, ast.Name) and n.id == name]
             if len(later) <= 1:
                 for s in statements[i + 1:]:
-                    plan.Substitute(name, statement.value).visit(s)
+                    rewrites.Substitute(name, statement.value).visit(s)
                 del statements[i]
                 break
         else:
