@@ -61,7 +61,7 @@ class Products(LazySum):
         # back to the system by the allocator, only to be paged in again at the next step). The
         # backward pass adds the terms last step first; they are summed first step first, a_1^T g_1
         # first, so that a replay holding the factors as rows in the order the steps ran (stacked
-        # states, an input's rows) reads its blocks in place with these very floats (plan.py).
+        # states, an input's rows) reads its blocks in place with these very floats (rewrites.py).
         terms, out, start, rows = self.terms[::-1], None, 0, 0
         for end, (a, _) in enumerate(terms, 1):
             rows += a.shape[0]
