@@ -283,3 +283,8 @@ def test_any_equation_gives_the_same_numbers_and_gradients_hoisted_or_not(expres
     assert loss_a == pytest.approx(loss_b, rel=1e-10, abs=1e-12)
     for a, b in zip(out_a + grads_a + [x_a], out_b + grads_b + [x_b]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_hoist_must_be_true_or_false():
+    with pytest.raises(TypeError, match="hoist must be True or False, got 'no'"):
+        nn.RNN(Elman(3, 4), hoist="no")

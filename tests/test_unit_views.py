@@ -145,9 +145,9 @@ def _flat(state):
     return np.concatenate([np.ravel(p.data) for p in (state if isinstance(state, tuple) else (state,))])
 
 
-@pytest.mark.parametrize("every_step", [False, True], ids=["loss-at-end", "loss-every-step"])
-@pytest.mark.parametrize("by", ["unit", "row"])
-def test_lstm_split_into_h_and_c_units_agrees_with_central_differences(every_step, by):
+def _lstm_reference(every_step: bool):
+    """(loss, states, reference): an LSTMCell(2, 3) over a batch of 2 after backward, and its step
+    numbers from its equations written again in numpy, by central differences."""
     cell = nn.LSTMCell(2, 3, rng=0)
     xs, readout, picked, loss, states = _run(cell, every_step=every_step)
     p, B, H = cell.state_dict(), 2, 3
@@ -159,8 +159,16 @@ def test_lstm_split_into_h_and_c_units_agrees_with_central_differences(every_ste
     def losses(t, s):
         return float((s[: B * H].reshape(B, H) * readout[t - 1]).sum()) if t - 1 in picked else 0.0
 
+    return loss, states, reference_steps(step, losses, xs, _flat(states[0]))
+
+
+@pytest.mark.parametrize("every_step", [False, True], ids=["loss-at-end", "loss-every-step"])
+@pytest.mark.parametrize("by", ["unit", "row"])
+def test_lstm_split_into_h_and_c_units_agrees_with_central_differences(every_step, by):
+    loss, states, reference = _lstm_reference(every_step)
+    B, H = 2, 3
     split = diagnostics.steps(loss, states, by=by)
-    _check_against(reference_steps(step, losses, xs, _flat(states[0])), split, [H, H], B, by)
+    _check_against(reference, split, [H, H], B, by)
     if by == "unit":
         assert split.labels == ("h[0]", "h[1]", "h[2]", "c[0]", "c[1]", "c[2]")
         assert split.parts == (("h", 0, 3), ("c", 3, 3))
@@ -249,18 +257,8 @@ def _cells(source: str) -> list[tuple[str, str]]:
 
 
 def test_the_split_picture_prints_each_units_norm_as_central_differences_give_it():
-    cell = nn.LSTMCell(2, 3, rng=0)
-    xs, readout, picked, loss, states = _run(cell, every_step=True)
-    p, B, H = cell.state_dict(), 2, 3
-
-    def step(x, s):
-        h, c = numpy_lstm_cell(p, x, s[: B * H].reshape(B, H), s[B * H:].reshape(B, H))
-        return np.concatenate([h.ravel(), c.ravel()])
-
-    def losses(t, s):
-        return float((s[: B * H].reshape(B, H) * readout[t - 1]).sum()) if t - 1 in picked else 0.0
-
-    reference = reference_steps(step, losses, xs, _flat(states[0]))
+    loss, states, reference = _lstm_reference(every_step=True)
+    B, H = 2, 3
     expected = np.array([_columns(r["delta"], [H, H], B, "unit") for r in reference]).T  # (units, states)
     source = draw_steps(loss, states, by="unit").source
     shown = _cells(source)

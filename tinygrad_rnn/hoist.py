@@ -79,7 +79,7 @@ class Hoist:
             return None
         if node is _UNSEEN:  # the first time: hoist it if a rule applies (and remember if none does)
             with _off(self.scope):
-                node = self.memo[tuple(key)] = self._once(op, inputs, rows)
+                node = self.memo[tuple(key)] = self._once(op, inputs, kinds)
             if node is not None:
                 self.hoisted.add(id(node))
         if node is None or not rows:
@@ -92,13 +92,12 @@ class Hoist:
         self.rows[id(row)] = row, node  # (the row kept alive with it: its id stays its own)
         return row
 
-    def _once(self, op: ops.Op, inputs: tuple, rows: bool) -> Value | None:
+    def _once(self, op: ops.Op, inputs: tuple, kinds: list) -> Value | None:
         """The op's result computed once: as it is (rule 1), or on the whole sequence (rule 2); None
         where rule 2 does not hold."""
-        if not rows:
+        if "row" not in kinds:
             return apply(op, *inputs)
-        shape = next(x.shape for x in inputs if self._kind(x) == "row")
-        kinds = [self._kind(x) for x in inputs]
+        shape = next(x.shape for x, kind in zip(inputs, kinds) if kind == "row")
         if isinstance(op, ops.Elementwise):
             if any(kind == "row" and x.shape != shape or kind == "invariant" and x.ndim > len(shape)
                    for x, kind in zip(inputs, kinds)):

@@ -76,7 +76,9 @@ class RNN(Module):
             raise TypeError(f"RNN: cell must be a Module or a callable (x_t, state) -> state, not {cell!r}")
         if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
             raise ValueError(f"RNN: truncate must be a positive number of steps or None, got {truncate!r}")
-        self.cell, self.truncate, self.hidden_hook, self.hoist = cell, truncate, hidden_hook, bool(hoist)
+        if not isinstance(hoist, bool):
+            raise TypeError(f"RNN: hoist must be True or False, got {hoist!r}")
+        self.cell, self.truncate, self.hidden_hook, self.hoist = cell, truncate, hidden_hook, hoist
 
     def forward(self, inputs, h0=None, return_states: bool = False) -> tuple[list, object]:
         if isinstance(inputs, (list, tuple)):
