@@ -118,8 +118,38 @@ def test_a_list_in_the_closure_changed_in_place_is_read_again():
     assert step.recordings == 2
 
 
-def test_the_identity_check_is_taken_only_where_nothing_read_changes_in_place():
-    model, weights = Scaled(1.0), [1.0]
-    assert Outside(lambda x: model(x).sum())._objects is not None  # Modules, numbers: by identity
-    assert Outside(lambda x: model(x).sum() * weights[0])._objects is None  # a list: fingerprinted
-    assert Outside(lambda x: (x * TABLE).sum())._objects is None  # an array: fingerprinted
+def test_the_identity_check_is_taken_only_where_nothing_read_changes_in_place(monkeypatch):
+    """When every place fn reads holds the very objects the recording saw, nothing is fingerprinted
+    again but the arrays' contents; an array or a list changed in place is still seen."""
+    model, weights, table = Scaled(1.0), [1.0], np.array([1.0, 2.0])
+    outside = Outside(lambda x: model(x).sum() * weights[0] * table)
+    monkeypatch.setattr("tinygrad_rnn.guards.outside_state", lambda fn: pytest.fail("fingerprinted everything"))
+    assert outside.unchanged()  # the same objects, the same array contents
+    table[0] = 5.0
+    assert not outside.unchanged()  # an array changed in place: by its contents
+    table[0] = 1.0
+    monkeypatch.undo()
+    weights[0] = 2.0
+    assert not outside.unchanged()  # a list changed in place: another object in it
+
+
+def test_a_replay_that_records_anew_at_every_call_says_why_once():
+    """What changes at every call makes every call a recording, as slow as eager: the fifth in a row warns,
+    naming the cause, and only once."""
+    w, calls = tg.Value(np.array([1.0, 2.0]), name="w"), [0]
+
+    def counted(x):
+        calls[0] += 1  # read and changed by fn at every call
+        return (w * x).sum() * calls[0]
+
+    step = tg.replay(counted)
+    with pytest.warns(RuntimeWarning, match=r"recorded anew at each of the last 5 calls.*reads from outside"):
+        for _ in range(6):
+            step(np.ones(2))
+    assert step.recordings == 6 and step(np.ones(2)) == 3.0 * 7
+
+    data_step = tg.replay(lambda x: (w * x).sum() * float(x.data[0]))
+    with pytest.warns(RuntimeWarning, match=r"a read of a Value's data") as caught:
+        for k in range(12):
+            data_step(np.full(2, float(k)))
+    assert len(caught) == 1

@@ -171,6 +171,12 @@ def test_a_branch_on_the_data_is_refused():
 
 def test_a_constant_computed_from_the_data_is_refused():
     cell = Cell(lambda self, x, h: x @ self.weight + tg.Value(np.sign(x.data)))
+    with pytest.raises(tg.ExportError, match=r"reads a Value's data in Python \(\.data"):
+        tg.to_torch(cell)
+
+
+def test_a_constant_of_the_batchs_shape_differing_from_entry_to_entry_is_refused():
+    cell = Cell(lambda self, x, h: x @ self.weight + tg.Value(np.arange(float(h.size)).reshape(h.shape)))
     with pytest.raises(tg.ExportError, match="batch's shape"):
         tg.to_torch(cell)
 

@@ -1,8 +1,9 @@
 """What a recorded call depended on beyond its arguments' shapes, so that a replay never answers
 stale (docs/replay.md, "Guards"):
 
-- ``outside_state(fn)``: what ``fn`` reads from its closure and globals (numbers, arrays, the Values
-  and numbers of Modules), compared at every call (``Outside``: first by identity, which is cheap);
+- ``outside_state(fn)``: what ``fn`` reads from outside its arguments (its closure, the globals it
+  names, its defaults, the Modules and the user's objects and functions found there: ``_reads``),
+  compared at every call (``Outside``: first by identity, which is cheap);
 - ``bindings``: the ops that hold an integer or boolean argument (an index, a target, a mask) as a
   parameter, which a replay hands this call's array (``Argument`` markers, ``fill_template``);
 - ``refuse_derived``: an op holding an array numpy computed from such an argument inside ``fn``;
@@ -14,7 +15,11 @@ stale (docs/replay.md, "Guards"):
 
 from __future__ import annotations
 
+import functools
 import operator
+import sys
+import sysconfig
+import types
 
 import numpy as np
 
@@ -63,152 +68,181 @@ class Recorder(list):
 
 def outside_state(fn) -> tuple:
     """What ``fn`` reads from outside its arguments that a recording bakes in, as comparable values:
-    the numbers, strings and arrays in its closure cells and in the globals its code names (and, for
-    a bound method, its object), and for a Module or Value there which Values it holds, by identity,
-    and its numbers. A replay whose recording saw other values records again: an annealed weight in
-    a closure, a parameter replaced by a new Value. (What fn reaches through other functions, or
-    through attributes of other objects, is not seen: docs/replay.md lists it.)"""
-    bound = getattr(fn, "__self__", None)
-    fn = getattr(fn, "__func__", fn)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return (_fingerprint(fn),)
-    cells = []
-    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
-        try:
-            cells.append((name, _fingerprint(cell.cell_contents)))
-        except ValueError:  # a cell not filled yet
-            cells.append((name, None))
-    names = [(n, _fingerprint(fn.__globals__[n])) for n in code.co_names if n in fn.__globals__]
-    return (_fingerprint(bound), tuple(cells), tuple(names))
+    numbers and strings as themselves, arrays by their contents, anything else (a Value, a Module, a
+    function, a list) by identity, found where ``_reads`` looks. A replay whose recording saw other
+    values records again: an annealed weight in a closure, a parameter replaced by a new Value, an
+    activation function or a hook swapped, a number changed in a config dict."""
+    return tuple(tuple(map(_fingerprint, objects)) for objects in _snapshot(_reads(fn)))
 
 
 class Outside:
     """``outside_state(fn)`` as a recording saw it, and ``unchanged()``: whether ``fn`` would read the
-    same now. Fingerprinting every Module at every call costs more than the rest of a small replayed
-    step's overhead, so the objects the fingerprint read are kept too (each Module's attribute values,
-    each closure cell's and global's object): when every one is the very same object, so are their
-    fingerprints (numbers and strings cannot change in place, Values are compared by identity anyway).
-    Only when one differs is the fingerprint taken again and compared; an array, or a list or tuple
-    in a closure, which can change in place, makes every call fingerprint."""
+    same now. Comparing every fingerprint at every call costs more than the rest of a small replayed
+    step's overhead, so the objects themselves are kept: when every place read holds the very same
+    objects, only the arrays among them can differ (in place), and only they are compared by content.
+    Where an object differs, everything is fingerprinted again and compared: an equal number in a new
+    object replays, and is compared by identity from then on."""
 
     def __init__(self, fn):
-        self.fn, self.state = fn, outside_state(fn)
-        self._objects = _read_objects(fn)
+        self.fn, self._reads = fn, _reads(fn)
+        self._objects = _snapshot(self._reads)
+        self.state = tuple(tuple(map(_fingerprint, objects)) for objects in self._objects)
+        self._arrays = [(o, _fingerprint(o)) for objects in self._objects for o in objects if type(o) is np.ndarray]
 
     def unchanged(self) -> bool:
-        objects = self._objects
-        if objects is not None:
-            for read, holder, before in objects:  # (written out: it runs at every call)
-                now = read(holder)
-                if now is None or len(now) != len(before) or not all(map(operator.is_, now, before)):
-                    break
-            else:
-                return True
+        for (read, holder), before in zip(self._reads, self._objects):  # (written out: it runs at every call)
+            now = read(holder)
+            if len(now) != len(before) or not all(map(operator.is_, now, before)):
+                break
+        else:
+            return all(_fingerprint(array) == seen for array, seen in self._arrays)
         if outside_state(self.fn) != self.state:
             return False
-        self._objects = _read_objects(self.fn)  # equal numbers in new objects: compare those from now on
+        self.__init__(self.fn)  # equal numbers in new objects: compare those from now on
         return True
 
 
-_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, np.generic, Value)  # (a Value: by identity)
+def _reads(fn) -> list:
+    """(read, holder) for each place where ``fn`` reads from outside its arguments: ``read(holder)``
+    gives the objects there now. From ``fn`` (a function, a bound method, a ``functools.partial``, a
+    wrapper with ``__wrapped__``) it follows what it finds:
 
+    - a function's closure cells, the globals its code names (its nested lambdas' and comprehensions'
+      too) and its default arguments; a function of the user's code found there is followed in turn,
+      up to ``_DEPTH`` steps away (what it reads, fn reads);
+    - a Module's attributes, its submodules' at any depth, and the methods of a Module class of the
+      user's code; an object of a class of the user's code (a config, a trainer) likewise;
+    - the items of lists, tuples and dicts.
 
-def _cell_contents(cells: tuple):
-    try:
-        return [cell.cell_contents for cell in cells]
-    except ValueError:  # a cell not filled yet
-        return None
-
-
-def _globals_named(named: tuple):
-    namespace, names = named
-    return [namespace.get(n, Outside) for n in names]  # (Outside: a name not there, never a global's value)
-
-
-def _attribute_values(module):
-    return vars(module).values()
-
-
-def _read_objects(fn) -> list | None:
-    """(read, holder, the objects ``read(holder)`` gave) for everything ``outside_state(fn)`` reads:
-    the closure cells' and named globals' objects, and each Module's attribute values (each list's of
-    Modules too); None when something read can change in place without a new object (an array, a
-    list in a closure): then every call fingerprints."""
-    bound = getattr(fn, "__self__", None)
-    function = getattr(fn, "__func__", fn)
-    code = getattr(function, "__code__", None)
-    cells = _cell_contents(tuple(function.__closure__ or ())) if code is not None else None
-    if cells is None:
-        return None
-    named = (function.__globals__, tuple(n for n in code.co_names if n in function.__globals__))
-    entries = [(_cell_contents, tuple(function.__closure__ or ()), tuple(cells)),
-               (_globals_named, named, tuple(_globals_named(named)))]
-    seen = set()  # (a Module two closures share, an RNN's cell and the model's, is read once)
-    for value in (bound, *entries[0][2], *entries[1][2]):
-        if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):
-            entries.extend(_module_objects(value, seen))
-        elif not isinstance(value, _IMMUTABLE) and _fingerprint(value) is not None:
-            return None  # an array, a list or tuple: compared by fingerprint at every call
-    return entries
-
-
-def _module_objects(module, seen: set) -> list:
-    """(read, holder, objects) for each Module and list of Modules that ``_module_fingerprint`` walks
-    (but those in ``seen``, which it adds to)."""
-    entries, stack = [], [module]
-    while stack:
-        held = stack.pop()
-        if id(held) in seen:
+    Not followed: this library's functions and those of installed packages, numpy arrays' contents
+    beyond their bytes, objects of other classes (docs/replay.md, "Limits")."""
+    reads, seen, pending = [], set(), [(fn, 0)]
+    while pending:
+        obj, depth = pending.pop()
+        if id(obj) in seen or depth > _DEPTH:
             continue
-        seen.add(id(held))
-        entries.append((_attribute_values, held, tuple(_attribute_values(held))))
-        for v in vars(held).values():
-            if hasattr(v, "named_modules"):
-                stack.append(v)
-            elif isinstance(v, (list, tuple, dict)):
-                items = v.values() if isinstance(v, dict) else v
-                if not isinstance(v, tuple):  # (a list or a dict can change in place)
-                    entries.append((dict.values if isinstance(v, dict) else list.copy, v, tuple(items)))
-                stack.extend(m for m in items if hasattr(m, "named_modules"))
-    return entries
+        seen.add(id(obj))
+        for read, holder in _readers(obj, depth):
+            reads.append((read, holder))
+            for found in read(holder):
+                if not isinstance(found, _NOTHING_INSIDE):
+                    pending.append((found, depth if _is_module(found) else depth + 1))
+    return reads
 
 
-def _fingerprint(value, depth: int = 0):
-    """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small
-    array (a large one by its identity, shape and dtype), the identity of a Value, a Module's
-    parameters by identity and its numbers; None for anything else (functions, modules of code)."""
+_DEPTH = 2
+_NOTHING_INSIDE = (type(None), bool, int, float, complex, str, bytes, np.generic, np.ndarray, Value, type,
+                   types.ModuleType)
+_INSTALLED = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def _readers(obj, depth: int) -> list:
+    """The (read, holder) pairs that reach into ``obj`` (see ``_reads``)."""
+    if isinstance(obj, types.FunctionType):
+        if depth and not _users(obj):
+            return []
+        names = tuple(n for n in _global_names(obj.__code__) if n in obj.__globals__)
+        found = [(_cell_contents, obj.__closure__)] if obj.__closure__ else []
+        found += [(_globals_named, (obj.__globals__, names))] if names else []
+        found += [(_defaults, obj)] if obj.__defaults__ or obj.__kwdefaults__ else []
+        return found + ([(_wrapped, obj)] if hasattr(obj, "__wrapped__") else [])
+    if isinstance(obj, types.MethodType):
+        return [(_method_parts, obj)]
+    if isinstance(obj, functools.partial):
+        return [(_partial_parts, obj)]
+    if isinstance(obj, (list, tuple)):
+        return [(tuple, obj)]
+    if isinstance(obj, dict):
+        return [(_dict_contents, obj)]
+    if _is_module(obj) or (hasattr(obj, "__dict__") and _users(type(obj))):
+        found = [(_attribute_values, obj)]
+        return found + ([(_methods, type(obj))] if _users(type(obj)) else [])
+    return []
+
+
+def _users(obj) -> bool:
+    """Whether a function or class is of the user's code: not of this library, Python's standard
+    library or an installed package (whose globals are not the user's settings)."""
+    package = (getattr(obj, "__module__", None) or "").partition(".")[0]
+    if package in ("tinygrad_rnn", "visualize", "builtins"):
+        return False
+    path = getattr(sys.modules.get(package), "__file__", None)
+    return package == "__main__" if path is None else not path.startswith(_INSTALLED)
+
+
+def _is_module(obj) -> bool:
+    return hasattr(obj, "named_parameters") and hasattr(obj, "named_modules")
+
+
+@functools.cache
+def _global_names(code) -> tuple:
+    """The names ``code`` and the code nested in it (lambdas, comprehensions, inner functions) look up."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return tuple(dict.fromkeys(names))
+
+
+_EMPTY = object()  # a closure cell not filled yet
+
+
+def _cell_contents(cells: tuple) -> list:
+    found = []
+    for cell in cells:
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:
+            found.append(_EMPTY)
+    return found
+
+
+def _globals_named(named: tuple) -> list:
+    namespace, names = named
+    return [namespace.get(n, _EMPTY) for n in names]
+
+
+def _defaults(function) -> tuple:
+    return (*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values())
+
+
+def _wrapped(function) -> tuple:
+    return (function.__wrapped__,)
+
+
+def _method_parts(method) -> tuple:
+    return method.__self__, method.__func__
+
+
+def _partial_parts(partial) -> tuple:
+    return (partial.func, *partial.args, *partial.keywords.values())
+
+
+def _dict_contents(mapping) -> tuple:
+    return (*mapping, *mapping.values())
+
+
+def _attribute_values(obj) -> tuple:
+    return tuple(vars(obj).values())
+
+
+def _methods(cls) -> tuple:
+    return tuple(f for c in cls.__mro__ if _users(c) for f in vars(c).values() if isinstance(f, types.FunctionType))
+
+
+def _snapshot(reads: list) -> list:
+    return [tuple(read(holder)) for read, holder in reads]
+
+
+def _fingerprint(value):
+    """A comparable stand-in for ``value``: itself for a number or a string, the bytes of a small array
+    (a large one by its identity, shape and dtype), the identity of anything else."""
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
         return value
-    if isinstance(value, Value):
-        return ("Value", id(value))
     if isinstance(value, np.ndarray):
         small = value.size <= 100_000
         return ("array", value.shape, value.dtype.str, value.tobytes() if small else id(value))
-    if isinstance(value, (tuple, list)) and depth < 2:
-        return (type(value).__name__, tuple(_fingerprint(v, depth + 1) for v in value))
-    if hasattr(value, "named_parameters") and hasattr(value, "named_modules"):  # a Module
-        return ("Module", _module_fingerprint(value))
-    return None
-
-
-def _module_fingerprint(module) -> tuple:
-    """A Module's Values by identity and its numbers and strings, its submodules' too (and those in
-    lists, tuples and dicts), in attribute order: what a recording read of it, compared cheaply at every call."""
-    found, stack = [], [module]
-    while stack:
-        for v in vars(stack.pop()).values():
-            if isinstance(v, Value):
-                found.append(id(v))
-            elif v is None or isinstance(v, (bool, int, float, str)):
-                found.append(v)
-            elif hasattr(v, "named_modules"):
-                stack.append(v)
-            elif isinstance(v, (list, tuple, dict)):  # (PyTorch's ModuleList, ParameterList, ModuleDict)
-                items = v.values() if isinstance(v, dict) else v
-                stack.extend(m for m in items if hasattr(m, "named_modules"))
-                found.extend(id(x) for x in items if isinstance(x, Value))
-    return tuple(found)
+    return ("object", id(value))
 
 
 def bindings(ops: list, entries: list, arguments: list) -> list:

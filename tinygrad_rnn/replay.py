@@ -70,16 +70,17 @@ def replay(fn: Callable) -> Replay:
     - **Shapes.** The recordings are kept per shapes and dtypes of the arguments: arrays of other
       shapes or dtypes make a new recording (``step.tapes`` holds them); so does a leaf whose shape,
       dtype or ``requires_grad`` changed.
-    - **Guards.** Python reading a Value's data (``bool``, ``item``, ``numpy``, comparisons such as
-      ``x > 0``) and what ``fn`` reads from its closure and globals (numbers, arrays, the Values of
-      Modules, by identity) are checked at every call: where they differ from the recording's, the
-      call records anew, giving eager mode's answer (``step.recordings`` counts the recordings).
+    - **Guards.** Python reading a Value's data (``bool``, ``item``, ``numpy``, ``.data``, comparisons
+      such as ``x > 0``) and what ``fn`` reads from outside its arguments (its closure, the globals it
+      names, its defaults, and the Modules, the user's objects and functions found there) are
+      checked at every call: where they differ from the recording's, the call records anew, giving
+      eager mode's answer (``step.recordings`` counts the recordings; recording at every call warns).
       ``backward`` inside ``fn`` is refused. Threads take turns; at most MAX_TAPES recordings are kept.
-    - **What cannot be replayed.** What the guards do not see is frozen on the recording call: a
-      Value made from another's data with ``Value(x.data)`` (use ``x.detach()``, which is recorded),
-      an array derived from an argument outside the ops (``one_hot(ids)`` inside ``fn``: derive it
-      outside and pass it in), checks on the arguments (``cross_entropy``'s range check of targets),
-      and side effects (prints, BatchNorm's running statistics, random draws such as dropout masks).
+    - **What cannot be replayed.** What the guards do not see is frozen on the recording call: an
+      array derived from an argument outside the ops (``one_hot(ids)`` inside ``fn``: derive it
+      outside and pass it in), what ``fn`` reaches through the library's or installed packages'
+      functions and objects, checks on the arguments (``cross_entropy``'s range check of targets),
+      and side effects (prints, random draws such as dropout masks).
       Keep such things out of ``fn``, or call ``fn`` eagerly. An argument that reaches no recorded op
       is an error. docs/replay.md lists the guards and their limits.
     """
@@ -266,11 +267,12 @@ class Replay:
     one step eagerly, its graph kept, for a picture of it."""
 
     MAX_TAPES = 16
+    WARN_AFTER = 5  # recordings in a row for one shape, none replayed, before a warning says why
 
     def __init__(self, fn: Callable):
         if not callable(fn):
             raise TypeError(f"replay: needs a function returning a loss, got {fn!r}")
-        self.fn, self.tapes, self.recordings = fn, collections.OrderedDict(), 0
+        self.fn, self.tapes, self.recordings, self.anew = fn, collections.OrderedDict(), 0, 0
         # One call at a time: a replay's hooks see its nodes holding this call's data, which a second
         # thread's call would overwrite.
         self._lock = threading.Lock()
@@ -284,12 +286,17 @@ class Replay:
                 self.tapes.move_to_end(key)
                 output, loss, template, extras = self._run_eagerly(arrays)
                 return handed_back(template, loss.item(), [extra.data for extra in extras], arrays)
+            why = None  # (why a recording is not replayed: said if it keeps happening)
             if tape is not None and tape.outside.unchanged():
                 self.tapes.move_to_end(key)
                 result = tape.run(arrays)
                 if result is not None:
+                    self.anew = 0
                     return result[0] if tape.template is None else handed_back(tape.template, *result, arrays)
-            return self._record(key, arrays)
+                why = "a read of a Value's data in fn (a branch, item(), .data), or a leaf's shape or dtype, changes"
+            elif tape is not None:
+                why = "what fn reads from outside its arguments (a closure, a global, a Module's attribute) changes"
+            return self._record(key, arrays, why)
 
     def eager(self, *arrays):
         """``fn(*arrays)`` run eagerly and its loss backpropagated, as ``step(*arrays)`` would (the
@@ -310,8 +317,14 @@ class Replay:
         loss.backward()
         return output, loss, template, extras
 
-    def _record(self, key: tuple, arrays: tuple):
-        """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode)."""
+    def _record(self, key: tuple, arrays: tuple, why: str | None = None):
+        """Run fn eagerly, keep its tape, and backpropagate eagerly (the first call is eager mode). ``why``:
+        why the recording kept for these shapes was not replayed (None: there was none)."""
+        self.anew = self.anew + 1 if why else 0
+        if self.anew == self.WARN_AFTER:
+            warnings.warn(f"replay: fn was recorded anew at each of the last {self.WARN_AFTER} calls, each as slow as "
+                          f"eager mode, because {why} from call to call. Pass what changes as an argument, or call "
+                          "fn eagerly", RuntimeWarning, stacklevel=3)
         outside = Outside(self.fn)  # (what fn reads beside its arguments, before it runs)
         arguments = []
         for k, a in enumerate(arrays):

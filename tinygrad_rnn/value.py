@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -144,6 +145,23 @@ def _observed(read: Callable, value: Value, other=None):
     return result
 
 
+def _data_itself(data):
+    return data
+
+
+_data_itself.__name__ = ".data"  # (how messages name this read)
+
+
+def _read_while_recording(value: Value):
+    """``value.data`` read while a replay records. Read by the user's code inside fn (a branch on it, a
+    number or a new Value made from it), it is observed as ``item()`` is: a replay reads it again and
+    records anew where it differs, instead of answering with what was computed from this call's data.
+    The library's own reads are its ops', whose results are on the tape."""
+    if sys._getframe(2).f_globals.get("__name__", "").partition(".")[0] == "tinygrad_rnn":
+        return value._data
+    return _observed(_data_itself, value)
+
+
 _MANY = object()  # in Value._second: _first holds all the parents, more than two, as a tuple
 ops.Op.record = apply  # an op called on Values records a node; the ops themselves never import Value
 
@@ -196,7 +214,9 @@ class Value:
     __array_ufunc__ = None  # numpy defers to Value's reflected operators: array * Value records
 
     def __init__(self, data, requires_grad: bool = True, name: str | None = None):
-        self._data = _as_data(data.data if isinstance(data, Value) else data, copy=True)
+        if isinstance(data, Value):  # (Value(h) copies h's data: read as h.data is)
+            data = data._data if STATE.tape is None else _observed(_data_itself, data)
+        self._data = _as_data(data, copy=True)
         self.grad = None
         self.op, self._first, self._second = None, None, None
         self.requires_grad = bool(requires_grad)
@@ -221,6 +241,8 @@ class Value:
 
     @property
     def data(self):
+        if STATE.tape is not None:  # tinygrad_rnn.replay is recording: see _read_while_recording
+            return _read_while_recording(self)
         return self._data
 
     @data.setter
