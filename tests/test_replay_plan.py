@@ -2,7 +2,8 @@
 hidden states, the rows of an input read step by step) are read there in place, block by block as
 Products.total sums them, or copied into the Products buffers in one slice each, not one row per
 step; the gradients stay eager mode's, the same floats. Where a gradient is not the array its row
-holds (a hook replaced it), the row is written as before."""
+holds (a hook replaced it), the row is written as before. The forward pass drops each array the rest
+of the function does not read, one ``del`` a step, so the next step reuses its memory."""
 
 import re
 
@@ -88,6 +89,41 @@ def test_a_gradient_a_hook_replaced_is_copied_row_by_row_as_the_hook_made_it():
     backward = step.source.split("# ---- backward")[1]
     assert len(re.findall(r"_g_rows_\d+\[\d+\] = g", backward)) == 6  # each the hook's array, in its row
     assert re.search(r"_a_rows_\d+\[1:6\] = _stacked_\d+\[0:5\]", backward)  # the states: still at once
+
+
+def test_the_forward_pass_drops_each_array_nothing_reads_again_at_the_end_of_its_step():
+    cell = tg.nn.RNNCell(3, 4, rng=np.random.default_rng(0), dtype=np.float64)
+
+    def loss_of(x):
+        states, _ = tg.nn.RNN(cell)(x)
+        states[1].register_hook(lambda grad: grad)  # (the backward pass shows it this call's h_2)
+        return (tg.stack(states) ** 2.0).sum()
+
+    step = tg.replay(loss_of)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((4, 2, 3))
+        tg.zero_grad(cell.parameters())
+        step(x)
+        replayed = [p.grad.copy() for p in cell.parameters()]
+        tg.zero_grad(cell.parameters())
+        loss_of(tg.Value(x, requires_grad=False)).backward()
+        for a, b in zip([p.grad for p in cell.parameters()], replayed, strict=True):
+            np.testing.assert_array_equal(a, b)
+    forward, backward = step.source.split("# ---- backward")
+    lines = [line.strip() for line in forward.splitlines()]
+    read_after = {name: "\n".join(lines[i + 1:]) + backward for i, line in enumerate(lines)
+                  if line.startswith("del ") for name in line[4:].split(", ")}
+    assert all(not re.search(rf"\b{name}\b", text) for name, text in read_after.items())  # never read again
+    # each step's h_{t-1} W^T goes at the end of its step, in the step's one del
+    products = re.findall(r"^\s*(v\d+) = v\d+\w* @ v\d+  # t=\d$", forward, re.M)
+    assert len(products) == 4 and all(name in read_after for name in products)
+    notes = [line.partition("  # ")[2] for line in lines]
+    dels = [i for i, line in enumerate(lines) if line.startswith("del ")]
+    assert not any(notes[i - 1] and notes[i - 1] == notes[i + 1] for i in dels)  # none inside a step
+    assert [notes[i - 1] for i in dels if notes[i - 1].startswith("t=")] == ["t=1", "t=2", "t=3", "t=4"]
+    # what the backward pass reads is kept: the state the hook is shown
+    assert re.search(r"_data = (v\d+)", backward).group(1) not in read_after
 
 
 def test_an_op_failing_on_a_replayed_call_is_named_with_numpys_reason():

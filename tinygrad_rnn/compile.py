@@ -104,9 +104,13 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
         body.append(f"{name}.{attribute} = {_filled(template, emitter)}")
     body.append("# ---- forward ----")
     body.append("try:")
+    forward_at, inside, scope = len(body), set(), ""  # (inside: the lines of a step but its last, t=3)
     stacked, stacks = plan.stacks(tape, examples)  # slot -> (buffer, row) for the stacks' rows; stack -> buffer
     transposed = plan.reused_transposes(tape, examples)  # W^T's slot -> W's slot, for a weight used at every step
     for op, ins, out in tape.forward:
+        if scope and tape.labels.get(out, ("", ""))[0] == scope:
+            inside.add(len(body) - 1)
+        scope = tape.labels.get(out, ("", ""))[0]
         args = ", ".join(v(i) for i in ins)
         if op.name == "detach":
             body.append(f"    {v(out)} = {args}  # detach: the same data, no gradient through it")
@@ -121,7 +125,9 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             lines[-1] = f"{v(out)} = np.ascontiguousarray({lines[-1].partition(' = ')[2]})"
         if out in stacked:
             lines[-1:] = plan.written_into(lines[-1], f"{bind(stacked[out][0], 'stacked')}[{stacked[out][1]}]", v(out))
+        inside.update(range(len(body), len(body) + len(lines) - 1))  # (an op written in several lines)
         body.extend("    " + line for line in lines)
+    forward_lines = (forward_at, len(body))
     body.append("except (ValueError, IndexError, TypeError):")
     body.append("    return FAILED  # the caller finds the op and says which")
     for s, shape in tape.shape_checks:
@@ -220,6 +226,7 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
     products = {bind(p[k], name): p[3] for p in plans.values() if p[0] == "products"
                 for k, name in ((1, "a_rows"), (2, "g_rows"))}
     body[hoisted_at:] = rewrites.copied_in_bulk(body[hoisted_at:], places, products)
+    body = rewrites.dropped_once_read(body, *forward_lines, inside)  # (last: the rewrites above change what is read)
     source = "def replayed(arrays):\n" + "\n".join("    " + line for line in body) + "\n"
     exec(compile(source, f"<replay of {len(tape.forward)} ops>", "exec"), namespace)  # noqa: S102
     return source, namespace["replayed"]
