@@ -784,19 +784,15 @@ SCENARIOS = [
     hook_on_intermediate_returns_replacement,
     hook_with_state_counting_calls,
     hook_on_its_own_node_reads_data,
-    pytest.param(hook_reads_another_nodes_data, marks=stale("a hook reading another recorded node's .data (not the hooked node) sees the recording's value: compile_tape only sets _data on nodes that carry hooks")),
-    pytest.param(hook_reads_hook_node_parent, marks=stale("STATE.hook_node.parents[k].data is the recording's value: only the hooked node's _data is refreshed")),
-    pytest.param(hook_on_intermediate_removed_by_caller, marks=stale("fn registers the hook at every call in eager mode; the replay keeps the recorded node's hook list, which the caller emptied, so the hook never runs again")),
-    pytest.param(hook_on_parameter_registered_in_fn_removed_by_caller, marks=stale("register_hook inside fn is a side effect a replay does not repeat: the leaf's hook, removed by the caller, is gone on replay")),
+    hook_reads_another_nodes_data,
+    hook_reads_hook_node_parent,
+    hook_on_intermediate_removed_by_caller,
     hook_raises_on_one_call_then_recovers,
     rnn_clip_per_step_then_clip_grad_norm,
     rnn_truncate_with_logging_hidden_hook,
     lstm_truncate_clip_value_and_returned_states,
     hook_on_a_transposed_weight_read_at_every_step,
     hook_on_the_loss_itself,
-    pytest.param(clip_hooks_run_inside_a_create_graph_penalty, marks=stale(
-        "a hook run by tg.grad(create_graph=True) inside fn computes its clip factor from the gradient's data "
-        "(grad_norm reads it through library code, unobserved) and the factor is frozen into the recorded mul")),
     embedding_index_out_of_range_on_one_call_then_recovers,
     rnn_over_a_list_of_steps_with_h0_argument_and_truncate,
     extras_same_value_twice_and_the_loss,
@@ -807,11 +803,8 @@ SCENARIOS = [
     float32_and_float64_arguments_switching,
     strided_and_broadcast_arguments,
     argument_aliases_a_parameters_data,
-    pytest.param(argument_written_in_place_inside_fn, marks=stale("x.data[...] *= 2 inside fn is not repeated on replay; the observed read of x.data compares the pre-write copy, which matches")),
-    pytest.param(integer_argument_written_in_place_inside_fn, marks=stale("ids += 1 inside fn is not repeated on replay; the bound getitem gets this call's unchanged ids")),
     parameter_constrained_in_place_inside_fn,
     exception_inside_fn_on_a_later_recording,
-    pytest.param(nested_replay_inside_fn, marks=stale("an inner replay called inside fn returns a float that is frozen into the outer recording, and its gradients into v are not repeated; the inner Replay is compared by identity only")),
     grads_accumulate_without_zero_grad,
     sgd_momentum_and_adam_on_two_groups,
     parameter_frozen_mid_training,
@@ -866,27 +859,6 @@ def embedding_of_shifted_ids_beside_the_ids():
 
     calls = [(np.array([0, 1, 2]),), (np.array([4, 3, 0]),), (np.array([2, 2, 1]),)]
     return scenario(fn, emb.parameters, calls)
-
-
-DERIVED = [
-    pytest.param(next_token_targets_sliced_from_the_ids, marks=stale(
-        "targets ids[1:] sliced inside fn are frozen: cross_entropy's np.asarray drops the FromArgument mark, "
-        "so neither bindings nor refuse_derived sees them (ids itself reaches emb's getitem, so _check_reached "
-        "passes)")),
-    pytest.param(embedding_of_shifted_ids_beside_the_ids, marks=stale(
-        "emb(ids + 1) is frozen: Embedding.forward's np.asarray drops the FromArgument mark before getitem holds it")),
-]
-
-
-@pytest.mark.parametrize("make", DERIVED, ids=_name)
-def test_integer_arrays_derived_inside_fn_are_followed_or_refused(make):
-    """An integer array computed from an argument inside fn and handed to a library op: eager's answer or an error."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            assert_as_eager(make)
-    except ValueError as error:  # a refusal naming the derived array is a kept promise too
-        assert "computed" in str(error) or "derive" in str(error), error
 
 
 # ---- replays side by side: interleaved, threads, the cache, past the limit -------------------------
@@ -1026,8 +998,6 @@ def test_a_long_sequence_past_the_compile_limit_runs_eagerly_as_eager_mode():
 # ---- the caller's grad mode, a replay recorded inside fn -------------------------------------------
 
 
-@stale("Replay.__call__ ignores autograd.STATE.grad_enabled: under no_grad it backpropagates into every .grad, "
-       "where eager mode's loss has no graph and backward raises")
 def test_a_replay_called_under_no_grad_after_recording():
     """Called under no_grad (an evaluation pass), a replay refuses as eager backward does, or leaves .grad alone."""
     w = _w(1.0, -2.0, 3.0)
@@ -1042,8 +1012,6 @@ def test_a_replay_called_under_no_grad_after_recording():
     assert w.grad is None, "a replay under no_grad wrote .grad, where eager mode's backward refuses"
 
 
-@unclear("the inner replay's recording calls loss.backward() while the outer Recorder is STATE.tape, and the user "
-         "reads 'fn computes a gradient itself (backward or grad)', though fn called no backward: a replayed step")
 def test_a_replay_first_called_inside_another_replays_fn():
     """A replayed step recorded for the first time inside another replay's fn: an error naming the nesting."""
     w = _w(1.0, -2.0, 3.0)
@@ -1051,3 +1019,29 @@ def test_a_replay_first_called_inside_another_replays_fn():
     outer = tg.replay(lambda x: (w * x).sum() * inner(x.numpy()))
     with pytest.raises(RuntimeError, match="(?i)replay.*(inside|nested|within)|(inside|nested|within).*replay"):
         outer(X)
+
+
+# ---- what a replay cannot repeat is refused, naming it ---------------------------------------------
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (hook_on_parameter_registered_in_fn_removed_by_caller, "registers a hook on .* made before fn ran"),
+    (argument_written_in_place_inside_fn, "writes into its argument 0"),
+    (integer_argument_written_in_place_inside_fn, "writes into its argument 0"),
+    (nested_replay_inside_fn, "inside another replay's fn"),
+    (clip_hooks_run_inside_a_create_graph_penalty, "hook on .* runs in a backward pass fn records"),
+    (next_token_targets_sliced_from_the_ids, "computed with numpy from an integer argument inside fn"),
+    (embedding_of_shifted_ids_beside_the_ids, "computed with numpy from an integer argument inside fn"),
+], ids=_name)
+def test_what_a_replay_cannot_repeat_is_refused_by_name(make, message):
+    """What fn does that a replay would not repeat (a hook on a parameter, a write into an argument, an inner replay, a hook's
+    answer inside a recorded backward pass, an integer array computed from an argument and handed to a
+    library op: cross_entropy's targets ids[1:], Embedding's ids + 1) is an error naming it, not a stale
+    answer."""
+    s = make()
+    step = tg.replay(s.fn)
+    with warnings.catch_warnings(), pytest.raises((ValueError, RuntimeError), match=message):
+        warnings.simplefilter("ignore")
+        for i, arrays in enumerate(s.calls):
+            s.before(i)
+            step(*arrays)

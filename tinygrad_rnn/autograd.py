@@ -127,6 +127,8 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
         if isinstance(g, LazySum):  # e.g. a shared weight's products from every step: one matmul now
             g = g.total()
         if hooks and node.hooks:
+            if create_graph and STATE.tape is not None:  # a hook's answer would be frozen into the recording
+                STATE.tape.refuse_hooks(node)
             g = _run_hooks(node, g, handed_out)
         op = node.op
         if op is None:  # a leaf: its gradient leaves the graph, as a copy of its own where it may be shared

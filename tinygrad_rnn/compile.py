@@ -190,6 +190,8 @@ def compile_tape(tape, examples: dict) -> tuple[str, object]:
             n = bind(node, "node")
             body.append(f"if {n}.hooks:")
             body.append(f"    {n}._data = {v(s)}  # the hook's node shows this call's value")
+            for other, value in tape.shown.get(s, ()):  # (and what its hooks may read: its inputs, what they hold)
+                body.append(f"    {bind(value, 'node')}._data = {v(other)}")
             body.append(f"    {g(s)} = _run_hooks({n}, {g(s)}, handed_out)")
         for k, parent in flows:
             lines, value, _ = terms[row, k]

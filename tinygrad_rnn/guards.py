@@ -23,10 +23,11 @@ import types
 
 import numpy as np
 
+from tinygrad_rnn.autograd import CLOCK
 from tinygrad_rnn.value import Value
 
-__all__ = ["outside_state", "Outside", "bindings", "markers", "refuse_derived", "Argument", "fill_template", "same",
-           "Recorder", "FromArgument", "OBSERVED", "returned", "handed_back", "LOSS", "Extra"]
+__all__ = ["outside_state", "Outside", "values_read", "bindings", "markers", "refuse_derived", "Argument",
+           "fill_template", "same", "Recorder", "FromArgument", "OBSERVED", "returned", "handed_back", "LOSS", "Extra"]
 
 
 class FromArgument(np.ndarray):
@@ -43,7 +44,20 @@ OBSERVED = object()
 class Recorder(list):
     """While ``replay`` records a call, ``autograd.STATE.tape`` holds one: the engine tells it of
     every op applied (``record``), every cut (``detach``, as an op None) and every read of data
-    (``observe``); it keeps them as (op, input Values, output Value) in the order they ran."""
+    (``observe``); it keeps them as (op, input Values, output Value) in the order they ran. It also
+    keeps the hooks fn registers (``registered``): a replay runs them on the recorded nodes, so one
+    the caller has removed since means fn must run again to register it."""
+
+    def __init__(self):
+        super().__init__()
+        self.start, self.registered = next(CLOCK), []
+
+    def hooked(self, value: Value, hook) -> None:
+        if value.requires_grad and value._made < self.start:
+            raise RuntimeError(
+                f"replay: fn registers a hook on {value!r}, made before fn ran: eager mode adds one more at every "
+                "call, which a replay would not. Register it once, outside fn")
+        self.registered.append((value, hook))
 
     def record(self, op, inputs: tuple, values: tuple, node) -> None:
         for x in inputs:  # (``inputs`` as given, before numbers and arrays became constant Values)
@@ -58,6 +72,12 @@ class Recorder(list):
         inputs = (value,) if not isinstance(other, Value) else (value, other)
         constant = None if other is None or isinstance(other, Value) else getattr(other, "data", other)
         self.append((OBSERVED, inputs, (read, constant, result.copy() if isinstance(result, np.ndarray) else result)))
+
+    def refuse_hooks(self, node) -> None:
+        raise RuntimeError(
+            f"replay: a hook on {node!r} runs in a backward pass fn records (create_graph=True); what it computes "
+            "from the gradient's data would be frozen into the recording. Register it outside fn's backward pass, "
+            "or call fn eagerly")
 
     def refuse_backward(self) -> None:
         raise RuntimeError(
@@ -100,6 +120,11 @@ class Outside:
             return False
         self.__init__(self.fn)  # equal numbers in new objects: compare those from now on
         return True
+
+
+def values_read(fn) -> list:
+    """The Values among what ``fn`` reads from outside its arguments (``_reads``): those a hook holds."""
+    return [x for objects in _snapshot(_reads(fn)) for x in objects if isinstance(x, Value)]
 
 
 def _reads(fn) -> list:

@@ -33,6 +33,7 @@ from tinygrad_rnn.guards import (
     markers,
     refuse_derived,
     returned,
+    values_read,
 )
 from tinygrad_rnn.levels import compile_levels
 from tinygrad_rnn.ops import Elementwise
@@ -102,6 +103,7 @@ class Tape:
     def __init__(self, records: list, loss: Value, arguments: list, extras: list = ()):
         self.size, slot_of, made = 0, {}, {}
         observed = [(inputs, how) for op, inputs, how in records if op is OBSERVED]
+        self.registered = getattr(records, "registered", [])  # the hooks fn registered (see Recorder)
         records = [record for record in records if record[0] is not OBSERVED]
 
         def slot(value) -> int:
@@ -164,6 +166,15 @@ class Tape:
             rows.append((s, op, () if op is None else recorded[made[s]][0], flows,
                          node if node.hooks or op is None else None))
         self.backward = [row + (row[0] in lazy,) for row in rows]
+        # What a hook may read beside its node's gradient: its node's inputs and the recorded Values it
+        # holds (in a closure, on a hook object); each call shows them this call's data too (compile.py).
+        computed = {out for _, _, out in self.forward} | {s for s, _ in self.arguments}
+        self.shown = {}
+        for s, op, _, _, node, _ in self.backward:
+            if node is not None and op is not None:
+                held = [x for hook in node.hooks for x in values_read(hook)]
+                shown = {slot_of[id(x)]: x for x in (*node.parents, *held) if slot_of.get(id(x), s) in computed - {s}}
+                self.shown[s] = list(shown.items())
         self._scalar_graph = self._scalar(records)
         self.source = self._compiled = None
 
@@ -232,6 +243,9 @@ class Tape:
                     "recorded call had none; the checks fn made on it are not run again on replay, and a "
                     "negative index would silently count from the end. Call fn itself to have them checked."
                 )
+        for node, hook in self.registered:  # a hook fn registered, removed by the caller since: fn registers it
+            if not any(h is hook for h in node.hooks):
+                return None
         for i, (s, leaf, version, signature) in enumerate(self.leaves):
             if leaf._version != version or leaf.requires_grad is not signature[0]:  # assigned since
                 if _signature(leaf) != signature:
@@ -278,6 +292,13 @@ class Replay:
         self._lock = threading.Lock()
 
     def __call__(self, *arrays):
+        if STATE.tape is not None:
+            raise RuntimeError("replay: a replayed step called inside another replay's fn; its answer would be "
+                               "frozen into the outer recording. Call the inner fn itself there (it is recorded "
+                               "with the rest), or call the two steps one after the other")
+        if not STATE.grad_enabled:
+            raise RuntimeError("replay: called under no_grad; a replayed step backpropagates, where eager mode's "
+                               "loss would have no graph to backpropagate. Call fn itself for the loss alone")
         arrays = tuple(_argument(a, i) for i, a in enumerate(arrays))
         key = tuple(((), "float") if type(a) is float else (a.shape, a.dtype.str) for a in arrays)
         with self._lock:
@@ -334,12 +355,18 @@ class Replay:
                 # for its second place, so the tape knows which place an op read (by its memory)
                 twice = any(a is b for b in arrays[:k])
                 arguments.append((a.copy() if twice else a).view(FromArgument))
+        given = [np.array(a) for a in arrays]  # (fn must not write into them: checked below)
         previous, STATE.tape = STATE.tape, Recorder()
         try:
             output = self.fn(*arguments)
             records = STATE.tape
         finally:
             STATE.tape = previous
+        for k, (a, before) in enumerate(zip(arguments, given)):
+            if not np.array_equal(a._data if isinstance(a, Value) else a, before, equal_nan=before.dtype.kind == "f"):
+                raise ValueError(f"replay: fn writes into its argument {k} ({before.dtype} array of shape "
+                                 f"{before.shape}) in place, which a replay would not do again. Compute a new "
+                                 "array from it instead (x * 2, not x.data *= 2; ids + 1, not ids += 1)")
         loss, template, extras = returned(output, arguments)
         _check_loss(loss)
         tape = Tape(records, loss, arguments, extras)

@@ -407,6 +407,8 @@ class Value:
         if STATE.hoist is not None and id(self) in STATE.hoist.hoisted:
             raise RuntimeError(f"register_hook: {self!r} is computed once for every time step (hoisted: "
                                "see tinygrad_rnn.hoist); register the hook outside the cell, or use RNN(hoist=False)")
+        if STATE.tape is not None:  # tinygrad_rnn.replay is recording: a replay runs the hook again
+            STATE.tape.hooked(self, hook)
         if not isinstance(self.hooks, list):
             self.hooks = []  # most nodes never get a hook: they share one empty tuple
         self.hooks.append(hook)

@@ -67,7 +67,7 @@ class Embedding(Module):
         self.weight = Value(generator(rng).normal(0.0, 1.0, (num_embeddings, embedding_dim)).astype(dtype))
 
     def forward(self, indices) -> Value:
-        indices = np.asarray(indices.data if isinstance(indices, Value) else indices)
+        indices = np.asanyarray(indices.data if isinstance(indices, Value) else indices)
         if indices.dtype.kind not in "iu":
             raise TypeError(f"Embedding: indices must be integers, got dtype {indices.dtype}")
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_embeddings):

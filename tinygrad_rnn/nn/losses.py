@@ -31,7 +31,7 @@ def cross_entropy(logits, targets, reduction: str = "mean") -> Value:
     each target: one pass over the logits fewer each way (RNN A replayed -1%, B -0.5%). At
     initialisation, with uniform predictions, the summed loss over N examples is N ln C."""
     logits = as_value(logits)
-    targets = np.asarray(targets.data if isinstance(targets, Value) else targets)
+    targets = np.asanyarray(targets.data if isinstance(targets, Value) else targets)
     if targets.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
     if logits.ndim < 1 or targets.shape != logits.shape[:-1]:
