@@ -246,7 +246,7 @@ def _plot_compare(runs: dict, teacher_sensitivity, history, out) -> list:
         shares.set_ylabel("‖C_t‖")
         reach.set_title("gradient reaching each step; how much the last state depends on x_t")
         reach.set_ylabel("norm (log scale)")
-        sizes.set_title("the state h_t−1 that C_t multiplies (h_0 at t = 0)")
+        sizes.set_title("each state h_t, h_0 the initial one (C_t multiplies h_t−1)")
         sizes.set_ylabel("root mean square of h_t")
         sizes.set_ylim(0, None)
         for axes in (shares, reach, sizes):
