@@ -5,10 +5,13 @@ long for the op view. Every number comes from ``tinygrad_rnn.diagnostics.steps``
   what the time step did to the gradient that crossed it, and is coloured by it (blue shrinks, red
   grows). Under it, smaller, the **bound** ||J_t||_2, the most the time step could have stretched any
   gradient, and w, ||C_t||, what it gave the weights. With one loss at the end, the gradient at time
-  step t-1 is the gradient at time step t times the label, so the labels multiply to
-  ||delta_0|| / ||delta_T||: a label is a factor a reader can multiply.
+  step t-1 is the gradient at time step t times the label (before any clip on s_{t-1}: the legend
+  says so where one fired), so the labels multiply to ||delta_0|| / ||delta_T|| (times the clips'
+  factors): a label is a factor a reader can multiply.
 - a node s_t is shaded by ||delta_t||, the size of the gradient that reached it (an absolute size,
-  light for small, dark for large, the legend giving the values).
+  light for small, dark for large, the legend giving the values). Off that scale: exactly 0 is yellow
+  (ZERO, as in the heatmap and the strips), no gradient white, nan or inf green (style.NONFINITE, as
+  is an edge whose gain is nan or inf); the legend names each that the picture holds.
 - the line under the title ends with ``diagnostics.verdict``'s word and the rule that gave it, in
   numbers: "vanishing (0.00096 < 10⁻³)", "stable (10⁻³ ≤ 0.031 ≤ 10³)".
 
@@ -84,6 +87,22 @@ def _node_label(letter: str, row: StepRow | None, t: int, digits: int = 2, ghost
     return style.html_label("<BR/>".join(lines))
 
 
+# An edge no gain crossed (s_t got no gradient, or exactly 0): light grey, off the gain scale.
+NO_GAIN = "#b0b0b0"
+
+
+def _node_fill(norm: float | None, scale: tuple) -> str:
+    """A node's shade: ||delta_t|| on the violet scale; off it, white for no gradient, ZERO (yellow) for
+    exactly 0, NONFINITE (green) for nan or inf."""
+    if norm is None:
+        return "#ffffff"
+    if norm == 0.0:
+        return ZERO
+    if not math.isfinite(norm):
+        return style.NONFINITE
+    return style.magnitude_fill(norm, *scale)
+
+
 def _node_attrs(run: StepRun, row: StepRow, scale: tuple, axis: str, digits: int) -> dict:
     letter = style.clean(run.letter, 12)
     tip = (f"{letter}_{row.t}: ‖δ_{row.t}‖ = {row.grad_norm!r}, the gradient that reached it from outside "
@@ -93,7 +112,7 @@ def _node_attrs(run: StepRun, row: StepRow, scale: tuple, axis: str, digits: int
                 f" ({'fired' if row.clip.fired else 'did not fire'})")
     attrs = {
         "label": _node_label(run.letter, row, row.t, digits), "shape": "box", "style": "rounded,filled",
-        "fillcolor": style.magnitude_fill(row.grad_norm, *scale), "width": "0.5", "height": "0.42",
+        "fillcolor": _node_fill(row.grad_norm, scale), "width": "0.5", "height": "0.42",
         "margin": "0.04,0.02", "tooltip": style.tooltip(tip),
     }
     if row.clip is not None and row.clip.fired:
@@ -119,7 +138,12 @@ def _edge_attrs(run: StepRun, row: StepRow, digits: int, axis: str) -> dict:
     bound = f'<BR/><FONT POINT-SIZE="{SMALL}" COLOR="{style.MUTED}">≤{style.number(row.bound, digits)}</FONT>'
     if row.gain is None:
         return {"label": style.html_label(f'<FONT COLOR="{style.MUTED}">–</FONT>{bound}{weights}'),
-                "color": "#b0b0b0", "tooltip": style.tooltip(tip + " (no gradient crossed)"),
+                "color": NO_GAIN, "tooltip": style.tooltip(tip + " (no gradient crossed)"),
+                "labeltooltip": style.tooltip(tip)}
+    if not math.isfinite(row.gain):  # nan or inf: no factor, so no colour on the gain scale
+        return {"label": style.html_label(f"<B>{style.number(row.gain, digits)}</B>{bound}{weights}"),
+                "color": style.NONFINITE, "fontcolor": style.NONFINITE, "penwidth": "1.60",
+                "tooltip": style.tooltip(tip + "; not a finite number, so off the gain scale"),
                 "labeltooltip": style.tooltip(tip)}
     over = compounded(row.gain, run.length)
     colour = style.colour(over, GAIN_DECADES)
@@ -162,11 +186,12 @@ def _legend(title: str | None, runs: list[StepRun], scale: tuple, axis: str, sto
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
     lengths = sorted({r.length for r in runs})
-    length = f"T = {lengths[0]}" if len(lengths) == 1 else "T, its run's length"
+    length = (f"T = {lengths[0]} {words['unit' if lengths[0] == 1 else 'units']}" if len(lengths) == 1
+              else f"T {words['units']}, T its run's length")
     rows = [
         style.legend_row(f"edge label: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖, what {unit} {i} did to the "
                          f"gradient that crossed it;<BR/>edge colour: gain{sub}<SUP>T</SUP>, what it would compound "
-                         f"to over the drawn {length} {words['units']}", GAIN_DECADES),
+                         f"to over the drawn {length}", GAIN_DECADES),
         style.magnitude_row(f"node shade and number: ‖δ{sub}‖, the size of the<BR/>"
                             f"gradient that reached s{sub} (absolute values)", *scale),
     ]
@@ -179,6 +204,9 @@ def _legend(title: str | None, runs: list[StepRun], scale: tuple, axis: str, sto
     else:
         rule = (f"with one loss at the end, the gradient at {unit} {i}−1 is the gradient at {unit} {i} times the "
                  f"edge's label: ‖δ<SUB>{i}−1</SUB>‖ = ‖δ{sub}‖ × gain{sub}")
+        if any(r.any_clip for r in runs):
+            rule += (f" (before any clip: where ✂ marks s<SUB>{i}−1</SUB>, this is its whole state's norm "
+                     f"before the clip; the node shows it after)")
     notes = [
         f"{words['runs']}; the gradient flows back right to left; {rule}",
         f"small grey ≤: the bound ‖J{sub}‖₂, the most {unit} {i} could stretch any gradient (it need not); "
@@ -194,7 +222,9 @@ def _legend(title: str | None, runs: list[StepRun], scale: tuple, axis: str, sto
     notes.append(f"verdict (diagnostics.verdict): the gradient scaled by less than {low} from the last state read "
                  f"back to the first: vanishing; by more than {high}: exploding (clips included); else stable, or "
                  f"frozen where no {unit} gave the weights more than {frozen} × ‖δ{sub}‖"
-                 + (f" (w and frozen are left out beyond {limit:,} {words['units']})" if long_runs else ""))
+                 + (f" (w and frozen are left out beyond {limit:,} {words['units']})" if long_runs else "")
+                 + ("; no gradient where every ‖δ‖ is 0 or none reached a state" if any(
+                     diagnostics.verdict(r.rows) == "no gradient" for r in runs) else ""))
     states = sorted({style.text(r.state, 60) for r in runs})
     batches = sorted({r.batch for r in runs if r.batch})
     where = f"all {batches[0]} batch rows" if len(batches) == 1 and batches[0] > 1 else "the whole batch"
@@ -215,6 +245,7 @@ def _legend(title: str | None, runs: list[StepRun], scale: tuple, axis: str, sto
         keys.append("✂ red border: a clipping hook fired on that state, the clipped part's gradient norm "
                     "before → after (the node shows the whole state's, after)")
     notes.extend(keys)
+    rows[2:2] = _off_scale_rows(runs, sub)
     if title or headline or story:
         rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">'
                        f'{caption(title or "", headline or [], story, 14)}</TD></TR>')
@@ -222,6 +253,36 @@ def _legend(title: str | None, runs: list[StepRun], scale: tuple, axis: str, sto
     rows.extend(f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT"><FONT POINT-SIZE="9" COLOR="{style.MUTED}">'
                 f'{wrap_words(note, LINE + 20)}</FONT></TD></TR>' for note in notes)
     return style.legend(None, rows, [])
+
+
+def _swatch_row(text: str, colour: str, mark: str = "", border: bool = False) -> str:
+    """A legend row of one mark: what it means, then its swatch."""
+    edge = ' BORDER="1" COLOR="#d0d0d0"' if border else ""
+    inside = f'<FONT POINT-SIZE="9">{mark}</FONT>' if mark else ""
+    return (f'<TR><TD ALIGN="RIGHT"><FONT POINT-SIZE="10">{text}</FONT></TD><TD ALIGN="LEFT"><TABLE BORDER="0" '
+            f'CELLBORDER="0" CELLSPACING="1" CELLPADDING="1"><TR><TD BGCOLOR="{colour}"{edge} FIXEDSIZE="TRUE" '
+            f'WIDTH="38" HEIGHT="18">{inside}</TD></TR></TABLE></TD></TR>')
+
+
+def _off_scale_rows(runs: list[StepRun], sub: str) -> list[str]:
+    """A legend row for each mark off the two scales that the picture holds."""
+    norms = [r.grad_norm for run in runs for r in run.rows]
+    gains = [r.gain for run in runs for r in run.rows[1:] if not r.cut]
+    rows = []
+    if any(n == 0.0 for n in norms):
+        rows.append(_swatch_row(f"yellow node, 0: ‖δ{sub}‖ is exactly 0, nothing reached s{sub}", ZERO, "0"))
+    if any(n is None for n in norms):
+        rows.append(_swatch_row(f"white node, no grad: no gradient reached s{sub} at all", "#ffffff", border=True))
+    if any(g is None for g in gains):
+        rows.append(_swatch_row(f"light grey edge, –: no gain, as s{sub} got no gradient or exactly 0",
+                                NO_GAIN, "–"))
+    node, edge = (any(x is not None and not math.isfinite(x) for x in xs) for xs in (norms, gains))
+    if node or edge:
+        what = " and ".join(w for w, held in ((f"node ‖δ{sub}‖", node), (f"edge gain{sub}", edge)) if held)
+        rows.append(_swatch_row(f"green {'node or edge' if node and edge else 'node' if node else 'edge'}: its "
+                                f"number ({what}) is nan or inf,<BR/>not a finite number (a NaN or an overflow "
+                                f"on the way back), off the scales", style.NONFINITE))
+    return rows
 
 
 def _check(axis: str, per_row: int, caller: str) -> None:

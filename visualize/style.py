@@ -26,7 +26,7 @@ import re
 import graphviz
 
 __all__ = [
-    "FONT", "GREY", "COOL", "WARM", "scale", "colour", "fill", "pen_width", "number", "text",
+    "FONT", "GREY", "COOL", "WARM", "NONFINITE", "scale", "colour", "fill", "pen_width", "number", "text",
     "tooltip", "legend", "swatch_values",
 ]
 
@@ -37,6 +37,9 @@ WHITE = (255, 255, 255)
 INK = "#303030"  # text colour: softer than black on slides
 MUTED = "#7a7a7a"
 COOL_TEXT = "#1f5f9e"
+# A number that is not finite (nan or inf: a NaN or an overflow on the way back), drawn off every scale:
+# a green no colour scale reaches (grey to blue or red, light to dark violet).
+NONFINITE = "#1b9e4b"
 
 
 def scale(x: float | None, decades: float = 2.0) -> float:

@@ -46,6 +46,7 @@ from tinygrad_rnn import recurrence
 from tinygrad_rnn.clip import grad_norm
 from tinygrad_rnn.diagnostics import reuse
 from tinygrad_rnn.diagnostics.split import SPLITS, StepSplit, split_steps
+from tinygrad_rnn.ops import raw
 from tinygrad_rnn.recurrence import ClipRecord, StepGraph, state_parts
 
 __all__ = [
@@ -100,13 +101,41 @@ class StepRow:
     iterations: int | None = None
 
 
+# Norms square their numbers: past 2^SAFE (about 3e150) a square could overflow to inf, below 2^-SAFE it
+# could fall to 0. Inside that range a norm is computed as it always was; outside it, every number is
+# first scaled by a power of two (exact), so a finite gradient of 1e200 has a finite norm, and the
+# scaled result is what the unscaled one would be with no overflow.
+SAFE = 500
+
+
+def _power_of_two(largest: float, safe: int = SAFE) -> int:
+    """The exponent e to scale by 2^-e before squaring numbers up to ``largest`` (0: no scaling, inside
+    2^±safe)."""
+    if largest == 0.0 or not math.isfinite(largest) or 2.0**-safe <= largest <= 2.0**safe:
+        return 0
+    return math.frexp(largest)[1]
+
+
+def _largest(arrays) -> float:
+    return max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
+
+
 def _norm(parts) -> float:
-    return math.sqrt(sum(grad_norm(p) ** 2 for p in parts))
+    arrays = [np.asarray(raw(p), dtype=np.float64) for p in parts]
+    e = _power_of_two(_largest(arrays))
+    if e == 0:
+        return math.sqrt(sum(grad_norm(a) ** 2 for a in arrays))
+    return math.ldexp(math.sqrt(sum(grad_norm(np.ldexp(a, -e)) ** 2 for a in arrays)), e)
 
 
 def _norm64(parts) -> float:
-    """The lag view's norm of a delta (``recurrence.delta_norm``), so that ``last_read`` is its number."""
-    return math.sqrt(sum(float(np.sum(np.square(p, dtype=np.float64))) for p in parts))
+    """The lag view's norm of a delta (``recurrence.delta_norm``), so that ``last_read`` is its number
+    (scaled, as ``_norm``, where squares would overflow)."""
+    arrays = [np.asarray(p, dtype=np.float64) for p in parts]
+    e = _power_of_two(_largest(arrays))
+    if e == 0:
+        return math.sqrt(sum(float(np.sum(np.square(a))) for a in arrays))
+    return math.ldexp(math.sqrt(sum(float(np.sum(np.square(np.ldexp(a, -e)))) for a in arrays)), e)
 
 
 def _flat(parts, rows: int) -> np.ndarray:
@@ -140,11 +169,15 @@ def power_estimate(jacobian: np.ndarray, start: np.ndarray | None, iterations: i
         return 0.0
     if not np.isfinite(jacobian).all():
         return math.nan
+    e = _power_of_two(float(np.max(np.abs(jacobian))), SAFE // 2)
+    if e:  # ||J J^T u|| squares J's numbers twice: scaled by a power of two (exact), the estimate scaled back
+        return math.ldexp(power_estimate(np.ldexp(jacobian, -e), start, iterations), e)
     best = 0.0
     for row, matrix in enumerate(jacobian):
         u = None if start is None else np.asarray(start[row], dtype=np.float64)
         if u is None or not np.any(u):
             u = np.ones(matrix.shape[0])
+        u = np.ldexp(u, -_power_of_two(float(np.max(np.abs(u)))))  # so that its norm is finite
         u = u / np.linalg.norm(u)
         estimate = np.linalg.norm(matrix.T @ u)
         for _ in range(iterations):
@@ -306,7 +339,9 @@ def _clip_scale(row: StepRow) -> float:
     clip = row.clip
     if clip is None or not clip.fired or not row.grad_norm:
         return 1.0
-    whole_before = math.sqrt(max(row.grad_norm**2 - clip.norm_after**2 + clip.norm_before**2, 0.0))
+    e = _power_of_two(max(row.grad_norm, clip.norm_after, clip.norm_before))  # squares without overflow
+    whole, after, before = (math.ldexp(x, -e) for x in (row.grad_norm, clip.norm_after, clip.norm_before))
+    whole_before = math.ldexp(math.sqrt(max(whole**2 - after**2 + before**2, 0.0)), e)
     return row.grad_norm / whole_before if whole_before > 0 else 1.0
 
 
@@ -324,6 +359,9 @@ def verdict(rows: Sequence, vanishing: float = VANISHING, exploding: float = EXP
     A plain list of gradient norms ||delta_t|| in time order (the older form) is deprecated: it is
     read as the rows of one loss at the end without clipping, where gain_t = ||delta_{t-1}|| /
     ||delta_t||, and judged by the same rule (so ``[None, None]`` is "no gradient" either way).
+
+    "no gradient": no state got any (every ||delta_t|| None or exactly 0, as for a loss multiplied by
+    0): there is nothing to call stable or vanishing.
     """
     rows = list(rows)
     if rows and not isinstance(rows[0], StepRow):
@@ -340,7 +378,7 @@ def verdict(rows: Sequence, vanishing: float = VANISHING, exploding: float = EXP
     if any(not math.isfinite(x) for x in numbers):
         return "exploding"
     factor, first, last = gradient_factor(rows)
-    if all(r.grad_norm is None for r in rows):
+    if not any(r.grad_norm for r in rows):  # every ||delta_t|| None or exactly 0: nothing to judge
         return "no gradient"
     # An earlier state that got exactly nothing, with no cut on the way, means the gradient
     # vanished to zero (a saturated or dead unit) before it got there.
