@@ -50,7 +50,8 @@ def test_the_reach_numbers_are_the_median_share_per_lag():
     # Loss t reaches t steps back at most: the longest lag that at least 4 of the 8 losses reach is 5.
     half = max(lag for lag in range(T + 1) if sum(t >= lag for t in range(1, T + 1)) >= T / 2)
     assert half == 5
-    assert (f"median reach {half} time steps back (the longest lag half the losses reach): "
+    assert (f"median reach {half} time steps back (the longest lag whose median share, over at least half "
+            f"the losses, is above 0): "
             f"{style.number(expected[half], 2)}") in source
 
 

@@ -119,33 +119,52 @@ def is_truncated(node) -> bool:
     return recurrence.is_cut(node)
 
 
+def _time_steps(count: int) -> str:
+    """"1 time step", "3 time steps"."""
+    return f"{count} time step{'' if count == 1 else 's'}"
+
+
 def _steps_in_words(steps) -> str:
-    """"3 time steps" for one recurrence; "4 recurrences of 3 time steps each" (or "... of 2 to 5 time
-    steps") when the steps carry several scope prefixes ("chain 1/t=1", "chain 2/t=1", ...)."""
+    """"3 time steps" for one recurrence (at one, "1 time step"); "4 recurrences of 3 time steps each" (or
+    "... of 2 to 5 time steps") when the steps carry several scope prefixes ("chain 1/t=1", "chain 2/t=1", ...)."""
     per_prefix: dict = {}
     for step in steps:
         per_prefix[step.prefix] = per_prefix.get(step.prefix, 0) + 1
     if len(per_prefix) <= 1:
-        return f"{len(steps)} time steps, left to right"
+        return f"{_time_steps(len(steps))}, left to right"
     counts = sorted(per_prefix.values())
-    each = f"{counts[0]} time steps each" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]} time steps"
+    each = f"{_time_steps(counts[0])} each" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]} time steps"
     return f"{len(per_prefix)} recurrences of {each}, left to right"
 
 
 def op_legend(title: str | None, kinds: set, steps, extra_notes=()) -> str:
     """The op view's legend: a colour row and one line for each kind of mark the picture holds
-    (``kinds``: "scalar", "tensor", "parameter", "shared", "clip", "gates", "ghost"); ``steps``: the
-    time steps drawn (``TimeStep``s)."""
+    (``kinds``: "scalar", "tensor", "gain", "unmeasured", "no gradient", "nan", "parameter", "shared",
+    "clip", "gates", "ghost"); ``steps``: the time steps drawn (``TimeStep``s).
+
+    Only a factor sets an edge's colour and width: a scalar edge's derivative, a tensor edge's observed
+    gain. A tensor edge with no gain (before backward: its ‖J‖ is only a bound) or no gradient, or a
+    number that is nan, is drawn off the scale, in a colour of its own named here."""
     rows, notes = [], []
-    if kinds & {"scalar", "tensor"}:
+    if kinds & {"scalar", "gain"}:
         rows.append(style.legend_row("edge colour and width:<BR/>how much the edge scales a gradient", 2.0))
     if "scalar" in kinds:
-        notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by")
+        notes.append("edge label (numbers): ∂child/∂parent, the local derivative backward multiplies by (sets the "
+                     "colour)")
     if "tensor" in kinds:
         notes.append("edge label (tensors): ‖J‖ = spectral norm of the local Jacobian, the most it can stretch "
-                     "a gradient;")
+                     "a gradient (a bound, never the colour);")
+    if "gain" in kinds:
         notes.append("gain = ‖gradient to parent‖ / ‖gradient of child‖ after backward, what it did (sets the "
                      "colour)")
+    if "unmeasured" in kinds:
+        notes.append("thin black edge, ‖J‖ alone: no gain is known (no backward pass has given the child a "
+                     "gradient), so the edge is off the colour scale")
+    if "no gradient" in kinds:
+        notes.append("thin light grey edge, gain – (no gradient): backward ran, but the child's gradient is "
+                     "exactly 0, so nothing flowed along the edge")
+    if "nan" in kinds:
+        notes.append("thin dotted black edge: its number is nan (undefined), off the colour scale")
     keys = []
     if "parameter" in kinds:
         keys.append("yellow: a leaf that needs a gradient (a parameter, or an input differentiated)")

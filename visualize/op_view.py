@@ -9,8 +9,11 @@ multiplies a gradient by each edge's label on its way:
   most it can stretch a gradient; after a backward pass also the observed ``gain``,
   ||gradient passed to the parent|| / ||gradient of the child|| (``Edge.observed_gain``).
 
-Colour and pen width follow log10 of that number (see style.py): a chain of thin blue edges is a
-vanishing gradient, thick red ones an exploding one. Nodes made inside ``scope("t=<k>")`` sit in one
+Colour and pen width follow log10 of the factor an edge applies (see style.py): a scalar edge's
+derivative, a tensor edge's gain; a chain of thin blue edges is a vanishing gradient, thick red ones an
+exploding one. ‖J‖ is only a bound, so a tensor edge with no gain (before backward) is drawn thin and
+black, off the scale; one whose child got a gradient of exactly 0 thin and light grey ("gain –"); a
+nan dotted. The legend names each of these where the picture holds one. Nodes made inside ``scope("t=<k>")`` sit in one
 cluster per time step; shared parameters are drawn once, outside, with an edge into every step.
 """
 
@@ -49,6 +52,12 @@ ROW_COLUMNS, ROW_COLUMNS_COMPACT = 8, 10
 FAINT = "#d4d4d4"
 GRAD_INK = "#5a3d8a"  # gradients in violet, apart from data in ink
 GATE_INK = "#2f6f5e"  # the scope a cell named inside a step (its gates)
+# Edges off the colour scale (no factor to show), each with its own colour and a thin pen: a tensor edge
+# with no gain measured (before backward, or a constant's edge), drawn black; one whose child's gradient
+# is exactly 0, drawn in the light grey the step view gives an edge no gradient crossed.
+UNMEASURED, NO_GRADIENT = "unmeasured", "no gradient"
+OFF_SCALE = {UNMEASURED: "#000000", NO_GRADIENT: "#b0b0b0"}
+OFF_SCALE_WIDTH = "1.00"
 
 
 class GraphTooLarge(ValueError):
@@ -130,26 +139,52 @@ class OpPicture:
         return not self.constants and node.op is None and not node.requires_grad
 
     def edge_numbers(self, edge):
-        """(label markup, number that sets the colour, full-precision tooltip) for one edge."""
+        """(label markup, number that sets the colour, full-precision tooltip) for one edge; the
+        number is None where no number may (``edge_colour`` says how such an edge is drawn).
+
+        Only a factor sets the colour: a scalar edge's exact derivative, or a tensor edge's observed
+        gain. ‖J‖ is a bound, the most the edge could stretch a gradient, not what it did, so a tensor
+        edge without a gain is never coloured as if it were a factor."""
+        label, value, tip, _off = self._edge(edge)
+        return label, value, tip
+
+    def edge_colour(self, edge) -> tuple[str, str, str | None]:
+        """(colour, pen width, line style or None) of one edge: on the colour scale by its factor, or
+        off it (``OFF_SCALE``) with no gain measured, no gradient, or a nan."""
+        _label, value, _tip, off = self._edge(edge)
+        return self._look(value, off)
+
+    def _look(self, value, off) -> tuple[str, str, str | None]:
+        if off is not None:
+            self.kinds.add(off)
+            return OFF_SCALE[off], OFF_SCALE_WIDTH, None
+        if value is None or value != value:  # nan: an undefined number, not a factor of 1
+            self.kinds.add("nan")
+            return OFF_SCALE[UNMEASURED], OFF_SCALE_WIDTH, "dotted"
+        return style.colour(value), style.pen_width(value), None
+
+    def _edge(self, edge):
+        """(label markup, factor or None, tooltip, off-scale kind or None)."""
         child, parent = edge.child, edge.parent
         where = f"∂ {child.op.name} / ∂ input {edge.position}"
         if child.size == 1 and parent.size == 1:
             self.kinds.add("scalar")
             d = measure(edge.derivative)
-            return style.number(d, self.digits), d, f"{where} = {d!r}"
+            return style.number(d, self.digits), d, f"{where} = {d!r}", None
         self.kinds.add("tensor")
         norm = measure(edge.jacobian_norm)
         gain = measure(edge.observed_gain) if child.grad is not None else None
         label = f"‖J‖ {style.number(norm, 3)}"
         tip = f"{where}: spectral norm of the local Jacobian = {norm!r}"
         if gain is not None:
+            self.kinds.add("gain")
             label += f'<BR/><FONT POINT-SIZE="7">gain {style.number(gain, 3)}</FONT>'
-            tip += f"; observed gain = {gain!r}"
-        elif child.grad is not None:  # backward ran, but the child's gradient is exactly zero: grey, no gain
+            return label, gain, tip + f"; observed gain = {gain!r}", None
+        if child.grad is not None:  # backward ran, but the child's gradient is exactly zero: no gain
             label += '<BR/><FONT POINT-SIZE="7">gain – (no gradient)</FONT>'
-            tip += "; no gradient reached the child, so none flowed here"
-            return label, 1.0, tip
-        return label, (gain if gain is not None else norm), tip
+            return label, None, tip + "; no gradient reached the child, so none flowed here", NO_GRADIENT
+        return (label, None, tip + "; no backward pass has given the child a gradient, so no gain is known "
+                "(‖J‖ is only a bound)", UNMEASURED)
 
     def value_label(self, node) -> str:
         lines = []
@@ -246,12 +281,13 @@ class OpPicture:
         return attrs
 
     def edge_attrs(self, edge) -> dict:
-        label, value, tip = self.edge_numbers(edge)
-        attrs = {
-            "label": style.html_label(label), "tooltip": style.tooltip(tip), "labeltooltip": style.tooltip(tip),
-            "color": style.colour(value), "fontcolor": style.colour(value), "penwidth": style.pen_width(value),
-        }
-        if not edge.parent.requires_grad:
+        label, value, tip, off = self._edge(edge)
+        colour, width, line = self._look(value, off)
+        attrs = {"label": style.html_label(label), "tooltip": style.tooltip(tip), "labeltooltip": style.tooltip(tip),
+                 "color": colour, "fontcolor": colour, "penwidth": width}
+        if line is not None:
+            attrs["style"] = line
+        elif not edge.parent.requires_grad:
             attrs["style"] = "dashed"
         if edge.parent in self.carried and edge.child in self.carried:
             attrs["weight"] = "8"  # the recurrent path h_{t-1} -> h_t: keep it one straight line
