@@ -7,7 +7,8 @@ verdict), then two strips of cells on one time axis shared by all runs: a bar pe
 gain, down from the line at 1 for a gain below 1 (up above), its length log10(gain) on one log scale
 for every run and its colour what the gain compounds to over the run; and ||delta_t|| shaded per
 state. No bound ||J_t||_2 is computed: its SVDs are what a long comparison costs. A long run keeps at
-most WIDEST columns, several time steps in one (the geometric mean of their gains).
+most WIDEST columns, several time steps in one (the geometric mean of their gains; the largest
+||delta||). A 0 and a number that is not finite (nan, inf) have marks of their own.
 """
 
 from __future__ import annotations
@@ -32,34 +33,65 @@ from visualize.step_run import (
 )
 from visualize.table_cells import TEXT, bar, cell_width, column_stride, shade, small, ticks
 
-__all__ = ["draw_strips", "BAR", "CUT"]
+__all__ = ["draw_strips", "BAR", "CUT", "NONFINITE"]
 
 BAR = 14  # a gain bar's most length in points, from the line at 1
 CUT = "#d9d9d9"  # a cut's full bar (truncated BPTT: no gradient crosses)
+# A number that is not finite (nan or inf: an overflow or a NaN on the way back), in either strip: a
+# colour outside both scales, the grey of a cut, the yellow of 0 and the white of no gradient.
+NONFINITE = "#1b9e4b"
+CUT_ONLY = "cut"  # _block_gain's answer for a column of cuts only
 
 
-def _block_gain(rows: list, first: int, last: int) -> float | None:
-    """The gain of time steps first..last of one run: the geometric mean of their gains (a cut left
-    out); nan for cuts only, None where a gradient is missing."""
+def _block_gain(rows: list, first: int, last: int) -> float | str | None:
+    """The gain of time steps first..last of one run: the geometric mean of the gains there are (a
+    cut left out, and a time step whose s_t got no gradient or exactly 0, so has no gain); CUT_ONLY
+    for cuts only, None where no time step has a gain; nan where any gain is not a finite number (a
+    NaN or an overflow on the way back: no mean of it is a number)."""
     crossed = [r for r in rows[first:last + 1] if not r.cut]
     if not crossed:
-        return math.nan
-    if any(r.gain is None for r in crossed):
+        return CUT_ONLY
+    gains = [r.gain for r in crossed if r.gain is not None]
+    if not gains:
         return None
-    return math.prod(r.gain for r in crossed) ** (1 / len(crossed))
+    if not all(math.isfinite(g) for g in gains):
+        return math.nan
+    if any(g == 0.0 for g in gains):
+        return 0.0
+    return 10.0 ** (sum(math.log10(g) for g in gains) / len(gains))  # in logs: no product overflows
 
 
-def _gain_bar(gain: float | None, length: int, decades: float, grows: bool, width: int) -> str:
+def _gain_bar(gain: float | str | None, length: int, decades: float, grows: bool, width: int) -> str:
     """One column of a gain strip: a bar from the line at 1, down for a gain below 1 (up above),
-    log10(gain) / decades of BAR, coloured by gain^length; grey for a cut, empty without a gradient."""
-    if gain is None or math.isnan(gain):
-        colour, down, up = (CUT, BAR, 0.0) if gain is not None else ("#ffffff", 0.0, 0.0)
-    else:
-        s = -1.0 if gain == 0.0 else max(-1.0, min(1.0, math.log10(gain) / decades))
-        colour = style.colour(compounded(gain, length), GAIN_DECADES)
-        down, up = max(-s, 0.0) * BAR, max(s, 0.0) * BAR
+    log10(gain) / decades of BAR, coloured by gain^length; a full bar in CUT for a cut, in NONFINITE
+    for a gain that is not a finite number; white, without the line, where there is no gain."""
+    height = (BAR if grows else 0.0) + 1 + BAR
+    if gain is None:
+        return bar(width, [("#ffffff", height)])
+    if gain is CUT_ONLY or math.isnan(gain) or math.isinf(gain):
+        return bar(width, [(CUT if gain is CUT_ONLY else NONFINITE, height)])
+    s = -1.0 if gain == 0.0 else max(-1.0, min(1.0, math.log10(gain) / decades))
+    colour = style.colour(compounded(gain, length), GAIN_DECADES)
+    down, up = max(-s, 0.0) * BAR, max(s, 0.0) * BAR
     pieces = [("#ffffff", BAR - up), (colour, up)] if grows else []
     return bar(width, [*pieces, (style.INK, 1), (colour, down), ("#ffffff", BAR - down)])
+
+
+def _block_norm(rows: list) -> float:
+    """The ||delta|| one cell of the strip shows for the states of ``rows``: the largest; inf (drawn
+    NONFINITE) where any is not a finite number (nan or inf); nan where none got a gradient (white)."""
+    held = [r.grad_norm for r in rows if r.grad_norm is not None]
+    if any(not math.isfinite(x) for x in held):
+        return math.inf
+    return max(held) if held else math.nan
+
+
+def _norm_cell(x: float, scale: tuple, width: int, extra: str) -> str:
+    """A cell of the ||delta|| strip: shaded by size, ZERO for exactly 0, white for no gradient (nan),
+    NONFINITE for a norm that is not a finite number (given as inf)."""
+    if math.isinf(x):
+        return f'<TD WIDTH="{width}" HEIGHT="10" BGCOLOR="{NONFINITE}"{extra}></TD>'
+    return shade(x, scale, width, 10, extra=extra)
 
 
 def draw_strips(prepared: list, axis: str, title: str | None) -> Digraph:
@@ -75,9 +107,10 @@ def draw_strips(prepared: list, axis: str, title: str | None) -> Digraph:
         for c in range(columns):
             first, last = max(c * stride, 1), min((c + 1) * stride - 1, run.length)
             blocks[label, c] = _block_gain(run.rows, first, last) if first <= last else None
-    drawn = [g for g in blocks.values() if g is not None and g > 0 and math.isfinite(g)]
+    drawn = [g for g in blocks.values() if isinstance(g, float) and g > 0 and math.isfinite(g)]
     decades = max([abs(math.log10(g)) for g in drawn] + [0.01])
     grows = any(g > 1.0 for g in drawn)
+    marks = set()  # the marks drawn that only some pictures have: each gets its legend line
     table = []
     for label, run in prepared:
         parts, _ = summary(run, axis)
@@ -97,11 +130,17 @@ def draw_strips(prepared: list, axis: str, title: str | None) -> Digraph:
                 sizes.append(f'<TD WIDTH="{width}" HEIGHT="10"></TD>')
                 continue
             end = min(end, run.length)
-            gains.append(_gain_bar(blocks[label, c], run.length, decades, grows, width))
-            held = [r.grad_norm for r in run.rows[start:end + 1] if r.grad_norm is not None]
+            gain = blocks[label, c]
+            gains.append(_gain_bar(gain, run.length, decades, grows, width))
+            norm = _block_norm(run.rows[start:end + 1])
             clipped = any(r.clip is not None and r.clip.fired for r in run.rows[start:end + 1])
             outline = f' BORDER="1" COLOR="{style.colour(1e9)}"' if clipped else ""
-            sizes.append(shade(max(held) if held else math.nan, scale, width, 10, extra=outline))
+            sizes.append(_norm_cell(norm, scale, width, outline))
+            marks.update({"cut"} if gain is CUT_ONLY else {"nonfinite"} if isinstance(gain, float)
+                         and not math.isfinite(gain) else set())
+            marks.update({"nonfinite"} if math.isinf(norm) else {"zero"} if norm == 0.0 else {"none"}
+                         if math.isnan(norm) else set())
+            marks.update({"clip"} if clipped else set())
         top = f"×{style.number(10 ** decades, 2)}<BR/>" if grows else ""
         table.append(f'<TR><TD ALIGN="RIGHT">{small(f"{top}gain ×1<BR/>×{style.number(10 ** -decades, 2)}", TEXT)}'
                      f'</TD>{"".join(gains)}</TR>')
@@ -112,18 +151,19 @@ def draw_strips(prepared: list, axis: str, title: str | None) -> Digraph:
     body = f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0">{"".join(table)}</TABLE>'
     dot = style.base_digraph("step_compare")
     dot.node("strips", label=style.html_label(body), shape="plaintext")
-    dot.attr("graph", label=_strips_legend(title, [run for _, run in prepared], scale, stride, axis, decades))
+    dot.attr("graph", label=_strips_legend(title, [run for _, run in prepared], scale, stride, axis, decades, marks))
     return dot
 
 
 def _strips_legend(title: str | None, runs: list[StepRun], scale: tuple, stride: int, axis: str,
-                   decades: float) -> str:
+                   decades: float, marks: set) -> str:
     words = AXES[axis]
     i, unit = words["index"], words["unit"]
     sub = f"<SUB>{i}</SUB>"
     lengths = sorted({r.length for r in runs})
     length = f"T = {lengths[0]}" if len(lengths) == 1 else "T, its run's length"
-    column = f"{unit} {i}" if stride == 1 else f"{stride} {words['units']} (the geometric mean of their gains)"
+    column = (f"{unit} {i}" if stride == 1
+              else f"{stride} {words['units']} (the geometric mean of the gains there are)")
     full = style.number(10 ** -decades, 2)
     rows = [
         style.legend_row(wrap_words(f"gain strip, one bar per {column}: gain{sub} = ‖J{sub}ᵀ δ{sub}‖ / ‖δ{sub}‖; its "
@@ -150,12 +190,25 @@ def _strips_legend(title: str | None, runs: list[StepRun], scale: tuple, stride:
         f"verdict (diagnostics.verdict): the gradient scaled by less than {low} from the last state read back to "
         f"the first: vanishing; by more than {high}: exploding (clips included); else stable, or frozen where no "
         f"{unit} gave the weights more than {frozen} × ‖δ{sub}‖",
-        "white: no gradient; yellow: exactly 0; every norm is over the whole batch, all parts of a state as one "
-        "vector",
+        f"a gain column left white, without the line at ×1: no gain to draw (s<SUB>0</SUB> ends no {unit}; a "
+        f"{unit} whose s{sub} got no gradient, or exactly 0, has none); every norm is over the whole batch, all "
+        f"parts of a state as one vector",
     ]
+    cells = [f"{name}: {meaning}" for mark, name, meaning in (
+        ("none", "white", f"no gradient reached s{sub}"), ("zero", "yellow", "exactly 0")) if mark in marks]
+    if cells:
+        notes.append("‖δ‖ strip, " + "; ".join(cells))
+    if "nonfinite" in marks:
+        held = "" if stride == 1 else f", or a column of {stride} holding one"
+        notes.append(f"green, a full gain bar or a ‖δ‖ cell: a number that is not finite, nan or inf (an overflow "
+                     f"or a NaN on the way back){held}; diagnostics.steps(loss, states) holds each number")
     if any(r.any_cut for r in runs):
-        notes.append("grey full bar: a cut (truncated BPTT), no gradient crosses it")
-    if any(r.any_clip for r in runs):
+        drawn = ["grey full bar: a cut (truncated BPTT), no gradient crosses it"] if "cut" in marks else []
+        if stride > 1:  # a column holding a cut and other time steps shows their mean, the cut left out
+            drawn.append(f"a cut in a column of {stride} {words['units']} with others is left out of its mean"
+                         + (" (a grey column holds cuts only)" if "cut" in marks else ""))
+        notes.append("; ".join(drawn))
+    if "clip" in marks:
         notes.append("red outline on ‖δ‖: a clipping hook fired on that state (its gradient after the clip)")
     if title:
         rows.insert(0, f'<TR><TD COLSPAN="2" ALIGN="LEFT" BALIGN="LEFT">{caption(title, [], "", 14)}</TD></TR>')

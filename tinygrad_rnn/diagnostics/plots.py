@@ -36,29 +36,78 @@ def plot_steps(rows: Sequence[StepRow], path: str | None = None, title: str | No
     above, ||delta_t||, the gradient that reached state t; below, each step's gain (what it did to
     that gradient) and bound (the most it could do), with the line at 1 where a step neither shrinks
     nor grows it. ``rows`` come from ``diagnostics.steps``; ``axis="layer"`` labels the x axis by layer.
+
+    A log axis cannot hold 0, nan or inf: an exact 0 is marked at the panel's floor (a triangle down),
+    a nan or inf at its top (a cross), each named in the panel's legend; a missing number (None: no
+    gradient, or no step into s_0) is left out. The x axis counts whole states, 0 to T.
     """
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure_class()(figsize=(7, 5))
     top, bottom = figure.subplots(2, 1, sharex=True)
-    held = [r for r in rows if r.grad_norm]
-    top.semilogy([r.t for r in held], [r.grad_norm for r in held], marker=".", color="#5a3d8a")
-    top.set_ylabel("‖δ_t‖, gradient reaching t")
-    crossed = [r for r in rows if r.gain]
-    bottom.semilogy([r.t for r in crossed], [r.gain for r in crossed], marker=".", label="gain (what the step did)")
-    bounded = [r for r in rows if r.bound]
-    bottom.semilogy([r.t for r in bounded], [r.bound for r in bounded], linestyle="--", color="#9a9a9a",
-                    label="bound ‖J_t‖₂ (the most it could do)")
+    letter = "l" if axis == "layer" else "t"
+    marked = _log_panel(top, rows, [("grad_norm", f"‖δ_{letter}‖", None, dict(marker=".", color="#5a3d8a"))])
+    top.set_ylabel(f"‖δ_{letter}‖, gradient reaching {letter}")
+    _log_panel(bottom, rows, [("gain", "gain", "gain (what the step did)", dict(marker=".", color="#1f77b4")),
+                              ("bound", f"bound ‖J_{letter}‖₂", f"bound ‖J_{letter}‖₂ (the most it could do)",
+                               dict(linestyle="--", fillstyle="none", color="#9a9a9a"))],
+               include=1.0)
     bottom.axhline(1.0, color="#303030", linewidth=0.8)
+    if any(r.gain is None for r in rows[1:]):  # a ratio over ||delta_t|| = 0 (or none): no number, no mark
+        bottom.plot([], [], " ", label=f"(no gain where ‖δ_{letter}‖ is 0 or missing)")
     bottom.set_ylabel("per step")
     bottom.set_xlabel("layer l" if axis == "layer" else "time step t")
-    bottom.legend(fontsize=8)
+    for axes in (top, bottom) if marked else (bottom,):
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
     through = "the layers" if axis == "layer" else "time"
     top.set_title(_plain(title) if title else f"the gradient through {through} ({verdict(rows)})")
     for axes in (top, bottom):
         axes.grid(True, which="both", alpha=0.3)
+    bottom.set_xlim(-0.5, max((r.t for r in rows), default=0) + 0.5)
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     figure.tight_layout()
     if path is not None:
         figure.savefig(path)
     return figure
+
+
+def _log_panel(axes, rows: Sequence[StepRow], series: list, include: float | None = None) -> bool:
+    """Each (field, name, label, style) of ``series``, ``getattr(row, field)`` against t on ``axes``'s
+    log y axis: the positive finite numbers as a line (labelled ``label``; None: no legend entry); an
+    exact 0 as a triangle down at the axis's floor and a nan or inf as a cross at its top, which a log
+    axis cannot hold, each with a legend entry saying so; None left out. ``include``: a number the axis
+    must show (the line at 1). True where a 0, nan or inf was marked."""
+    axes.set_yscale("log")
+    marks, known = [], [] if include is None else [include]
+    for field, name, label, style in series:
+        values = [(r.t, getattr(r, field)) for r in rows if getattr(r, field) is not None]
+        shown = [(t, v) for t, v in values if math.isfinite(v) and v > 0]
+        if shown:  # one line, broken where a number is missing or marked (never drawn across it)
+            ts = list(range(shown[0][0], shown[-1][0] + 1))
+            ys = dict(shown)
+            axes.plot(ts, [ys.get(t, math.nan) for t in ts], label=_plain(label) if label else None, **style)
+            alone = [t for t in ys if t - 1 not in ys and t + 1 not in ys]
+            if alone and "marker" not in style:  # a number with none beside it: a point, no line to show it
+                axes.plot(alone, [ys[t] for t in alone], linestyle="none", marker="o", markersize=4,
+                          fillstyle=style.get("fillstyle", "full"), color=style.get("color"))
+            known += [v for _, v in shown]
+        zeros = [t for t, v in values if v == 0.0]
+        odd = [t for t, v in values if not math.isfinite(v)]
+        if zeros:
+            marks.append((zeros, "low", "v", style, f"{name} exactly 0 (marked at the floor)"))
+        if odd:
+            marks.append((odd, "high", "x", style, f"{name} nan or inf (marked at the top)"))
+    # The axis's ends, fixed so the marks sit on them: past every number drawn (a decade where marked).
+    room = 10.0 if marks else 3.0
+    low, high = min(known, default=1.0) / room, max(known, default=1.0) * room
+    for ts, end, marker, style, label in marks:  # a hollow series' marks larger, beneath
+        hollow = style.get("fillstyle") == "none"
+        axes.plot(ts, [low if end == "low" else high] * len(ts), linestyle="none", marker=marker,
+                  markersize=11 if hollow else 8, fillstyle="none" if hollow else "full", clip_on=False,
+                  color=style.get("color"), zorder=3.9 if hollow else 4, label=_plain(label))
+    axes.set_ylim(low, high)
+    return bool(marks)
 
 
 def plot_gradient_norms(rows: Sequence, path: str | None = None, title: str | None = None):
