@@ -231,7 +231,8 @@ def test_the_pictures_nodes_cells_and_captions_show_the_independent_numbers(kind
     assert shown == expected
     # Loss i reads h_i and reaches i steps back: the header quotes the longest lag half the losses reach.
     half = max(lag for lag in range(T + 1) if sum(i >= lag for i in range(1, T + 1)) >= T / 2)
-    assert (f"median reach {half} time steps back (the longest lag half the losses reach): "
+    assert (f"median reach {half} time steps back (the longest lag whose median share, over at least half "
+            f"the losses, is above 0): "
             f"{style.number(reach(norms, half), 2)}") in lag_view.source
 
 

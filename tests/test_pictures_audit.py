@@ -2,9 +2,8 @@
 zero weights, a custom cell whose gain is exactly 1, gradients that overflow or are NaN, clipping at
 every time step, and the pictures drawn before backward.
 
-Checks that hold stay as regression tests (each can fail: it compares a picture's number or word with
-an independent computation). Each defect found is a strict xfail naming what is wrong, so the suite
-stays green and the fix turns it into a failure to remove the mark.
+Each test compares a picture's number, colour or word with an independent computation or with the
+picture's own legend; the audit's 16 defects are fixed, and their tests stay as regression tests.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
+import tinygrad_rnn as tg
 from tinygrad_rnn import Value, diagnostics, nn
 from tinygrad_rnn.clip import clip_norm
 from visualize import compare_steps, draw_graph, draw_lags, draw_steps, style
@@ -193,8 +193,6 @@ def test_zero_weight_cell_vanishes_exactly():
 # ---- defects ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="step view legend states ‖δ_{t−1}‖ = ‖δ_t‖ × gain_t unconditionally; "
-                   "false at every edge whose s_{t−1} was clipped (docs/steps_exploding_clipped.png)")
 def test_legend_rule_holds_where_a_clip_fired():
     cell = nn.RNNCell(2, 2, nonlinearity="identity", bias=False, rng=np.random.default_rng(0))
     cell.weight_hh.data[...] = 2.0 * np.eye(2)
@@ -212,9 +210,6 @@ def test_legend_rule_holds_where_a_clip_fired():
     assert all("clip" in n or "✂" in n for n in rule), rule
 
 
-@pytest.mark.xfail(strict=True, reason="diagnostics.verdict answers 'stable' when every ‖δ_t‖ is exactly 0 "
-                   "(no gradient reached any state); the step view's caption then says 'stable' over a picture "
-                   "of zeros")
 def test_no_gradient_anywhere_is_not_stable():
     cell = nn.RNNCell(2, 3, rng=np.random.default_rng(0))
     x = np.random.default_rng(0).standard_normal((3, 1, 2))
@@ -227,8 +222,6 @@ def test_no_gradient_anywhere_is_not_stable():
     assert "stable" not in caption, caption
 
 
-@pytest.mark.xfail(strict=True, reason="step view: a NaN gain is coloured style.colour(nan) = the grey of the "
-                   "legend's ×1 swatch (step_view._edge_attrs; style.scale maps nan to 0)")
 def test_nan_gain_is_not_drawn_as_times_one():
     cell = nn.RNNCell(2, 3, rng=np.random.default_rng(0))
     x = np.random.default_rng(0).standard_normal((3, 1, 2))
@@ -244,8 +237,6 @@ def test_nan_gain_is_not_drawn_as_times_one():
     assert _attr(_step_edges(source)[2], "color") != style.colour(1.0, GAIN_DECADES)
 
 
-@pytest.mark.xfail(strict=True, reason="strips (compare_steps compact): a NaN gain is drawn as the grey full bar "
-                   "of a cut (strip_view._gain_bar treats nan as cut) though the run has no cut")
 def test_strips_nan_gain_is_not_a_cut():
     cell = nn.RNNCell(2, 3, rng=np.random.default_rng(0))
     x = np.random.default_rng(0).standard_normal((3, 1, 2))
@@ -260,8 +251,6 @@ def test_strips_nan_gain_is_not_a_cut():
     assert CUT not in source
 
 
-@pytest.mark.xfail(strict=True, reason="op view: an edge whose child got no gradient ('gain – (no gradient)') is "
-                   "coloured style.colour(1.0), the legend's ×1 swatch (op_view.OpPicture.edge_numbers returns 1.0)")
 def test_op_view_no_gradient_edge_is_not_times_one():
     _, _, _, loss = _unroll(nn.RNNCell(2, 3, rng=np.random.default_rng(0)), 1)  # h_0 = 0: W_hh gets exactly 0
     source = draw_graph(loss).source
@@ -271,23 +260,18 @@ def test_op_view_no_gradient_edge_is_not_times_one():
         assert _attr(line, "color") != style.colour(1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="op view before backward: tensor edges are coloured by ‖J‖, a bound, on the "
-                   "factor scale, while the legend says the gain sets the colour (op_view.edge_numbers falls back "
-                   "to the norm)")
 def test_op_view_before_backward_does_not_colour_a_bound_as_a_factor():
     cell = nn.RNNCell(2, 3, rng=np.random.default_rng(0))
     x = np.random.default_rng(0).standard_normal((2, 1, 2))
     outs, _ = nn.RNN(cell)(x, return_states=True)
     loss = (outs[-1] ** 2).sum()  # no backward
     source = draw_graph(loss).source
-    colours = {_attr(line, "color") for line in source.splitlines()
-               if "->" in line and "‖J‖" in line and "gain" not in line}
-    assert len(colours) > 1 or not colours  # sanity: today they vary with ‖J‖
-    assert len(colours) <= 1, f"tensor edges without a gain coloured by their bound: {sorted(colours)}"
+    edges = [line for line in source.splitlines() if "->" in line and "‖J‖" in line]
+    assert edges  # tensor edges labelled with their bound
+    colours = {_attr(line, "color") for line in edges}
+    assert len(colours) == 1, f"tensor edges without a gain coloured by their bound: {sorted(colours)}"
 
 
-@pytest.mark.xfail(strict=True, reason="lag view: a share of exactly 0 is drawn as a full reach bar, the legend's "
-                   "×10^-d end swatch without ≤ (lag_view.draw_lags computes 'clipped' from positive shares only)")
 def test_lag_view_zero_share_is_not_the_scale_end():
     _, states, losses, _ = _unroll(_zero_cell(), 5, every=True, target=1.0)
     curve = diagnostics.reach(diagnostics.lags(losses, states))
@@ -296,9 +280,6 @@ def test_lag_view_zero_share_is_not_the_scale_end():
     assert "≤×10" in _plain(source) or "exactly 0" in _plain(source)
 
 
-@pytest.mark.xfail(strict=True, reason="lag view headline: 'median reach 3 time steps back (the longest lag half "
-                   "the losses reach): 0' when no loss's gradient gets even one step back (lag_view.headline_lag "
-                   "counts losses long enough, not losses reached)")
 def test_lag_headline_does_not_claim_a_reach_of_zero():
     _, states, losses, _ = _unroll(_zero_cell(), 5, every=True, target=1.0)
     title = _plain(draw_lags(losses, states).source)
@@ -307,9 +288,6 @@ def test_lag_headline_does_not_claim_a_reach_of_zero():
     assert not (int(match.group(1)) > 0 and match.group(2) == "0"), match.group(0)
 
 
-@pytest.mark.xfail(strict=True, reason="T = 1: '1 time steps' in the op view legend (labels._steps_in_words), the "
-                   "step view legend ('the drawn T = 1 time steps', step_view._legend) and the lag view headline "
-                   "('over 1 time steps', '1 time steps back', lag_view.draw_lags)")
 @pytest.mark.parametrize("view", ["ops", "steps", "lags"])
 def test_one_time_step_is_singular(view):
     _, states, losses, loss = _unroll(nn.RNNCell(2, 3, rng=np.random.default_rng(0)), 1)
@@ -318,9 +296,6 @@ def test_one_time_step_is_singular(view):
     assert not re.search(r"\b1 time steps\b", _plain(picture.source))
 
 
-@pytest.mark.xfail(strict=True, reason="unit view: with more than 140 states it shows every stride-th state "
-                   "(unit_view.draw_split, range(0, T + 1, stride)), so for T = 151 the column of s_T, the state "
-                   "the loss reads, is left out")
 def test_unit_view_shows_the_state_the_loss_reads():
     T = 151
     _, states, _, loss = _unroll(nn.RNNCell(2, 2, rng=np.random.default_rng(0)), T)
@@ -334,16 +309,11 @@ def test_unit_view_shows_the_state_the_loss_reads():
     assert last == style.magnitude_fill(split.grad_norm[T, 0], *scale)
 
 
-@pytest.mark.xfail(strict=True, reason="unit view legend with one batch row reads '‖δ_t‖ of one unit, (one batch "
-                   "row):', a stray comma (unit_view._split_legend)")
 def test_unit_view_legend_one_batch_row_wording():
     _, states, _, loss = _unroll(nn.RNNCell(2, 2, rng=np.random.default_rng(0)), 2)
     assert "of one unit, (one batch row)" not in _plain(draw_steps(loss, states, by="unit").source)
 
 
-@pytest.mark.xfail(strict=True, reason="step view: a node with ‖δ‖ = 0 gets the shade of the legend's lowest "
-                   "swatch, 10^low (style.magnitude_fill(0) is the light end); the unit view and strips give 0 a "
-                   "colour of its own")
 def test_step_view_zero_node_is_not_the_lowest_swatch():
     _, states, _, loss = _unroll(_zero_cell(), 3, every=True, target=1.0)
     rows = diagnostics.steps(loss, states)
@@ -354,9 +324,6 @@ def test_step_view_zero_node_is_not_the_lowest_swatch():
     assert fill != style.magnitude_fill(10.0 ** scale[0], *scale)
 
 
-@pytest.mark.xfail(strict=True, reason="a finite gradient of 1e200 is shown as ‖δ‖ = inf, its gain nan, and the "
-                   "verdict blames 'a number on the way back is inf or nan': diagnostics.steps._norm squares the "
-                   "norms (overflow past ~1.3e154)")
 def test_large_finite_gradient_is_not_shown_as_inf():
     cell = nn.RNNCell(2, 2, nonlinearity="identity", bias=False, rng=np.random.default_rng(0))
     cell.weight_hh.data[...] = 1e100 * np.eye(2)
@@ -375,8 +342,6 @@ def test_large_finite_gradient_is_not_shown_as_inf():
     assert "inf" not in caption and "nan" not in caption, caption
 
 
-@pytest.mark.xfail(strict=True, reason="plot_steps drops every zero from its log axes (r.gain, r.bound, r.grad_norm "
-                   "falsy): a frozen zero-weight cell's gain panel is empty under the title '(vanishing)'")
 def test_plot_steps_shows_zero_gains():
     pytest.importorskip("matplotlib")
     _, states, _, loss = _unroll(_zero_cell(), 5, target=1.0)
@@ -387,3 +352,26 @@ def test_plot_steps_shows_zero_gains():
     shown = sum(len(line.get_xdata()) for line in bottom.get_lines() if str(line.get_label()).startswith("gain"))
     words = " ".join(t.get_text() for ax in figure.axes for t in ax.texts)
     assert shown >= 1 or "0" in words
+
+
+def test_lags_stop_at_each_state_when_a_state_is_made_straight_from_the_last():
+    """h' = h + f(x): s_t's op reads s_t-1 itself. The lag matrix's [i, k] is the gradient loss i alone
+    sends to s_k (grad's), not that counted again for every later state; the step view of the summed
+    loss likewise."""
+    outs, states, losses, _ = _carry_run()
+    matrix = diagnostics.lags(losses, states)
+    for i, loss in enumerate(losses):
+        alone = tg.grad(loss, states[1:])
+        np.testing.assert_allclose(matrix[i, 1:], [np.linalg.norm(g) for g in alone], rtol=1e-12)
+    total = sum(losses[1:], losses[0])
+    total.backward()
+    rows = diagnostics.steps(total, states)
+    expected = [np.linalg.norm(g) for g in tg.grad(total, states[1:])]
+    np.testing.assert_allclose([r.grad_norm for r in rows[1:]], expected, rtol=1e-12)
+
+
+def _carry_run():
+    cell = Carry(1.0)
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+    outs, states = nn.RNN(cell)(x, return_states=True)
+    return outs, states, [(o ** 2).sum() for o in outs], cell

@@ -99,14 +99,16 @@ def topological_order(roots: Sequence, constants: bool = False) -> list:
 
 
 def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = False, into_grad: bool = True,
-                  order: Sequence | None = None, hooks: bool = True, wanted: Sequence = ()) -> dict:
+                  order: Sequence | None = None, hooks: bool = True, wanted: Sequence = (),
+                  stop: Sequence = ()) -> dict:
     """The backward pass: the one loop that computes gradients.
 
     Walks the nodes children-first (only those in ``order``, parents first, when given); a
     node's gradient is complete when it comes up, so its hooks run then, before it flows to the
     parents through each op's vector-Jacobian product. With ``into_grad`` each gradient is added to
     its node's ``.grad`` (PyTorch's rule: they add up across calls until ``zero_grad``). Returns the
-    complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it).
+    complete gradients of the ``wanted`` nodes (node -> gradient; absent if none reached it). A node in
+    ``stop`` keeps its gradient: nothing flows from it to its parents.
 
     With ``create_graph`` the ops' formulas get Values and record themselves (higher derivatives);
     otherwise raw arrays, and an array may be shared: an add hands one gradient to both its inputs,
@@ -116,6 +118,7 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
     if STATE.tape is not None and not create_graph:
         STATE.tape.refuse_backward()  # a replay would not compute it again
     on_path = None if order is None else set(order)
+    stop = set(stop)
     keep, found, pending = set(wanted), {}, {}
     for root, g in zip(roots, root_grads):
         pending[root] = pending[root] + g if root in pending else g
@@ -149,6 +152,8 @@ def backpropagate(roots: Sequence, root_grads: Sequence, create_graph: bool = Fa
             node.grad = g if node.grad is None else node.grad + g
         if keep and node in keep:
             found[node] = g
+        if stop and node in stop:
+            continue
         inputs = node.parents
         if create_graph:
             out, data = node, inputs

@@ -159,14 +159,16 @@ def subgraph(outputs: Sequence, inputs: Sequence) -> list:
 
 
 
-def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None, hooks: bool = True) -> list:
+def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=None, hooks: bool = True,
+         stop=()) -> list:
     """d(outputs)/d(inputs), weighted by ``grad_outputs``, returned without touching any ``.grad``.
 
     The one public gradient function. Accepts one Value or a sequence for ``outputs`` and ``inputs``;
     returns a list with one gradient per input (zeros for an input the outputs do not depend on).
     Pass ``order=subgraph(outputs, inputs)`` (below) to reuse one walk for
     many seeds, as Jacobians do; there an input may also be a constant, such as a zero initial
-    state. ``hooks=False`` skips hooks.
+    state. ``hooks=False`` skips hooks. ``stop``: nodes whose gradient goes no further back (a walk that
+    ends at the states, where one state may be made straight from another).
     """
     outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Value) else list(inputs)
@@ -176,7 +178,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph: bool = False, order=N
         raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
     seeds = [_seed(out, g, "grad", create_graph) for out, g in zip(outputs, grad_outputs)]
     found = autograd.backpropagate(outputs, seeds, create_graph, into_grad=False, order=order, hooks=hooks,
-                                   wanted=inputs)
+                                   wanted=inputs, stop=stop)
     return [found[x] if x in found else 0.0 if type(x.data) is float else np.zeros(x.shape, x.dtype) for x in inputs]
 
 

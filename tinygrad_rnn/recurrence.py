@@ -122,12 +122,12 @@ class StepGraph:
         return total
 
 
-def _gradients(outputs: Sequence, inputs: Sequence, seeds: Sequence, order: Sequence) -> list:
+def _gradients(outputs: Sequence, inputs: Sequence, seeds: Sequence, order: Sequence, stop: Sequence = ()) -> list:
     """The one door from here to the backward loop: d(outputs)/d(inputs) weighted by ``seeds``, by
     ``grad`` run over the nodes in ``order`` only (parents first), without hooks and without touching
     any ``.grad``. Every gradient this module computes (a step's vector-Jacobian products, what a loss
     reads, what a step gives the weights) comes through here."""
-    return grad(list(outputs), list(inputs), list(seeds), order=order, hooks=False)
+    return grad(list(outputs), list(inputs), list(seeds), order=order, hooks=False, stop=stop)
 
 
 def step_graph(outputs, inputs, seen: set | None = None) -> StepGraph:
@@ -415,7 +415,9 @@ def read_gradients(losses: Sequence, states: Sequence, steps: Sequence[StepGraph
     order = _outside(losses, _inside(steps), {id(p) for p in parts}, reader="lags")
     result = []
     for loss in losses:
-        found = _gradients([loss], parts, [np.ones_like(loss.data) if loss.shape else 1.0], order)
+        # (stopping at the states: s_t may be made straight from s_t-1, h + f(x), and a read of s_t is
+        # not one of s_t-1)
+        found = _gradients([loss], parts, [np.ones_like(loss.data) if loss.shape else 1.0], order, parts)
         per_state, k = [], 0
         for s in states:
             n = len(state_parts(s))

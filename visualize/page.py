@@ -106,8 +106,9 @@ def _op_graph(root, data_limit: int, source=None) -> dict:
     data["boxes"] = [{"prefix": prefix, "t": t} for prefix, t in order]
     data["key"] = [_factor(x) for x in style.swatch_values(2.0)]
     for edge, entry in zip(graph.edges, data["edges"]):
-        _label, value, tip = picture.edge_numbers(edge)
-        entry.update(colour=style.colour(value), width=float(style.pen_width(value)), tip=tip)
+        _label, _value, tip = picture.edge_numbers(edge)
+        colour, width, _line = picture.edge_colour(edge)  # (off the scale where no gain is known: not x1)
+        entry.update(colour=colour, width=float(width), tip=tip)
     roots = [i for i, node in enumerate(graph.nodes) if not graph.edges_from(node)]
     data["outputs"] = roots
     # The path view's number at a one-number output of a tensor graph is exact, ||d output / d source||:
