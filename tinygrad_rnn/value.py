@@ -153,10 +153,10 @@ _data_itself.__name__ = ".data"  # (how messages name this read)
 
 
 def _read_while_recording(value: Value):
-    """``value.data`` read while a replay records. Read by the user's code inside fn (a branch on it, a
-    number or a new Value made from it), it is observed as ``item()`` is: a replay reads it again and
-    records anew where it differs, instead of answering with what was computed from this call's data.
-    The library's own reads are its ops', whose results are on the tape."""
+    """``value.data`` read (or copied, ``Value(value)``) while a replay records. Read by the user's code
+    inside fn (a branch on it, a number or a new Value made from it), it is observed as ``item()`` is:
+    a replay reads it again and records anew where it differs, instead of answering with what was
+    computed from this call's data. The library's own reads are its ops', whose results are on the tape."""
     if sys._getframe(2).f_globals.get("__name__", "").partition(".")[0] == "tinygrad_rnn":
         return value._data
     return _observed(_data_itself, value)
@@ -215,7 +215,7 @@ class Value:
 
     def __init__(self, data, requires_grad: bool = True, name: str | None = None):
         if isinstance(data, Value):  # (Value(h) copies h's data: read as h.data is)
-            data = data._data if STATE.tape is None else _observed(_data_itself, data)
+            data = data._data if STATE.tape is None else _read_while_recording(data)
         self._data = _as_data(data, copy=True)
         self.grad = None
         self.op, self._first, self._second = None, None, None
