@@ -252,7 +252,13 @@ def _attribute_values(obj) -> tuple:
 
 
 def _methods(cls) -> tuple:
-    return tuple(f for c in cls.__mro__ if _users(c) for f in vars(c).values() if isinstance(f, types.FunctionType))
+    return tuple(f for c in _user_classes(cls) for f in vars(c).values() if isinstance(f, types.FunctionType))
+
+
+@functools.cache
+def _user_classes(cls) -> tuple:
+    """The classes of ``cls.__mro__`` from the user's code (found once: ``_methods`` runs at every call)."""
+    return tuple(c for c in cls.__mro__ if _users(c))
 
 
 def _snapshot(reads: list) -> list:

@@ -244,7 +244,7 @@ class Tape:
                     "negative index would silently count from the end. Call fn itself to have them checked."
                 )
         for node, hook in self.registered:  # a hook fn registered, removed by the caller since: fn registers it
-            if not any(h is hook for h in node.hooks):
+            if hook not in node.hooks:  # (identity first: a hook is found at C speed)
                 return None
         for i, (s, leaf, version, signature) in enumerate(self.leaves):
             if leaf._version != version or leaf.requires_grad is not signature[0]:  # assigned since

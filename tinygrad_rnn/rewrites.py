@@ -337,9 +337,8 @@ def dropped_once_read(lines: list[str], start: int, end: int, inside: set) -> li
     ``inside`` a step (each line of a step's ops but its last: a scope, ``# t=3``), at the step's end:
     one ``del`` a step. Eager mode keeps every array of the graph; a replay keeps only what its
     backward pass reads (the stacked states, not each step's ``h_{t-1} W^T`` or sum before tanh), so
-    each step's new arrays reuse the memory, still in cache, of the step before (char-RNN B:
-    1.07-1.09x -> 1.00-1.02x numpy's time). A name counts as read wherever it appears, even in a
-    comment: never dropped too soon."""
+    each step's new arrays reuse the memory, still in cache, of the step before (its figure: docs/perf.md).
+    A name counts as read wherever it appears, even in a comment: never dropped too soon."""
     last, assigned = {}, {}
     for i, line in enumerate(lines):
         for name in re.findall(r"[A-Za-z_]\w*", line):

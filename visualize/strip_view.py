@@ -39,7 +39,7 @@ BAR = 14  # a gain bar's most length in points, from the line at 1
 CUT = "#d9d9d9"  # a cut's full bar (truncated BPTT: no gradient crosses)
 # A number that is not finite (nan or inf: an overflow or a NaN on the way back), in either strip: a
 # colour outside both scales, the grey of a cut, the yellow of 0 and the white of no gradient.
-NONFINITE = "#1b9e4b"
+NONFINITE = style.NONFINITE
 CUT_ONLY = "cut"  # _block_gain's answer for a column of cuts only
 
 

@@ -116,26 +116,24 @@ def _power_of_two(largest: float, safe: int = SAFE) -> int:
     return math.frexp(largest)[1]
 
 
-def _largest(arrays) -> float:
-    return max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
+def _root_sum(parts, squares) -> float:
+    """sqrt(sum of ``squares(a)`` over the parts as float64 arrays), scaled by a power of two first where
+    the squares would overflow or vanish (``_power_of_two``; with no scaling, the same floats as before)."""
+    arrays = [np.asarray(raw(p), dtype=np.float64) for p in parts]
+    e = _power_of_two(max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0))
+    if e:
+        arrays = [np.ldexp(a, -e) for a in arrays]
+    return math.ldexp(math.sqrt(sum(squares(a) for a in arrays)), e)
 
 
 def _norm(parts) -> float:
-    arrays = [np.asarray(raw(p), dtype=np.float64) for p in parts]
-    e = _power_of_two(_largest(arrays))
-    if e == 0:
-        return math.sqrt(sum(grad_norm(a) ** 2 for a in arrays))
-    return math.ldexp(math.sqrt(sum(grad_norm(np.ldexp(a, -e)) ** 2 for a in arrays)), e)
+    return _root_sum(parts, lambda a: grad_norm(a) ** 2)
 
 
 def _norm64(parts) -> float:
     """The lag view's norm of a delta (``recurrence.delta_norm``), so that ``last_read`` is its number
     (scaled, as ``_norm``, where squares would overflow)."""
-    arrays = [np.asarray(p, dtype=np.float64) for p in parts]
-    e = _power_of_two(_largest(arrays))
-    if e == 0:
-        return math.sqrt(sum(float(np.sum(np.square(a))) for a in arrays))
-    return math.ldexp(math.sqrt(sum(float(np.sum(np.square(np.ldexp(a, -e)))) for a in arrays)), e)
+    return _root_sum(parts, lambda a: float(np.sum(np.square(a))))
 
 
 def _flat(parts, rows: int) -> np.ndarray:
